@@ -1,0 +1,20 @@
+"""diffnum — differentiable structured numerics for PyTorch.
+
+Pillars (each a subpackage with its own map in its ``__init__`` docstring):
+
+- :mod:`diffnum.factor` — meta-factorization (projector and reconstruction
+  equations), SVD / QR / UTV / Nyström / CUR recipes, pseudoinverses,
+  randomized sketches, polar factor by Newton–Schulz, matrix square root.
+
+The command line (``diffnum reproduce``, ``diffnum bench``) lives in
+:mod:`diffnum.cli`; nothing in the library imports it.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("diffnum")
+except PackageNotFoundError:  # running from a source tree without installation
+    __version__ = "0.0.0+unknown"
+
+__all__ = ["__version__"]

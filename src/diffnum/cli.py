@@ -1,0 +1,115 @@
+"""The ``diffnum`` command: ``reproduce`` the papers' comparisons, run ``bench``-marks."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import sys
+from pathlib import Path
+
+import diffnum
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from diffnum.reproduce import available_experiments, run
+
+    registry = available_experiments()
+    targets = list(args.targets) or ["all"]
+    if "all" in targets:
+        names = list(registry)
+    else:
+        unknown = [t for t in targets if t not in registry]
+        if unknown:
+            print(f"diffnum reproduce: unknown target(s) {unknown}; choose from "
+                  f"{['all', *registry]}", file=sys.stderr)
+            return 2
+        names = targets
+    out = Path(args.out)
+    run(names, out=out, quick=args.quick, seed=args.seed, resume=args.resume,
+        show_progress=not args.no_progress)
+    print(f"wrote {out / 'report.md'} and {out / 'results.json'}")
+    return 0
+
+
+def _find_benchmarks(directory: Path) -> dict[str, Path]:
+    return {p.stem.removeprefix("bench_"): p for p in sorted(directory.glob("bench_*.py"))}
+
+
+def _bench(args: argparse.Namespace) -> int:
+    directory = Path(args.dir)
+    found = _find_benchmarks(directory)
+    if not found:
+        print(f"diffnum bench: no bench_*.py files in {directory.resolve()} "
+              "(run from the repository root or pass --dir)", file=sys.stderr)
+        return 2
+    names = list(args.names) or list(found)
+    unknown = [n for n in names if n not in found]
+    if unknown:
+        print(f"diffnum bench: unknown benchmark(s) {unknown}; choose from {list(found)}",
+              file=sys.stderr)
+        return 2
+    for name in names:
+        spec = importlib.util.spec_from_file_location(f"_diffnum_bench_{name}", found[name])
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        module.main(quick=args.quick)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="diffnum",
+        description="Differentiable structured numerics: reproduce the papers' claims on a CPU.",
+    )
+    parser.add_argument("--version", action="version", version=f"diffnum {diffnum.__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    rep = sub.add_parser(
+        "reproduce",
+        help="run the papers' key comparisons and write a report",
+        description="Generate data, run each paper's comparison at CPU scale, and write "
+                    "report.md, results.json and PNG figures to --out.",
+    )
+    rep.add_argument("targets", nargs="*", metavar="TARGET",
+                     help="experiments to run: 'all' (default) or any of the discovered names "
+                          "(factor, ...)")
+    rep.add_argument("--quick", action="store_true", help="small sizes; finishes in minutes")
+    rep.add_argument("--out", default="reproduce-out",
+                     help="output directory (default: %(default)s)")
+    rep.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    rep.add_argument("--resume", action="store_true",
+                     help="reuse experiments already finished in --out with the same settings")
+    rep.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    rep.set_defaults(func=_reproduce)
+
+    bench = sub.add_parser(
+        "bench",
+        help="run side-by-side benchmarks from benchmarks/",
+        description="Run benchmarks/bench_NAME.py side by side with their peers; results go to "
+                    "benchmarks/results/NAME.json and .md.",
+    )
+    bench.add_argument("names", nargs="*", metavar="NAME", help="benchmarks to run (default: all)")
+    bench.add_argument("--dir", default="benchmarks",
+                       help="benchmark directory (default: %(default)s)")
+    bench.add_argument("--quick", action="store_true",
+                       help="fewer repeats, smaller sizes (smoke test)")
+    bench.set_defaults(func=_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``diffnum`` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if args.command is None:
+        parser.print_help()
+        return 0
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,20 @@
+"""Meta-factorization and its neighbours.
+
+Map of the pillar:
+
+- :func:`meta_factorize` — solve the projector equation (Yᵀ, X from the sketch
+  matrices B, D) and the reconstruction equation (core G) for given factors F, H;
+  returns a :class:`MetaFactorization`.
+- Recipes built on that engine: :func:`svd`, :func:`cpqr`, :func:`utv`,
+  :func:`nystrom`, :func:`cur`, and :func:`cr` (full-rank CR factorization).
+- Pseudoinverses: :func:`pinv` (SVD, CR or randomized route) and
+  :func:`strang_pinv` (Strang's three formulas for A = CR).
+- Sketching and selection: :func:`range_finder`, :func:`rsvd`, :func:`select_columns`.
+- Matrix functions: :func:`msign` (polar factor by Newton–Schulz) and
+  :func:`sqrtm` (differentiable square root and inverse square root of SPD matrices).
+"""
+
+from diffnum.factor._polar import msign
+from diffnum.factor._sqrtm import sqrtm
+
+__all__ = ["msign", "sqrtm"]
