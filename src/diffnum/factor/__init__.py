@@ -2,9 +2,9 @@
 
 Map of the pillar:
 
-- :func:`meta_factorize` — solve the projector equation (Yᵀ, X from the sketch
+- :func:`meta_factorize` — solve the projector equation (Yᵀ, X from the test
   matrices B, D) and the reconstruction equation (core G) for given factors F, H;
-  returns a :class:`MetaFactorization`.
+  returns a :class:`MetaFactorization` (with :meth:`~MetaFactorization.residuals`).
 - Recipes built on that engine: :func:`svd`, :func:`cpqr`, :func:`utv`,
   :func:`nystrom`, :func:`cur`, and :func:`cr` (full-rank CR factorization).
 - Pseudoinverses: :func:`pinv` (SVD, CR or randomized route) and
@@ -14,7 +14,37 @@ Map of the pillar:
   :func:`sqrtm` (differentiable square root and inverse square root of SPD matrices).
 """
 
+from diffnum.factor._engine import (
+    FactorizationResiduals,
+    MetaFactorization,
+    RankDeficiencyWarning,
+    meta_factorize,
+)
+from diffnum.factor._pinv import pinv, strang_pinv
 from diffnum.factor._polar import msign
+from diffnum.factor._recipes import cpqr, cr, cur, numerical_rank, nystrom, svd, utv
+from diffnum.factor._select import select_columns
+from diffnum.factor._sketch import range_finder, rsvd, sketch_matrix
 from diffnum.factor._sqrtm import sqrtm
 
-__all__ = ["msign", "sqrtm"]
+__all__ = [
+    "FactorizationResiduals",
+    "MetaFactorization",
+    "RankDeficiencyWarning",
+    "cpqr",
+    "cr",
+    "cur",
+    "meta_factorize",
+    "msign",
+    "numerical_rank",
+    "nystrom",
+    "pinv",
+    "range_finder",
+    "rsvd",
+    "select_columns",
+    "sketch_matrix",
+    "sqrtm",
+    "strang_pinv",
+    "svd",
+    "utv",
+]

@@ -1,0 +1,186 @@
+"""The meta-factorization engine: projector equation, then reconstruction equation.
+
+Given A (m×n), a column factor F (m×k), a row factor H (n×l) and test matrices
+B (m×k'), D (n×l'), solve
+
+    projector equation      F Yᵀ F = F,   Hᵀ X Hᵀ = Hᵀ
+    reconstruction equation F G Hᵀ = A
+
+with Yᵀ = (BᵀF)⁺ Bᵀ, X = D (HᵀD)⁺ and the general Penrose solution
+G = Yᵀ A X + W − Yᵀ F W Hᵀ X (Karpowicz, *A theory of meta-factorization*).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from diffnum._core import check_matrix, check_same_batch
+
+
+class RankDeficiencyWarning(UserWarning):
+    """BᵀF or HᵀD is numerically rank deficient; a truncated pseudoinverse was used."""
+
+
+@dataclass(frozen=True)
+class FactorizationResiduals:
+    """Relative residuals of a :class:`MetaFactorization`, one value per batch element.
+
+    ``projector_F`` = ‖F Yᵀ F − F‖/‖F‖, ``projector_H`` = ‖Hᵀ X Hᵀ − Hᵀ‖/‖H‖,
+    ``reconstruction`` = ‖A − F G Hᵀ‖/‖A‖ (Frobenius norms).
+    """
+
+    projector_F: torch.Tensor
+    projector_H: torch.Tensor
+    reconstruction: torch.Tensor
+
+
+@dataclass(frozen=True)
+class MetaFactorization:
+    """A ≈ F G Hᵀ with the {1}-inverses Yᵀ of F and X of Hᵀ that produced the core G.
+
+    Shapes (leading batch dimensions omitted): ``A`` m×n, ``F`` m×k, ``G`` k×l,
+    ``H`` n×l, ``Y`` m×k, ``X`` n×l. ``info`` holds recipe-specific extras
+    (pivots, selected indices, sketches); ``rank_deficient`` records that the
+    projector equation fell back to a truncated pseudoinverse.
+    """
+
+    A: torch.Tensor
+    F: torch.Tensor
+    G: torch.Tensor
+    H: torch.Tensor
+    Y: torch.Tensor
+    X: torch.Tensor
+    rank_deficient: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def reconstruct(self) -> torch.Tensor:
+        """F G Hᵀ."""
+        return (self.F @ self.G) @ self.H.mT
+
+    def projectors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The oblique projectors (P_F, P_H) = (F Yᵀ, X Hᵀ) onto range(F) and range(H).
+
+        They are dense m×m and n×n matrices; form them only for small problems.
+        """
+        return self.F @ self.Y.mT, self.X @ self.H.mT
+
+    def residuals(self) -> FactorizationResiduals:
+        """Relative projector and reconstruction residuals (per batch element)."""
+
+        def rel(err: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+            ref_norm = torch.linalg.matrix_norm(ref)
+            return torch.linalg.matrix_norm(err) / torch.where(ref_norm > 0, ref_norm, 1.0)
+
+        F, H = self.F, self.H
+        return FactorizationResiduals(
+            projector_F=rel(F @ (self.Y.mT @ F) - F, F),
+            projector_H=rel((H.mT @ self.X) @ H.mT - H.mT, H),
+            reconstruction=rel(self.A - self.reconstruct(), self.A),
+        )
+
+
+def _default_rtol(M: torch.Tensor) -> float:
+    return max(M.shape[-2:]) * torch.finfo(M.dtype).eps
+
+
+def _times_pinv(rhs: torch.Tensor, M: torch.Tensor, rcond: float | None,
+                name: str) -> tuple[torch.Tensor, bool]:
+    """``rhs @ M⁺`` by a QR of M (tall orientation) and one triangular solve.
+
+    M is p×q. Tall (p ≥ q): M = QR, M⁺ = R⁻¹Qᵀ. Wide: Mᵀ = QR, M⁺ = QR⁻ᵀ.
+    When |diag R| reveals rank < min(p, q), fall back to a truncated pseudoinverse
+    and warn; returns the product and whether the fallback was taken.
+    """
+    rtol = _default_rtol(M) if rcond is None else rcond
+    tall = M.shape[-2] >= M.shape[-1]
+    Q, R = torch.linalg.qr(M if tall else M.mT)
+    diag = R.diagonal(dim1=-2, dim2=-1).abs()
+    largest = diag.amax(dim=-1, keepdim=True)
+    if bool((diag <= rtol * largest).any()) or bool((largest == 0).any()):
+        warnings.warn(
+            f"{name} is numerically rank deficient (min |diag R| / max |diag R| <= {rtol:.1e}); "
+            "using a truncated pseudoinverse, so the projector identities hold only on its range",
+            RankDeficiencyWarning,
+            stacklevel=4,
+        )
+        return rhs @ torch.linalg.pinv(M, rtol=rtol, hermitian=False), True
+    if tall:
+        # rhs R⁻¹ Qᵀ
+        return torch.linalg.solve_triangular(R, rhs, upper=True, left=False) @ Q.mT, False
+    # rhs Q R⁻ᵀ
+    return torch.linalg.solve_triangular(R.mT, rhs @ Q, upper=False, left=False), False
+
+
+def _check_factor(name: str, M: torch.Tensor, rows: int, row_name: str) -> None:
+    check_matrix(name, M)
+    if M.shape[-2] != rows:
+        raise ValueError(
+            f"{name} must have {rows} rows (the {row_name} of A), got shape {tuple(M.shape)}"
+        )
+
+
+def meta_factorize(
+    A: torch.Tensor,
+    F: torch.Tensor,
+    H: torch.Tensor,
+    B: torch.Tensor | None = None,
+    D: torch.Tensor | None = None,
+    W: torch.Tensor | None = None,
+    *,
+    rcond: float | None = None,
+    info: dict[str, Any] | None = None,
+) -> MetaFactorization:
+    """Factor A = F G Hᵀ by solving the projector and the reconstruction equations.
+
+    Projector equation: Yᵀ = (BᵀF)⁺ Bᵀ and X = D (HᵀD)⁺, so that F Yᵀ F = F and
+    Hᵀ X Hᵀ = Hᵀ (computed by a QR of BᵀF and HᵀD and triangular solves; with
+    B = F, D = H by default). Reconstruction equation, general Penrose solution:
+
+        G = Yᵀ A X + W − Yᵀ F W Hᵀ X,
+
+    which is Yᵀ A X whenever YᵀF = I and HᵀX = I (then W has no effect). The
+    factorization is exact, A = (F Yᵀ) A (X Hᵀ), iff range(A) ⊆ range(F) and
+    range(Aᵀ) ⊆ range(H).
+
+    Args:
+        A: (..., m, n) matrix to factor.
+        F: (..., m, k) column factor. H: (..., n, l) row factor.
+        B: (..., m, k') test matrix for the column side, k' ≥ k (default F).
+        D: (..., n, l') test matrix for the row side (default H).
+        W: (..., k, l) arbitrary matrix of the general solution (default 0).
+        rcond: relative tolerance below which BᵀF or HᵀD is treated as rank
+            deficient (default max(shape)·eps); then a truncated pseudoinverse is
+            used and a :class:`RankDeficiencyWarning` is issued.
+        info: extras to store on the result (recipes record pivots, indices).
+
+    Returns:
+        A :class:`MetaFactorization`; batched over the broadcast leading dims.
+    """
+    check_matrix("A", A)
+    m, n = A.shape[-2:]
+    _check_factor("F", F, m, "row count m")
+    _check_factor("H", H, n, "column count n")
+    B = F if B is None else B
+    D = H if D is None else D
+    _check_factor("B", B, m, "row count m")
+    _check_factor("D", D, n, "column count n")
+    for name, M in (("F", F), ("H", H), ("B", B), ("D", D)):
+        check_same_batch(("A", name), A, M)
+        if M.dtype != A.dtype:
+            raise TypeError(f"{name} must have the dtype of A ({A.dtype}), got {M.dtype}")
+    # Y = B (FᵀB)⁺ is the transpose of Yᵀ = (BᵀF)⁺Bᵀ; X = D (HᵀD)⁺.
+    Y, deficient_f = _times_pinv(B, F.mT @ B, rcond, "FᵀB (the column-side core BᵀF)")
+    X, deficient_h = _times_pinv(D, H.mT @ D, rcond, "HᵀD (the row-side core)")
+    G = (Y.mT @ A) @ X
+    if W is not None:
+        check_matrix("W", W)
+        k, l = F.shape[-1], H.shape[-1]
+        if W.shape[-2:] != (k, l):
+            raise ValueError(f"W must be (..., {k}, {l}) to match F and H, got {tuple(W.shape)}")
+        G = G + W - (Y.mT @ F) @ W @ (H.mT @ X)
+    return MetaFactorization(A=A, F=F, G=G, H=H, Y=Y, X=X,
+                             rank_deficient=deficient_f or deficient_h, info=dict(info or {}))

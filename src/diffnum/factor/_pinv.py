@@ -1,0 +1,107 @@
+"""Moore–Penrose pseudoinverses: SVD, CR and randomized routes; Strang's three formulas."""
+
+from __future__ import annotations
+
+import torch
+
+from diffnum._core import check_int_in_range, check_matrix, check_one_of
+from diffnum.factor._recipes import cr, numerical_rank
+from diffnum.factor._sketch import sketch_matrix
+
+PINV_METHODS = ("svd", "cr", "randomized")
+
+
+def _svd_pinv(A: torch.Tensor, rtol: float | None) -> torch.Tensor:
+    U, S, Vh = torch.linalg.svd(A, full_matrices=False)
+    if rtol is None:
+        rtol = max(A.shape[-2:]) * torch.finfo(A.dtype).eps
+    keep = S > rtol * S[..., :1]
+    S_inv = torch.where(keep, 1.0 / torch.where(keep, S, 1.0), 0.0)
+    return (Vh.mT * S_inv.unsqueeze(-2)) @ U.mT
+
+
+def pinv(
+    A: torch.Tensor,
+    method: str = "svd",
+    *,
+    rtol: float | None = None,
+    k: int | None = None,
+    oversample: int = 10,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Moore–Penrose pseudoinverse A⁺ (..., n, m) by one of three routes.
+
+    ``svd``: A⁺ = V Σ⁺ Uᵀ, singular values ≤ rtol·σ₁ treated as zero (rtol defaults
+    to max(m, n)·eps, as ``torch.linalg.pinv``).
+    ``cr``: with the full-rank factorization A = C R of :func:`cr`,
+    A⁺ = Rᵀ (Cᵀ A Rᵀ)⁻¹ Cᵀ — one r×r solve (``rtol`` is the rank tolerance of the
+    column scan).
+    ``randomized``: Strang's formula 3, A⁺ = (PᵀA)⁺ (PᵀAQ) (AQ)⁺ with Gaussian
+    sketches P (m×s), Q (n×s), s = min(k + oversample, m, n); exact with probability
+    1 when s ≥ rank(A). ``k`` defaults to the numerical rank.
+    """
+    check_matrix("A", A)
+    check_one_of("method", method, PINV_METHODS)
+    if method == "svd":
+        return _svd_pinv(A, rtol)
+    if method == "cr":
+        factors = cr(A, tol=rtol)
+        C, R = factors.F, factors.H.mT
+        core = C.mT @ A @ R.mT  # (CᵀC)(RRᵀ): r×r and invertible
+        return R.mT @ torch.linalg.solve(core, C.mT)
+    m, n = A.shape[-2:]
+    if k is None:
+        k = max(numerical_rank(A, rtol), 1)
+    check_int_in_range("k", k, 1, min(m, n))
+    s = min(k + oversample, m, n)
+    P = sketch_matrix((*A.shape[:-2], m, s), dtype=A.dtype, device=A.device, generator=generator)
+    Q = sketch_matrix((*A.shape[:-2], n, s), dtype=A.dtype, device=A.device, generator=generator)
+    PA, AQ = P.mT @ A, A @ Q
+    return _svd_pinv(PA, rtol) @ (PA @ Q) @ _svd_pinv(AQ, rtol)
+
+
+def strang_pinv(
+    C: torch.Tensor,
+    R: torch.Tensor,
+    formula: int = 1,
+    P: torch.Tensor | None = None,
+    Q: torch.Tensor | None = None,
+    *,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Pseudoinverse of A = C R by Strang's formulas ("The pseudoinverse of A = CR").
+
+    1. A⁺ = R⁺ C⁺ — correct iff C has independent columns and R independent rows.
+    2. A⁺ = (C⁺ C R)⁺ (C R R⁺)⁺ — always correct.
+    3. A⁺ = (PᵀA)⁺ (PᵀAQ) (AQ)⁺ — correct iff rank(PᵀA) = rank(AQ) = rank(A); P (m×s)
+       and Q (n×s) default to Gaussian sketches with s = the inner dimension of C R.
+
+    Formula 1 is returned even where it is wrong: showing where it fails is its point.
+    """
+    check_matrix("C", C)
+    check_matrix("R", R)
+    if C.shape[-1] != R.shape[-2]:
+        raise ValueError(f"C and R must be conformable (C is ..×{C.shape[-1]}, R must be "
+                         f"{C.shape[-1]}×..), got C {tuple(C.shape)} and R {tuple(R.shape)}")
+    if formula not in (1, 2, 3):
+        raise ValueError(f"formula must be 1, 2 or 3, got {formula!r}")
+    pinv_ = torch.linalg.pinv
+    if formula == 1:
+        return pinv_(R) @ pinv_(C)
+    if formula == 2:
+        return pinv_(pinv_(C) @ C @ R) @ pinv_(C @ R @ pinv_(R))
+    A = C @ R
+    m, n, s = A.shape[-2], A.shape[-1], C.shape[-1]
+    if P is None:
+        P = sketch_matrix((*A.shape[:-2], m, s), dtype=A.dtype, device=A.device,
+                          generator=generator)
+    if Q is None:
+        Q = sketch_matrix((*A.shape[:-2], n, s), dtype=A.dtype, device=A.device,
+                          generator=generator)
+    check_matrix("P", P)
+    check_matrix("Q", Q)
+    if P.shape[-2] != m or Q.shape[-2] != n:
+        raise ValueError(f"P must have {m} rows and Q {n} rows, got P {tuple(P.shape)} and "
+                         f"Q {tuple(Q.shape)}")
+    PA, AQ = P.mT @ A, A @ Q
+    return pinv_(PA) @ (PA @ Q) @ pinv_(AQ)

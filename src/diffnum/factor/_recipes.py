@@ -1,0 +1,217 @@
+"""Classical decompositions as instances of the meta-factorization engine."""
+
+from __future__ import annotations
+
+import torch
+
+from diffnum._core import check_int_in_range, check_matrix, check_one_of
+from diffnum.factor._engine import MetaFactorization, meta_factorize
+from diffnum.factor._select import SELECTION_METHODS, pivoted_gram_schmidt, select_columns
+from diffnum.factor._sketch import sketch_matrix
+
+
+def numerical_rank(A: torch.Tensor, rtol: float | None = None) -> int:
+    """Largest numerical rank over the batch: #{σ_i > rtol·σ₁}, rtol = max(m, n)·eps by default."""
+    S = torch.linalg.svdvals(A.detach())
+    if rtol is None:
+        rtol = max(A.shape[-2:]) * torch.finfo(A.dtype).eps
+    return int((S > rtol * S[..., :1]).sum(dim=-1).max())
+
+
+def _resolve_k(A: torch.Tensor, k: int | None) -> int:
+    if k is None:
+        return max(numerical_rank(A), 1)
+    return check_int_in_range("k", k, 1, min(A.shape[-2:]))
+
+
+def svd(A: torch.Tensor, k: int | None = None) -> MetaFactorization:
+    """Truncated SVD: F = U_k, H = V_k, B = F, D = H, so G = U_kᵀ A V_k = Σ_k.
+
+    ``k`` defaults to the numerical rank (largest over the batch). At k < rank the
+    result is the Eckart–Young best rank-k approximation.
+    """
+    check_matrix("A", A)
+    k = _resolve_k(A, k)
+    U, S, Vh = torch.linalg.svd(A, full_matrices=False)
+    return meta_factorize(A, U[..., :, :k], Vh[..., :k, :].mT,
+                          info={"singular_values": S})
+
+
+def _gather_columns(A: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    index = index.expand(*A.shape[:-2], index.shape[-1])
+    return torch.gather(A, -1, index.unsqueeze(-2).expand(*A.shape[:-1], index.shape[-1]))
+
+
+def cpqr(A: torch.Tensor, k: int | None = None) -> MetaFactorization:
+    """Column-pivoted QR, A P = Q R: F = Q_{:,1:k}, H = (R_{1:k,:} Pᵀ)ᵀ = Aᵀ Q_k.
+
+    With B = F and D = H the core is G = I_k when k = rank. Pivots are those of
+    Businger–Golub (largest remaining column norm), stored in ``info["pivots"]``;
+    ``info["R"]`` holds R_{1:k,:} in pivoted column order.
+    """
+    check_matrix("A", A)
+    k = _resolve_k(A, k)
+    Q, pivots = pivoted_gram_schmidt(A, k)
+    H = A.mT @ Q
+    R = _gather_columns(H.mT, pivots_full(pivots, A.shape[-1]))
+    return meta_factorize(A, Q, H, info={"pivots": pivots, "R": R})
+
+
+def pivots_full(pivots: torch.Tensor, n: int) -> torch.Tensor:
+    """Complete the first k pivots to a permutation of range(n) (the rest in original order)."""
+    rest_mask = torch.ones(*pivots.shape[:-1], n, dtype=torch.bool, device=pivots.device)
+    rest_mask = rest_mask.scatter(-1, pivots, False)
+    order = torch.arange(n, device=pivots.device).expand_as(rest_mask)
+    # Stable sort puts unchosen columns (key 0) after chosen ones, each group in its order.
+    keys = torch.where(rest_mask, n + order, order)
+    rest = keys.sort(dim=-1).values
+    rest = rest[..., pivots.shape[-1]:] - n
+    return torch.cat([pivots, rest], dim=-1)
+
+
+UTV_CORES = ("svd", "cpqr", "lu", "triangular")
+
+
+def utv(A: torch.Tensor, k: int | None = None, core: str = "svd") -> MetaFactorization:
+    """Two-sided orthogonal (UTV) factorization, then a second factorization of its core.
+
+    First pass: F = Q from column-pivoted QR of A (k columns), H from the QR of
+    AᵀF = H T̃, so the engine's core G = FᵀAH = T̃ᵀ is lower triangular (ULV).
+    The meta step factors G again and moves its outer factors into F and H:
+
+    - ``svd``: G = U_g Σ V_gᵀ → F U_g, Σ, H V_g (an SVD of A);
+    - ``cpqr``: G P = Q_g R_g → F Q_g, R_g, H P (URV with an upper-triangular core);
+    - ``lu``: G = P L U → F P L, U, H (F no longer orthonormal);
+    - ``triangular``: keep G (ULV).
+
+    Every variant is solved again by :func:`meta_factorize` with the new F, H.
+    """
+    check_matrix("A", A)
+    k = _resolve_k(A, k)
+    check_one_of("core", core, UTV_CORES)
+    F, _ = pivoted_gram_schmidt(A, k)
+    H, _ = torch.linalg.qr(A.mT @ F)
+    first = meta_factorize(A, F, H)
+    G = first.G
+    if core == "triangular":
+        return meta_factorize(A, F, H, info={"core": core})
+    if core == "svd":
+        Ug, _, Vgh = torch.linalg.svd(G)
+        return meta_factorize(A, F @ Ug, H @ Vgh.mT, info={"core": core})
+    if core == "cpqr":
+        Qg, pivots = pivoted_gram_schmidt(G, k)
+        perm = torch.nn.functional.one_hot(pivots, k).to(G.dtype).mT  # (k, k): G P = G[:, p]
+        return meta_factorize(A, F @ Qg, H @ perm, info={"core": core, "pivots": pivots})
+    P, L, _ = torch.linalg.lu(G)
+    return meta_factorize(A, F @ (P @ L), H, info={"core": core})
+
+
+def nystrom(
+    A: torch.Tensor,
+    k: int,
+    oversample: int | None = None,
+    generator: torch.Generator | None = None,
+    sketch: str = "gaussian",
+) -> MetaFactorization:
+    """Generalized Nyström (Nakatsukasa 2020): A ≈ AΩ (ΨᵀAΩ)⁺ ΨᵀA.
+
+    F = AΩ, H = AᵀΨ, B = Ψ, D = Ω with Ω n×k and Ψ m×ℓ, ℓ = k + oversample
+    (default ⌈k/2⌉, so ℓ ≈ 1.5k). The engine's QR of ΨᵀAΩ gives
+    Yᵀ = R⁻¹QᵀΨᵀ and X = ΩR⁻¹Qᵀ, hence G = (ΨᵀAΩ)⁺ computed stably
+    (A_k = (AΩR⁻¹)(QᵀΨᵀA)); a numerically singular ΨᵀAΩ is pseudo-inverted with
+    truncation (the ε-pseudoinverse of the stabilized method).
+    """
+    check_matrix("A", A)
+    m, n = A.shape[-2:]
+    check_int_in_range("k", k, 1, min(m, n))
+    extra = (k + 1) // 2 if oversample is None else oversample
+    if isinstance(extra, bool) or not isinstance(extra, int) or extra < 0:
+        raise ValueError(f"oversample must be a non-negative int, got {oversample!r}")
+    ell = min(k + extra, m)
+    batch = A.shape[:-2]
+    omega = sketch_matrix((*batch, n, k), sketch, dtype=A.dtype, device=A.device,
+                          generator=generator)
+    psi = sketch_matrix((*batch, m, ell), sketch, dtype=A.dtype, device=A.device,
+                        generator=generator)
+    return meta_factorize(A, A @ omega, A.mT @ psi, B=psi, D=omega,
+                          info={"omega": omega, "psi": psi})
+
+
+CUR_CORES = ("optimal", "cross")
+
+
+def _selection_matrix(index: torch.Tensor, size: int, dtype: torch.dtype) -> torch.Tensor:
+    """I_{:, index}: (..., size, k) with one 1 per column."""
+    return torch.nn.functional.one_hot(index, size).to(dtype).mT
+
+
+def cur(
+    A: torch.Tensor,
+    k: int,
+    select: str = "pivoted_qr",
+    core: str = "optimal",
+    generator: torch.Generator | None = None,
+) -> MetaFactorization:
+    """CUR: C = A[:, J], R = A[I, :] with k columns and k rows chosen by ``select``.
+
+    F = C, H = Rᵀ. ``core="optimal"``: B = F, D = H, so U = G = C⁺ A R⁺ (the best
+    core for these C, R in Frobenius norm). ``core="cross"`` (skeleton): B = I_{:,I},
+    D = I_{:,J}, so U = G = A(I, J)⁻¹ (pseudo-inverted, with a warning, if singular).
+    ``info`` holds ``rows`` I and ``columns`` J.
+    """
+    check_matrix("A", A)
+    check_int_in_range("k", k, 1, min(A.shape[-2:]))
+    check_one_of("select", select, SELECTION_METHODS)
+    check_one_of("core", core, CUR_CORES)
+    J = select_columns(A, k, select, generator=generator)
+    I = select_columns(A.mT, k, select, generator=generator)
+    C = _gather_columns(A, J)
+    Rt = _gather_columns(A.mT, I)
+    info = {"rows": I, "columns": J}
+    if core == "optimal":
+        return meta_factorize(A, C, Rt, info=info)
+    B = _selection_matrix(I, A.shape[-2], A.dtype)
+    D = _selection_matrix(J, A.shape[-1], A.dtype)
+    return meta_factorize(A, C, Rt, B=B, D=D, info=info)
+
+
+def cr(A: torch.Tensor, tol: float | None = None) -> MetaFactorization:
+    """Full-rank CR factorization A = C R (Strang): C = the first r independent columns.
+
+    Columns are scanned left to right; column j is a pivot column when its residual
+    after projection onto the earlier pivot columns exceeds ``tol``·‖A‖_F (default
+    max(m, n)·eps) — the pivot columns of the reduced row echelon form. R = C⁺A,
+    whose pivot columns form I_r (R is rref(A) without its zero rows). F = C,
+    H = Rᵀ and the core is G = I_r. All batch elements must have the same rank.
+    ``info["columns"]`` holds the pivot columns.
+    """
+    check_matrix("A", A)
+    m, n = A.shape[-2:]
+    if tol is None:
+        tol = max(m, n) * torch.finfo(A.dtype).eps
+    scale = torch.linalg.matrix_norm(A.detach()).reshape(-1)
+    flat = A.detach().reshape(-1, m, n)
+    chosen: list[list[int]] = []
+    for b in range(flat.shape[0]):
+        basis = torch.zeros(m, 0, dtype=A.dtype, device=A.device)
+        picks: list[int] = []
+        for j in range(n):
+            v = flat[b, :, j : j + 1]
+            for _ in range(2):  # twice is enough (Kahan–Parlett)
+                v = v - basis @ (basis.mT @ v)
+            norm = float(torch.linalg.vector_norm(v))
+            if norm > tol * float(scale[b]):
+                basis = torch.cat([basis, v / norm], dim=-1)
+                picks.append(j)
+        chosen.append(picks)
+    ranks = {len(p) for p in chosen}
+    if len(ranks) != 1:
+        raise ValueError(f"A must have the same numerical rank in every batch element for cr, "
+                         f"got ranks {sorted(ranks)}")
+    if ranks == {0}:
+        raise ValueError("A must have rank >= 1 for cr, got the zero matrix")
+    J = torch.tensor(chosen, device=A.device).reshape(*A.shape[:-2], -1)
+    C = _gather_columns(A, J)
+    Qc, Rc = torch.linalg.qr(C)  # C has full column rank by construction
+    R = torch.linalg.solve_triangular(Rc, Qc.mT @ A, upper=True)
+    return meta_factorize(A, C, R.mT, info={"columns": J, "C": C, "R": R})
