@@ -1,0 +1,55 @@
+"""Interpolation kernels with learnable positions, and DCLS layers built on them.
+
+Map of the pillar:
+
+- :func:`construct_kernel` — the DCLS kernel K[j] = Σ_k w_k Φ(j − q_k)/Z_k for versions
+  ``v0`` (bilinear), ``v1`` (normalized bilinear), ``max`` (triangle) and ``gauss``, with the
+  exact semantics and parameter layout of ``dcls`` 0.1.1; dense reference, scatter
+  (O(m·2^d)) and separable (exact, O(m·Σs)) constructions. :func:`position_axes` tells
+  which kernel axis each position coordinate moves along.
+- Layers :class:`Dcls1d`, :class:`Dcls2d`, :class:`Dcls3d` (drop-in ``nn.ConvNd``), partial
+  variants :class:`Dcls2_1d`, :class:`Dcls3_1d`, :class:`Dcls2dK1d`; functional
+  :func:`dcls_conv`; :func:`convolve` (dense-kernel convolution with path selection).
+- Training helpers: :func:`clamp_parameters`, :func:`parameter_groups` (position/width
+  learning-rate multiplier, no weight decay), :func:`set_sigma` and :class:`SigmaSchedule`.
+- Inference: ``layer.round_positions()``, :func:`integer_taps` / ``layer.export_integer_taps()``
+  → :class:`IntegerTaps`, and ``layer.use_integer_taps()``.
+"""
+
+from diffnum.interp._construct import construct_kernel, position_axes
+from diffnum.interp._conv import convolve
+from diffnum.interp._layers import (
+    Dcls1d,
+    Dcls2_1d,
+    Dcls2d,
+    Dcls2dK1d,
+    Dcls3_1d,
+    Dcls3d,
+    IntegerTaps,
+    clamp_parameters,
+    dcls_conv,
+    dcls_layers,
+    integer_taps,
+    parameter_groups,
+)
+from diffnum.interp._sigma import SigmaSchedule, set_sigma
+
+__all__ = [
+    "Dcls1d",
+    "Dcls2_1d",
+    "Dcls2d",
+    "Dcls2dK1d",
+    "Dcls3_1d",
+    "Dcls3d",
+    "IntegerTaps",
+    "SigmaSchedule",
+    "clamp_parameters",
+    "construct_kernel",
+    "convolve",
+    "dcls_conv",
+    "dcls_layers",
+    "integer_taps",
+    "parameter_groups",
+    "position_axes",
+    "set_sigma",
+]

@@ -1,0 +1,458 @@
+"""DCLS layers: thin ``nn.Module`` shells over :func:`construct_kernel` and :func:`dcls_conv`."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from diffnum._core.validation import check_int_in_range, check_one_of, real_floating_dtype
+from diffnum.interp._construct import (
+    CONSTRUCT_METHODS,
+    VERSIONS,
+    construct_kernel,
+    normalize_size,
+    position_axes,
+)
+from diffnum.interp._conv import CONV_METHODS, PADDING_MODES, convolve
+
+
+def _tuple(name: str, value: int | Sequence[int], ndim: int) -> tuple[int, ...]:
+    return normalize_size(name, value, ndim)
+
+
+def dcls_conv(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    P: torch.Tensor,
+    SIG: torch.Tensor | None,
+    bias: torch.Tensor | None = None,
+    *,
+    dilated_kernel_size: int | Sequence[int],
+    version: str,
+    stride: int | Sequence[int] = 1,
+    padding: int | str | Sequence[int] = 0,
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+    padding_mode: str = "zeros",
+    construct_method: str = "auto",
+    conv_method: str = "auto",
+) -> torch.Tensor:
+    r"""Functional DCLS convolution: ``y = conv(x, K(weight, P, SIG)) + bias``.
+
+    K is :func:`construct_kernel`'s dense kernel (shape ``(C_out, C_in/groups, *s)``); the
+    convolution is cross-correlation as in ``F.convNd``, with ``padding_mode`` as in
+    ``nn.ConvNd``. ``conv_method`` picks the convolution path (see :func:`convolve_kernel`).
+    """
+    ndim = P.shape[0] if isinstance(P, torch.Tensor) and P.ndim > 0 else 0
+    kernel = construct_kernel(weight, P, SIG, dilated_kernel_size, version,
+                              method=construct_method)
+    return convolve(input, kernel, bias, stride=stride, padding=padding, dilation=dilation,
+                    groups=groups, padding_mode=padding_mode, method=conv_method,
+                    taps_hint=_taps_hint(version, weight.shape[-1], ndim))
+
+
+def _taps_hint(version: str, kernel_count: int, ndim: int) -> int | None:
+    """Upper bound of non-zero taps per kernel, when the version has compact support."""
+    if version in ("v0", "v1"):
+        return kernel_count * 2**ndim
+    return None
+
+
+@dataclass(frozen=True)
+class IntegerTaps:
+    """A DCLS kernel reduced to integer taps: ``K[index[:, ..., k]] += weight[..., k]``.
+
+    ``index`` has shape ``(d, ..., m)`` and is ordered by *kernel axis* (``index[a]`` is the
+    grid index along axis ``a``), so the convention quirks of :func:`position_axes` are
+    resolved here; ``size`` is the support ``s``.
+    """
+
+    weight: torch.Tensor
+    index: torch.Tensor
+    size: tuple[int, ...]
+
+    def kernel(self) -> torch.Tensor:
+        """The dense kernel ``(..., *size)`` these taps describe."""
+        strides = [math.prod(self.size[a + 1:]) for a in range(len(self.size))]
+        flat = sum(self.index[a] * strides[a] for a in range(len(self.size)))
+        out = self.weight.new_zeros(*self.weight.shape[:-1], math.prod(self.size))
+        out = out.scatter_add(-1, flat, self.weight)
+        return out.reshape(*self.weight.shape[:-1], *self.size)
+
+
+def integer_taps(
+    weight: torch.Tensor, P: torch.Tensor, dilated_kernel_size: int | Sequence[int], version: str
+) -> IntegerTaps:
+    """Round positions to the nearest integer and return the taps (the inference form).
+
+    For ``v0`` at integer positions this is the layer's kernel exactly; for ``v1`` up to the
+    factor 1/(1 + 1e-7) of its normalization; for ``max``/``gauss`` it is the σ → 0 limit the
+    spiking-delay recipe uses at inference. Raises if a rounded tap falls outside the support.
+    """
+    size = normalize_size("dilated_kernel_size", dilated_kernel_size, P.shape[0])
+    axes = position_axes(version, P.shape[0])
+    index = torch.empty_like(P, dtype=torch.long)
+    for i, axis in enumerate(axes):
+        idx = torch.round(P[i].detach() + size[i] // 2).long()
+        bad = (idx < 0) | (idx >= size[axis])
+        if bool(bad.any()):
+            raise ValueError(
+                f"P coordinate {i} puts {int(bad.sum())} taps outside the support "
+                f"[0, {size[axis] - 1}] of kernel axis {axis} after rounding; "
+                "call clamp_parameters() first"
+            )
+        index[axis] = idx
+    return IntegerTaps(weight=weight.detach().clone(), index=index, size=size)
+
+
+class _DclsBase(nn.Module):
+    """Shared machinery: parameters ``weight (O, C/g, *dense, m)``, ``P``/``SIG (d, O, ...)``."""
+
+    conv_ndim: int
+    position_ndim: int
+    default_version: str = "gauss"
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_count: int,
+        stride: int | Sequence[int],
+        padding: int | str | Sequence[int],
+        dilated_kernel_size: int | Sequence[int],
+        groups: int,
+        bias: bool,
+        padding_mode: str,
+        version: str,
+        *,
+        dilation: int | Sequence[int],
+        dense_kernel_size: tuple[int, ...] = (),
+        uniform_positions: bool = False,
+        construct_method: str = "auto",
+        conv_method: str = "auto",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        check_int_in_range("in_channels", in_channels, 1, 2**31)
+        check_int_in_range("out_channels", out_channels, 1, 2**31)
+        check_int_in_range("kernel_count", kernel_count, 1, 2**31)
+        check_int_in_range("groups", groups, 1, 2**31)
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(
+                f"in_channels and out_channels must be divisible by groups, got "
+                f"in_channels={in_channels}, out_channels={out_channels}, groups={groups}"
+            )
+        check_one_of("version", version, VERSIONS)
+        check_one_of("padding_mode", padding_mode, PADDING_MODES)
+        check_one_of("construct_method", construct_method, CONSTRUCT_METHODS)
+        check_one_of("conv_method", conv_method, CONV_METHODS)
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_count = kernel_count
+        self.groups = groups
+        self.version = version
+        self.padding_mode = padding_mode
+        self.construct_method = construct_method
+        self.conv_method = conv_method
+        self.dense_kernel_size = tuple(dense_kernel_size)
+        self.dilated_kernel_size = _tuple("dilated_kernel_size", dilated_kernel_size,
+                                          self.position_ndim)
+        self.stride = _tuple("stride", stride, self.conv_ndim)
+        self.dilation = _tuple("dilation", dilation, self.conv_ndim)
+        self.padding = padding if isinstance(padding, str) else _padding_tuple(
+            padding, self.conv_ndim)
+        self.uniform_positions = uniform_positions
+        self.integer_taps: IntegerTaps | None = None
+        factory = {"device": device, "dtype": dtype}
+        shape = (out_channels, in_channels // groups, *self.dense_kernel_size, kernel_count)
+        self.weight = nn.Parameter(torch.empty(shape, **factory))
+        self.P = nn.Parameter(torch.empty(self.position_ndim, *shape, **factory))
+        if version in ("max", "gauss"):
+            self.SIG = nn.Parameter(torch.empty(self.position_ndim, *shape, **factory))
+        else:
+            self.register_parameter("SIG", None)
+        if bias:
+            self.bias = nn.Parameter(torch.empty(out_channels, **factory))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Kaiming-uniform weights (a = √5), positions N(0, 0.5²) clamped to the support
+        (uniform over it for the partial variants), SIG = 0.23 (gauss) or 0 (max)."""
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in, _ = nn.init._calculate_fan_in_and_fan_out(self.weight)
+            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+            nn.init.uniform_(self.bias, -bound, bound)
+        with torch.no_grad():
+            for i, s in enumerate(self.dilated_kernel_size):
+                lim = s // 2
+                if self.uniform_positions:
+                    nn.init.uniform_(self.P[i], -lim, lim)
+                else:
+                    nn.init.normal_(self.P[i], 0.0, 0.5).clamp_(-lim, lim)
+            if self.SIG is not None:
+                self.SIG.fill_(0.23 if self.version == "gauss" else 0.0)
+
+    def clamp_parameters(self) -> None:
+        """Clamp each position coordinate to [−⌊s_i/2⌋, ⌊s_i/2⌋] (call after optimizer steps)."""
+        with torch.no_grad():
+            for i, s in enumerate(self.dilated_kernel_size):
+                self.P[i].clamp_(-(s // 2), s // 2)
+
+    def round_positions(self) -> None:
+        """Round positions in place to the nearest integers (exact delays / taps)."""
+        with torch.no_grad():
+            self.P.round_()
+
+    def export_integer_taps(self) -> IntegerTaps:
+        """Integer taps and weights of this layer (see :func:`integer_taps`)."""
+        return integer_taps(self.weight, self.P, self.dilated_kernel_size, self.version)
+
+    def use_integer_taps(self, enabled: bool = True) -> None:
+        """Switch the forward pass to the exported integer taps (inference) or back."""
+        self.integer_taps = self.export_integer_taps() if enabled else None
+
+    def kernel(self) -> torch.Tensor:
+        """The dense convolution kernel ``(C_out, C_in/groups, *kernel_shape)``."""
+        if self.integer_taps is not None:
+            return self._to_conv_kernel(self.integer_taps.kernel())
+        return self._to_conv_kernel(construct_kernel(
+            self.weight, self.P, self.SIG, self.dilated_kernel_size, self.version,
+            method=self.construct_method))
+
+    def _to_conv_kernel(self, kernel: torch.Tensor) -> torch.Tensor:
+        return kernel
+
+    def _taps_hint(self) -> int | None:
+        if self.integer_taps is not None:
+            return self.kernel_count
+        return _taps_hint(self.version, self.kernel_count, self.position_ndim)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        real_floating_dtype("input", input)
+        if input.ndim not in (self.conv_ndim + 1, self.conv_ndim + 2):
+            raise ValueError(
+                f"input must have shape (N, C, *spatial) or (C, *spatial) with "
+                f"{self.conv_ndim} spatial dims, got {tuple(input.shape)}"
+            )
+        channel_dim = input.ndim - self.conv_ndim - 1
+        if input.shape[channel_dim] != self.in_channels:
+            raise ValueError(
+                f"input must have {self.in_channels} channels (dim {channel_dim}), "
+                f"got shape {tuple(input.shape)}"
+            )
+        return convolve(input, self.kernel(), self.bias, stride=self.stride,
+                        padding=self.padding, dilation=self.dilation, groups=self.groups,
+                        padding_mode=self.padding_mode, method=self.conv_method,
+                        taps_hint=self._taps_hint())
+
+    def extra_repr(self) -> str:
+        text = (f"{self.in_channels}, {self.out_channels}, kernel_count={self.kernel_count}, "
+                f"dilated_kernel_size={self.dilated_kernel_size}, version={self.version!r}, "
+                f"stride={self.stride}, padding={self.padding}")
+        if self.dense_kernel_size:
+            text += f", dense_kernel_size={self.dense_kernel_size}"
+        if any(d != 1 for d in self.dilation):
+            text += f", dilation={self.dilation}"
+        if self.groups != 1:
+            text += f", groups={self.groups}"
+        if self.bias is None:
+            text += ", bias=False"
+        if self.padding_mode != "zeros":
+            text += f", padding_mode={self.padding_mode!r}"
+        return text
+
+
+def _padding_tuple(padding: int | Sequence[int], ndim: int) -> tuple[int, ...]:
+    values = (padding,) * ndim if isinstance(padding, int) else tuple(padding)
+    if len(values) != ndim or any(isinstance(v, bool) or not isinstance(v, int) or v < 0
+                                  for v in values):
+        raise ValueError(
+            f"padding must be 'same', 'valid', a non-negative int or {ndim} of them, "
+            f"got {padding!r}"
+        )
+    return values
+
+
+_LAYER_DOC = r"""{d}-D convolution with learnable spacings, a drop-in for ``nn.Conv{d}d``.
+
+    ``y = conv{d}d(x, K) + bias`` with K[j] = Σ_k w_k Φ(j − q_k)/Z_k built by
+    :func:`construct_kernel` from ``weight (C_out, C_in/groups, m)``, positions
+    ``P ({d}, C_out, C_in/groups, m)`` and, for ``gauss``/``max``, widths ``SIG`` of P's shape.
+    Argument order and parameter layout are those of ``dcls`` 0.1.1's ``Dcls{d}d`` (so a
+    ``state_dict`` copies across), plus ``nn.Conv{d}d``'s ``dilation``, ``device``, ``dtype``
+    and string ``padding``. ``kernel_count`` is m, ``dilated_kernel_size`` the support s.
+    ``construct_method`` / ``conv_method`` pick the construction and convolution paths
+    (``"auto"``: a cost model).
+    """
+
+
+class Dcls1d(_DclsBase):
+    __doc__ = _LAYER_DOC.format(d=1)
+    conv_ndim = 1
+    position_ndim = 1
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_count: int,
+                 stride: int | Sequence[int] = 1, padding: int | str | Sequence[int] = 0,
+                 dilated_kernel_size: int | Sequence[int] = 1, groups: int = 1,
+                 bias: bool = True, padding_mode: str = "zeros", version: str = "gauss", *,
+                 dilation: int | Sequence[int] = 1, construct_method: str = "auto",
+                 conv_method: str = "auto", device=None, dtype=None) -> None:
+        super().__init__(in_channels, out_channels, kernel_count, stride, padding,
+                         dilated_kernel_size, groups, bias, padding_mode, version,
+                         dilation=dilation, construct_method=construct_method,
+                         conv_method=conv_method, device=device, dtype=dtype)
+
+
+class Dcls2d(_DclsBase):
+    __doc__ = _LAYER_DOC.format(d=2)
+    conv_ndim = 2
+    position_ndim = 2
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_count: int,
+                 stride: int | Sequence[int] = 1, padding: int | str | Sequence[int] = 0,
+                 dilated_kernel_size: int | Sequence[int] = 1, groups: int = 1,
+                 bias: bool = True, padding_mode: str = "zeros", version: str = "gauss", *,
+                 dilation: int | Sequence[int] = 1, construct_method: str = "auto",
+                 conv_method: str = "auto", device=None, dtype=None) -> None:
+        super().__init__(in_channels, out_channels, kernel_count, stride, padding,
+                         dilated_kernel_size, groups, bias, padding_mode, version,
+                         dilation=dilation, construct_method=construct_method,
+                         conv_method=conv_method, device=device, dtype=dtype)
+
+
+class Dcls3d(_DclsBase):
+    __doc__ = _LAYER_DOC.format(d=3)
+    conv_ndim = 3
+    position_ndim = 3
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_count: int,
+                 stride: int | Sequence[int] = 1, padding: int | str | Sequence[int] = 0,
+                 dilated_kernel_size: int | Sequence[int] = 1, groups: int = 1,
+                 bias: bool = True, padding_mode: str = "zeros", version: str = "gauss", *,
+                 dilation: int | Sequence[int] = 1, construct_method: str = "auto",
+                 conv_method: str = "auto", device=None, dtype=None) -> None:
+        super().__init__(in_channels, out_channels, kernel_count, stride, padding,
+                         dilated_kernel_size, groups, bias, padding_mode, version,
+                         dilation=dilation, construct_method=construct_method,
+                         conv_method=conv_method, device=device, dtype=dtype)
+
+
+class _DclsPartial(_DclsBase):
+    """Positions learned along the last axis only; the leading axes are a dense kernel."""
+
+    position_ndim = 1
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_count: int,
+                 stride: int | Sequence[int] = 1, padding: int | str | Sequence[int] = 0,
+                 dense_kernel_size: int | Sequence[int] = 1,
+                 dilated_kernel_size: int | Sequence[int] = 1, groups: int = 1,
+                 bias: bool = True, padding_mode: str = "zeros", version: str = "gauss", *,
+                 dilation: int | Sequence[int] = 1, construct_method: str = "auto",
+                 conv_method: str = "auto", device=None, dtype=None) -> None:
+        dense = _tuple("dense_kernel_size", dense_kernel_size, self.conv_ndim - 1)
+        super().__init__(in_channels, out_channels, kernel_count, stride, padding,
+                         dilated_kernel_size, groups, bias, padding_mode, version,
+                         dilation=dilation, dense_kernel_size=dense, uniform_positions=True,
+                         construct_method=construct_method, conv_method=conv_method,
+                         device=device, dtype=dtype)
+
+    def _taps_hint(self) -> int | None:
+        return None  # dense along the leading axes
+
+
+class Dcls2_1d(_DclsPartial):
+    """2-D convolution, dense ``dense_kernel_size`` along H, learnable spacings along W.
+
+    ``weight (C_out, C_in/groups, k_H, m)``, ``P``/``SIG (1, C_out, C_in/groups, k_H, m)``;
+    kernel ``(C_out, C_in/groups, k_H, s)``. The 2-D analogue of ``dcls``'s ``Dcls3_1d``.
+    """
+
+    conv_ndim = 2
+
+
+class Dcls3_1d(_DclsPartial):
+    """3-D convolution, dense ``dense_kernel_size`` (2 ints) on the leading axes, learnable
+    spacings along the last axis, as ``dcls`` 0.1.1's ``Dcls3_1d`` (same layout and init:
+    ``weight (C_out, C_in/groups, k_0, k_1, m)``, ``P (1, C_out, C_in/groups, k_0, k_1, m)``,
+    positions uniform over the support)."""
+
+    conv_ndim = 3
+
+
+class Dcls2dK1d(_DclsBase):
+    """A 1-D learnable-spacing kernel inside a 2-D convolution (``dcls``'s ``Dcls2dK1d``).
+
+    The kernel ``(C_out, C_in/groups, s)`` lies along H (``flat_dim=0``, kernel ``s × 1``)
+    or W (``flat_dim=1``, kernel ``1 × s``). Default version ``v1`` as in the package.
+    """
+
+    conv_ndim = 2
+    position_ndim = 1
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_count: int,
+                 stride: int | Sequence[int] = 1, padding: int | str | Sequence[int] = 0,
+                 dilated_kernel_size: int | Sequence[int] = 1, groups: int = 1,
+                 bias: bool = True, padding_mode: str = "zeros", version: str = "v1",
+                 flat_dim: int = 0, *, dilation: int | Sequence[int] = 1,
+                 construct_method: str = "auto", conv_method: str = "auto", device=None,
+                 dtype=None) -> None:
+        check_one_of("flat_dim", flat_dim, (0, 1))
+        self.flat_dim = flat_dim
+        super().__init__(in_channels, out_channels, kernel_count, stride, padding,
+                         dilated_kernel_size, groups, bias, padding_mode, version,
+                         dilation=dilation, construct_method=construct_method,
+                         conv_method=conv_method, device=device, dtype=dtype)
+
+    def _to_conv_kernel(self, kernel: torch.Tensor) -> torch.Tensor:
+        return kernel.unsqueeze(-1 - self.flat_dim)
+
+    def _taps_hint(self) -> int | None:
+        return None
+
+
+def dcls_layers(module: nn.Module) -> list[_DclsBase]:
+    """Every DCLS layer inside ``module`` (itself included)."""
+    return [m for m in module.modules() if isinstance(m, _DclsBase)]
+
+
+def clamp_parameters(module: nn.Module) -> None:
+    """Call ``clamp_parameters()`` on every DCLS layer of ``module``."""
+    for layer in dcls_layers(module):
+        layer.clamp_parameters()
+
+
+def parameter_groups(
+    module: nn.Module, lr: float, *, weight_decay: float = 0.0, position_lr_scale: float = 1.0
+) -> list[dict]:
+    """Optimizer groups: positions and widths of DCLS layers at ``lr · position_lr_scale``
+    with no weight decay; every other parameter at ``lr`` with ``weight_decay``.
+
+    The DCLS recipes train positions faster than weights (e.g. ×100 for spiking delays) and
+    never decay them (decay would pull taps toward the kernel centre).
+    """
+    if not lr > 0:
+        raise ValueError(f"lr must be positive, got {lr}")
+    if not position_lr_scale > 0:
+        raise ValueError(f"position_lr_scale must be positive, got {position_lr_scale}")
+    spacing_ids = set()
+    spacing = []
+    for layer in dcls_layers(module):
+        for p in (layer.P, layer.SIG):
+            if p is not None and id(p) not in spacing_ids:
+                spacing_ids.add(id(p))
+                spacing.append(p)
+    others = [p for p in module.parameters() if id(p) not in spacing_ids]
+    groups = []
+    if others:
+        groups.append({"params": others, "lr": lr, "weight_decay": weight_decay})
+    if spacing:
+        groups.append({"params": spacing, "lr": lr * position_lr_scale, "weight_decay": 0.0})
+    return groups

@@ -1,0 +1,77 @@
+"""Width (σ) schedules for the ``gauss`` and ``max`` versions: constant, learned, annealed."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from torch import nn
+
+from diffnum._core.validation import check_one_of
+from diffnum.interp._construct import GAUSS_SIGMA_OFFSET, MAX_WIDTH_OFFSET
+from diffnum.interp._layers import dcls_layers
+
+
+def set_sigma(module: nn.Module, sigma: float, *, learnable: bool = False) -> int:
+    """Set the effective width of every ``gauss``/``max`` DCLS layer in ``module``.
+
+    σ = |SIG| + 0.27 (``gauss``) or τ = |SIG| + 1 (``max``), so SIG is filled with
+    σ − 0.27 (resp. τ − 1); ``learnable`` sets ``SIG.requires_grad``. Returns how many layers
+    were changed. Raises if σ is below the version's floor.
+    """
+    changed = 0
+    for layer in dcls_layers(module):
+        if layer.SIG is None:
+            continue
+        floor = GAUSS_SIGMA_OFFSET if layer.version == "gauss" else MAX_WIDTH_OFFSET
+        if sigma < floor:
+            raise ValueError(
+                f"sigma must be >= {floor} for version {layer.version!r} (its width floor), "
+                f"got {sigma}"
+            )
+        layer.SIG.data.fill_(sigma - floor)
+        layer.SIG.requires_grad_(learnable)
+        changed += 1
+    return changed
+
+
+@dataclass(frozen=True)
+class SigmaSchedule:
+    """σ(step) going from ``start`` to ``end`` over ``steps`` steps, then held at ``end``.
+
+    ``kind``: ``"constant"`` (σ = start), ``"linear"``, ``"cosine"`` or ``"exponential"``
+    (geometric interpolation). The spiking-delay recipe anneals σ from about T_d/2 to 0.5
+    over the first quarter of training with SIG frozen; a learned σ is
+    ``set_sigma(model, σ0, learnable=True)`` and no schedule.
+    """
+
+    start: float
+    end: float
+    steps: int
+    kind: str = "linear"
+
+    def __post_init__(self) -> None:
+        check_one_of("kind", self.kind, ("constant", "linear", "cosine", "exponential"))
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.kind == "exponential" and (self.start <= 0 or self.end <= 0):
+            raise ValueError(
+                f"exponential schedule needs positive start/end, got {self.start}, {self.end}"
+            )
+
+    def __call__(self, step: int) -> float:
+        """σ at ``step`` (0-based)."""
+        if self.kind == "constant":
+            return self.start
+        t = min(max(step, 0), self.steps) / self.steps
+        if self.kind == "linear":
+            return self.start + (self.end - self.start) * t
+        if self.kind == "cosine":
+            return self.end + (self.start - self.end) * 0.5 * (1 + math.cos(math.pi * t))
+        return self.start * (self.end / self.start) ** t
+
+    def apply(self, module: nn.Module, step: int) -> float:
+        """Set every DCLS layer of ``module`` to σ(step), frozen; return σ(step)."""
+        sigma = self(step)
+        set_sigma(module, sigma, learnable=False)
+        return sigma
