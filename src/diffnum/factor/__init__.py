@@ -9,6 +9,7 @@ Map of the pillar:
   :func:`nystrom`, :func:`cur`, and :func:`cr` (full-rank CR factorization).
 - Pseudoinverses: :func:`pinv` (SVD, CR or randomized route) and
   :func:`strang_pinv` (Strang's three formulas for A = CR).
+- Test matrices with a known spectrum: :func:`synthetic_matrix`.
 - Sketching and selection: :func:`range_finder`, :func:`rsvd`, :func:`select_columns`.
 - Matrix functions: :func:`msign` (polar factor by Newton–Schulz) and
   :func:`sqrtm` (differentiable square root and inverse square root of SPD matrices).
@@ -20,6 +21,7 @@ from diffnum.factor._engine import (
     RankDeficiencyWarning,
     meta_factorize,
 )
+from diffnum.factor._gallery import synthetic_matrix
 from diffnum.factor._pinv import pinv, strang_pinv
 from diffnum.factor._polar import msign
 from diffnum.factor._recipes import cpqr, cr, cur, numerical_rank, nystrom, svd, utv
@@ -46,5 +48,6 @@ __all__ = [
     "sqrtm",
     "strang_pinv",
     "svd",
+    "synthetic_matrix",
     "utv",
 ]

@@ -34,8 +34,8 @@ def pinv(
     ``svd``: A⁺ = V Σ⁺ Uᵀ, singular values ≤ rtol·σ₁ treated as zero (rtol defaults
     to max(m, n)·eps, as ``torch.linalg.pinv``).
     ``cr``: with the full-rank factorization A = C R of :func:`cr`,
-    A⁺ = Rᵀ (Cᵀ A Rᵀ)⁻¹ Cᵀ — one r×r solve (``rtol`` is the rank tolerance of the
-    column scan).
+    A⁺ = Rᵀ (Cᵀ A Rᵀ)⁻¹ Cᵀ, evaluated through QRs of C and Rᵀ (``rtol`` is the rank
+    tolerance of the column scan).
     ``randomized``: Strang's formula 3, A⁺ = (PᵀA)⁺ (PᵀAQ) (AQ)⁺ with Gaussian
     sketches P (m×s), Q (n×s), s = min(k + oversample, m, n); exact with probability
     1 when s ≥ rank(A). ``k`` defaults to the numerical rank.
@@ -46,9 +46,12 @@ def pinv(
         return _svd_pinv(A, rtol)
     if method == "cr":
         factors = cr(A, tol=rtol)
-        C, R = factors.F, factors.H.mT
-        core = C.mT @ A @ R.mT  # (CᵀC)(RRᵀ): r×r and invertible
-        return R.mT @ torch.linalg.solve(core, C.mT)
+        # Rᵀ(CᵀARᵀ)⁻¹Cᵀ = Rᵀ(RRᵀ)⁻¹(CᵀC)⁻¹Cᵀ; with C = Q_c T_c and Rᵀ = Q_r T_r this is
+        # Q_r T_r⁻ᵀ T_c⁻¹ Q_cᵀ, which never forms CᵀC or RRᵀ and so never squares κ.
+        Qc, Tc = torch.linalg.qr(factors.F)
+        Qr, Tr = torch.linalg.qr(factors.H)
+        core = torch.linalg.solve_triangular(Tc, Qc.mT, upper=True)  # T_c⁻¹ Q_cᵀ
+        return Qr @ torch.linalg.solve_triangular(Tr.mT, core, upper=False)
     m, n = A.shape[-2:]
     if k is None:
         k = max(numerical_rank(A, rtol), 1)

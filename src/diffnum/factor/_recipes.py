@@ -112,14 +112,17 @@ def nystrom(
     oversample: int | None = None,
     generator: torch.Generator | None = None,
     sketch: str = "gaussian",
+    rcond: float | None = None,
 ) -> MetaFactorization:
-    """Generalized Nyström (Nakatsukasa 2020): A ≈ AΩ (ΨᵀAΩ)⁺ ΨᵀA.
+    """Generalized Nyström (Nakatsukasa 2020): A ≈ AΩ (ΨᵀAΩ)⁺_ε ΨᵀA, computed stably.
 
-    F = AΩ, H = AᵀΨ, B = Ψ, D = Ω with Ω n×k and Ψ m×ℓ, ℓ = k + oversample
-    (default ⌈k/2⌉, so ℓ ≈ 1.5k). The engine's QR of ΨᵀAΩ gives
-    Yᵀ = R⁻¹QᵀΨᵀ and X = ΩR⁻¹Qᵀ, hence G = (ΨᵀAΩ)⁺ computed stably
-    (A_k = (AΩR⁻¹)(QᵀΨᵀA)); a numerically singular ΨᵀAΩ is pseudo-inverted with
-    truncation (the ε-pseudoinverse of the stabilized method).
+    Ω is n×k and Ψ is m×ℓ with ℓ = k + oversample (default ⌈k/2⌉, so ℓ ≈ 1.5k).
+    With the small SVD ΨᵀAΩ = U Σ Vᵀ, truncated at ``rcond``·σ₁ (the ε-pseudoinverse
+    of the stabilized method; default max(ℓ, k)·eps), the meta step moves Σ⁻¹ and
+    the rotations into the outer factors: F = AΩVΣ⁻¹, H = AᵀΨU, B = ΨU, D = ΩVΣ⁻¹,
+    so BᵀF = HᵀD = I and the engine's core is G = I. Multiplying out the textbook
+    form F·(ΨᵀAΩ)⁺·Hᵀ instead would square κ(ΨᵀAΩ) in the rounding error.
+    ``info`` holds the sketches ``omega``, ``psi`` and the kept ``rank``.
     """
     check_matrix("A", A)
     m, n = A.shape[-2:]
@@ -133,8 +136,17 @@ def nystrom(
                           generator=generator)
     psi = sketch_matrix((*batch, m, ell), sketch, dtype=A.dtype, device=A.device,
                         generator=generator)
-    return meta_factorize(A, A @ omega, A.mT @ psi, B=psi, D=omega,
-                          info={"omega": omega, "psi": psi})
+    A_omega, At_psi = A @ omega, A.mT @ psi
+    U, S, Vh = torch.linalg.svd(psi.mT @ A_omega, full_matrices=False)
+    rtol = max(ell, k) * torch.finfo(A.dtype).eps if rcond is None else rcond
+    keep = S > rtol * S[..., :1]
+    # Dropped directions become zero columns; the engine then pseudo-inverts and warns.
+    S_inv = torch.where(keep, 1.0 / torch.where(keep, S, 1.0), 0.0).unsqueeze(-2)
+    V_scaled = Vh.mT * S_inv
+    U_kept = U * keep.unsqueeze(-2).to(A.dtype)
+    return meta_factorize(A, A_omega @ V_scaled, At_psi @ U_kept, B=psi @ U_kept,
+                          D=omega @ V_scaled,
+                          info={"omega": omega, "psi": psi, "rank": keep.sum(dim=-1)})
 
 
 CUR_CORES = ("optimal", "cross")
@@ -214,4 +226,7 @@ def cr(A: torch.Tensor, tol: float | None = None) -> MetaFactorization:
     C = _gather_columns(A, J)
     Qc, Rc = torch.linalg.qr(C)  # C has full column rank by construction
     R = torch.linalg.solve_triangular(Rc, Qc.mT @ A, upper=True)
-    return meta_factorize(A, C, R.mT, info={"columns": J, "C": C, "R": R})
+    # Leftmost pivot columns can be ill-conditioned (κ(C) ~ 1e3 is common), and both R
+    # and the core then lose log10 κ digits; one refinement step each restores them.
+    R = R + torch.linalg.solve_triangular(Rc, Qc.mT @ (A - C @ R), upper=True)
+    return meta_factorize(A, C, R.mT, refine=1, info={"columns": J, "C": C, "R": R})
