@@ -1,0 +1,39 @@
+"""Differentiable solvers with implicit gradients.
+
+Map of the pillar (one public function per problem, solver objects hold the *how*, an
+adjoint object decides how gradients are taken, every result is a :class:`Solution`):
+
+- :func:`least_squares` — min_y ½‖r(y; θ)‖², batched; solvers :class:`LevenbergMarquardt`
+  (default) and :class:`GaussNewton`.
+- :func:`root` — r(y; θ) = 0 for square systems; solvers :class:`Newton` (backtracking line
+  search, default) and :class:`Broyden`.
+- :func:`fixed_point` — y = T(y; θ); solvers :class:`AndersonAcceleration` (default) and
+  :class:`FixedPointIteration`.
+- :func:`linear_solve` — A y = b with ``method="direct" | "cg" | "gmres"``, A a tensor or a
+  matvec, optional preconditioner.
+- Adjoints: :class:`ImplicitAdjoint` (implicit function theorem at the solution: one linear
+  solve + one VJP, memory independent of the iteration count) and :class:`UnrollAdjoint`
+  (backpropagate through the iterations).
+- Results: :class:`Solution` (``value``, per-element ``status``, ``steps``,
+  ``residual_norm``, ``stats``), :class:`Status`, and :class:`SolveError` raised by
+  ``throw=True``.
+
+Conventions: ``fn(y, *args)``; y has shape ``(*batch, n)`` and batch elements are independent
+problems (batch × experts); gradients reach tensors in ``args`` and everything ``fn`` closes
+over.
+"""
+
+from diffnum.solve._adjoint import ImplicitAdjoint, UnrollAdjoint
+from diffnum.solve._least_squares import GaussNewton, LevenbergMarquardt, least_squares
+from diffnum.solve._solution import Solution, SolveError, Status
+
+__all__ = [
+    "GaussNewton",
+    "ImplicitAdjoint",
+    "LevenbergMarquardt",
+    "Solution",
+    "SolveError",
+    "Status",
+    "UnrollAdjoint",
+    "least_squares",
+]

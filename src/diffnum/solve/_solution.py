@@ -1,0 +1,100 @@
+"""Result of every solve: :class:`Solution`, per-element :class:`Status`, :class:`SolveError`."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+class Status(enum.IntEnum):
+    """Outcome of one batch element of a solve, stored as an integer tensor in ``Solution.status``.
+
+    - ``CONVERGED``: the termination test of the solver held.
+    - ``MAX_STEPS``: ``max_steps`` iterations ran without the test holding.
+    - ``DIVERGED``: the solver can make no further progress (Levenberg–Marquardt damping
+      exceeded its bound, a line search failed, a singular linear system, or the iterate grew
+      without bound).
+    - ``NONFINITE``: a residual, Jacobian or iterate became NaN or ±inf.
+    """
+
+    CONVERGED = 0
+    MAX_STEPS = 1
+    DIVERGED = 2
+    NONFINITE = 3
+
+
+# Status value of an element that is still iterating (never returned to the user).
+RUNNING = -1
+
+_WHY = {
+    Status.MAX_STEPS: "reached max_steps without meeting the tolerances",
+    Status.DIVERGED: "diverged (no step reduced the residual, or a singular system)",
+    Status.NONFINITE: "produced non-finite values",
+}
+
+
+class SolveError(RuntimeError):
+    """Raised by a solve with ``throw=True`` when any batch element did not converge."""
+
+
+@dataclass(frozen=True)
+class Solution:
+    """Result of :func:`least_squares`, :func:`root`, :func:`fixed_point` or :func:`linear_solve`.
+
+    Attributes:
+        value: the solution y*, shape ``(*batch, n)`` (differentiable through the chosen adjoint).
+        status: int64 tensor of shape ``batch`` with :class:`Status` codes, one per element.
+        steps: int64 tensor of shape ``batch``: iterations each element took.
+        residual_norm: tensor of shape ``batch``: ‖r(y*)‖₂ (least squares: residual vector;
+            root: fn(y*); fixed point: fn(y*) − y*; linear: b − A y*).
+        stats: solver-specific counters (function and Jacobian evaluations, ...).
+    """
+
+    value: torch.Tensor
+    status: torch.Tensor
+    steps: torch.Tensor
+    residual_norm: torch.Tensor
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def converged(self) -> torch.Tensor:
+        """Boolean tensor of shape ``batch``: ``status == Status.CONVERGED``."""
+        return self.status == int(Status.CONVERGED)
+
+    @property
+    def all_converged(self) -> bool:
+        """True when every batch element converged."""
+        return bool(self.converged.all())
+
+    def failures(self) -> list[tuple[tuple[int, ...], Status]]:
+        """The batch index and :class:`Status` of every element that did not converge."""
+        bad = (~self.converged).nonzero().tolist()
+        return [(tuple(i), Status(int(self.status[tuple(i)]))) for i in bad]
+
+    def describe(self) -> str:
+        """One line per failed element saying which one and why (empty if all converged)."""
+        lines = []
+        for index, status in self.failures():
+            where = index if index else "(unbatched)"
+            lines.append(
+                f"batch element {where}: {status.name} — {_WHY[status]}; "
+                f"steps={int(self.steps[index])}, "
+                f"residual_norm={float(self.residual_norm[index]):.3e}"
+            )
+        return "\n".join(lines)
+
+
+def raise_if_failed(name: str, solution: Solution) -> None:
+    """Raise :class:`SolveError` naming each failed element of ``solution`` (``throw=True``)."""
+    if solution.all_converged:
+        return
+    failed = solution.failures()
+    shown = solution.describe().splitlines()
+    more = f"\n... and {len(shown) - 10} more" if len(shown) > 10 else ""
+    raise SolveError(
+        f"{name}: {len(failed)} of {solution.status.numel()} batch element(s) failed:\n"
+        + "\n".join(shown[:10]) + more
+    )
