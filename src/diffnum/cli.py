@@ -12,9 +12,9 @@ import diffnum
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from diffnum.reproduce import available_experiments, run
+    from diffnum import reproduce
 
-    registry = available_experiments()
+    registry = reproduce.available_experiments()
     targets = list(args.targets) or ["all"]
     if "all" in targets:
         names = list(registry)
@@ -26,7 +26,7 @@ def _reproduce(args: argparse.Namespace) -> int:
             return 2
         names = targets
     out = Path(args.out)
-    run(names, out=out, quick=args.quick, seed=args.seed, resume=args.resume,
+    reproduce.run(names, out=out, quick=args.quick, seed=args.seed, resume=args.resume,
         show_progress=not args.no_progress)
     print(f"wrote {out / 'report.md'} and {out / 'results.json'}")
     return 0

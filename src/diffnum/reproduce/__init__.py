@@ -8,12 +8,12 @@ chosen experiments with a :class:`Context`, then writes ``report.md``,
 are saved atomically, so ``--resume`` reuses them after an interruption.
 """
 
+from diffnum._core.markdown import markdown_table
 from diffnum.reproduce._harness import (
     Context,
     Experiment,
     Section,
     available_experiments,
-    markdown_table,
     run,
 )
 

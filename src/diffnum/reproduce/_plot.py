@@ -1,0 +1,21 @@
+"""Matplotlib access for experiments: Agg backend, and a clear skip when it is missing."""
+
+from __future__ import annotations
+
+import logging
+
+logger = logging.getLogger(__name__)
+
+
+def pyplot():
+    """Return ``matplotlib.pyplot`` on the Agg backend, or ``None`` if matplotlib is absent."""
+    try:
+        import matplotlib
+    except ImportError:
+        logger.warning("matplotlib is not installed: figures are skipped "
+                       "(install diffnum[plot])")
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

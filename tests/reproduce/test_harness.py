@@ -1,0 +1,78 @@
+"""The reproduce harness and the command line, with a tiny stand-in experiment."""
+
+import json
+
+import pytest
+
+import diffnum
+import diffnum.reproduce
+from diffnum import cli
+from diffnum.reproduce import Context, Experiment, Section, _harness, markdown_table
+
+CALLS = []
+
+
+def _tiny(ctx: Context) -> Section:
+    CALLS.append(ctx.seed)
+    path = ctx.figure_path("tiny.png")
+    path.write_bytes(b"not really a png")
+    return Section(title="Tiny", markdown="a table:\n\n" + markdown_table(["x"], [[1.5]]),
+                   results={"value": 1.5, "seed": ctx.seed},
+                   figures=(str(path.relative_to(ctx.out)),))
+
+
+@pytest.fixture
+def tiny_registry(monkeypatch):
+    CALLS.clear()
+    registry = {"tiny": Experiment(name="tiny", title="Tiny", run=_tiny)}
+    monkeypatch.setattr(_harness, "available_experiments", lambda: registry)
+    monkeypatch.setattr(diffnum.reproduce, "available_experiments", lambda: registry)
+    return registry
+
+
+def test_report_results_and_figures_are_written(tmp_path, tiny_registry):
+    _harness.run(["tiny"], out=tmp_path, quick=True, seed=3, show_progress=False)
+    report = (tmp_path / "report.md").read_text()
+    assert "## Tiny" in report and "| 1.5 |" in report and "figures/tiny.png" in report
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["mode"] == "quick" and results["seed"] == 3
+    assert results["experiments"]["tiny"]["results"] == {"value": 1.5, "seed": 3}
+    assert results["environment"]["diffnum"] == diffnum.__version__
+
+
+def test_resume_reuses_finished_experiments_only_with_equal_settings(tmp_path, tiny_registry):
+    _harness.run(["tiny"], out=tmp_path, quick=True, seed=1, show_progress=False)
+    _harness.run(["tiny"], out=tmp_path, quick=True, seed=1, resume=True, show_progress=False)
+    assert CALLS == [1]  # the second run came from the atomic cache
+    _harness.run(["tiny"], out=tmp_path, quick=True, seed=2, resume=True, show_progress=False)
+    assert CALLS == [1, 2]  # another seed is another experiment
+    # A corrupted cache entry is ignored, never trusted.
+    (tmp_path / ".cache" / "tiny.json").write_text("{not json")
+    _harness.run(["tiny"], out=tmp_path, quick=True, seed=2, resume=True, show_progress=False)
+    assert CALLS == [1, 2, 2]
+    assert not list((tmp_path / ".cache").glob("*.tmp"))
+
+
+def test_unknown_experiment_is_named(tmp_path, tiny_registry):
+    with pytest.raises(ValueError, match=r"unknown experiment\(s\) \['nope'\]"):
+        _harness.run(["nope"], out=tmp_path)
+
+
+def test_cli_reproduce_and_version(tmp_path, tiny_registry, capsys):
+    assert cli.main(["reproduce", "tiny", "--quick", "--no-progress",
+                     "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "report.md").exists()
+    assert cli.main(["reproduce", "bogus", "--out", str(tmp_path)]) == 2
+    assert "unknown target" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["--version"])
+    assert diffnum.__version__ in capsys.readouterr().out
+
+
+def test_real_experiments_are_discovered():
+    assert "factor" in _harness.available_experiments()
+
+
+def test_bench_without_benchmarks_is_a_clear_error(tmp_path, capsys):
+    assert cli.main(["bench", "--dir", str(tmp_path)]) == 2
+    assert "no bench_*.py files" in capsys.readouterr().err
