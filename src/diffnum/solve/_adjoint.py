@@ -93,8 +93,10 @@ def attach_implicit(y_star: torch.Tensor, g: torch.Tensor, H: torch.Tensor,
                     valid: torch.Tensor, *, symmetric: bool, method: str) -> torch.Tensor:
     """Return y* with the derivative −H⁻¹ ∂_θ g attached (value unchanged).
 
-    ``g`` carries the graph to θ, ``H`` is detached, ``valid`` masks batch elements whose
-    solve did not converge: they get no gradient (their H may be singular or non-finite).
+    ``g`` carries the graph to θ, ``H`` is detached. Elements that stopped without converging
+    (``MAX_STEPS``, ``DIVERGED``) still get the formula evaluated at their last iterate —
+    check ``Solution.status``; elements outside ``valid`` (non-finite) or with a non-finite H
+    get a zero gradient, since no derivative exists there.
     """
     n = H.shape[-1]
     eye = torch.eye(n, dtype=H.dtype, device=H.device)

@@ -192,7 +192,7 @@ def fixed_point(fn: Callable[..., torch.Tensor], y0: Any, args: Any = (), *,
                 with torch.no_grad():
                     JT = make_jacobian_fn(fn, args, "forward", n)(y.detach())
                 H = JT - torch.eye(n, dtype=y.dtype, device=y.device)
-                y = attach_implicit(y, T - y.detach(), H, status == int(Status.CONVERGED),
+                y = attach_implicit(y, T - y.detach(), H, status != int(Status.NONFINITE),
                                     symmetric=False, method=adjoint.linear_solver)
     solution = Solution(value=y, status=status, steps=steps,
                         residual_norm=torch.linalg.vector_norm(G.detach(), dim=-1), stats=stats)

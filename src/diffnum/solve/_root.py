@@ -213,7 +213,7 @@ def root(fn: Callable[..., torch.Tensor], y0: Any, args: Any = (), *,
             if g is not None:
                 with torch.no_grad():
                     H = jac1(y.detach())
-                y = attach_implicit(y, g, H, status == int(Status.CONVERGED), symmetric=False,
+                y = attach_implicit(y, g, H, status != int(Status.NONFINITE), symmetric=False,
                                     method=adjoint.linear_solver)
     solution = Solution(value=y, status=status, steps=steps,
                         residual_norm=torch.linalg.vector_norm(F.detach(), dim=-1), stats=stats)
