@@ -109,12 +109,16 @@ def check_construct_inputs(
 
 def _centred(P: torch.Tensor, size: tuple[int, ...]) -> list[torch.Tensor]:
     """q_i = P_i + ⌊s_i/2⌋, coordinate by coordinate (as the reference rounds it)."""
-    return [P[i] + (size[i] // 2) for i in range(P.shape[0])]
+    # unbind, not P[i]: one stacked gradient instead of a zero-filled buffer per coordinate
+    return [p + (s // 2) for p, s in zip(P.unbind(0), size)]
 
 
-def _width(version: str, SIG: torch.Tensor, i: int) -> torch.Tensor:
+def _widths(version: str, SIG: torch.Tensor | None) -> list[torch.Tensor | None]:
+    """σ_i = |SIG_i| + 0.27 (gauss) or τ_i = |SIG_i| + 1 (max); None for v0/v1."""
+    if SIG is None:
+        return [None] * 3
     offset = GAUSS_SIGMA_OFFSET if version == "gauss" else MAX_WIDTH_OFFSET
-    return SIG[i].abs() + offset
+    return [sig.abs() + offset for sig in SIG.unbind(0)]
 
 
 def _profile(version: str, u: torch.Tensor, width: torch.Tensor | None) -> torch.Tensor:
@@ -146,6 +150,7 @@ def _axis_profiles(
     ndim = P.shape[0]
     axes = position_axes(version, ndim)
     q = _centred(P, size)
+    widths = _widths(version, SIG)
     tables: list[torch.Tensor | None] = [None] * ndim
     for i, axis in enumerate(axes):
         j = torch.arange(size[axis], device=P.device, dtype=P.dtype)
@@ -153,7 +158,7 @@ def _axis_profiles(
         if version == "v0":
             tables[axis] = _v0_profile(j, qi)
         else:
-            width = _width(version, SIG, i).unsqueeze(-1) if SIG is not None else None
+            width = widths[i].unsqueeze(-1) if widths[i] is not None else None
             tables[axis] = _profile(version, j - qi, width)
     return tables  # type: ignore[return-value]
 
@@ -173,10 +178,11 @@ def construct_dense(
         # Reference form exp(-½ Σ_a u_a²/σ_a²): recover u/σ from each factor's argument.
         axes = position_axes(version, ndim)
         q = _centred(P, size)
+        widths = _widths(version, SIG)
         total = None
         for i, axis in enumerate(axes):
             j = torch.arange(size[axis], device=P.device, dtype=P.dtype)
-            z = ((j - q[i].unsqueeze(-1)) / _width(version, SIG, i).unsqueeze(-1)) ** 2
+            z = ((j - q[i].unsqueeze(-1)) / widths[i].unsqueeze(-1)) ** 2
             shape = list(z.shape[:-1]) + [1] * ndim
             shape[lead + 1 + axis] = size[axis]
             z = z.reshape(shape)
@@ -274,6 +280,29 @@ def construct_scatter(
     out = contrib.new_zeros(*weight.shape[:-1], total)
     out = out.scatter_add(-1, index, contrib)
     return out.reshape(*weight.shape[:-1], *size)
+
+
+def bilinear_support(P: torch.Tensor, size: tuple[int, ...], version: str) -> torch.Tensor:
+    """Boolean mask over the support of every offset where a ``v0``/``v1`` kernel built from
+    ``P`` can be non-zero or have a non-zero derivative: the 2^d corners ⌊q⌋ + {0, 1}^d."""
+    ndim = len(size)
+    axes = position_axes(version, ndim)
+    mask = torch.zeros(size, dtype=torch.bool, device=P.device)
+    corners = None
+    for i, axis in enumerate(axes):
+        f = (P[i].detach() + size[i] // 2).floor().reshape(-1, 1).long()
+        j = torch.cat([f, f + 1], dim=1)  # (taps, 2)
+        shape = [j.shape[0]] + [1] * ndim
+        shape[1 + i] = 2
+        j = j.reshape(shape)
+        corners = corners or [None] * ndim
+        corners[axis] = j
+    full = torch.broadcast_tensors(*corners)
+    inside = torch.ones_like(full[0], dtype=torch.bool)
+    for axis in range(ndim):
+        inside &= (full[axis] >= 0) & (full[axis] < size[axis])
+    mask[tuple(c[inside] for c in full)] = True
+    return mask
 
 
 def choose_construct_method(version: str) -> str:

@@ -13,6 +13,8 @@ from diffnum._core.validation import check_int_in_range, check_one_of, real_floa
 from diffnum.interp._construct import (
     CONSTRUCT_METHODS,
     VERSIONS,
+    bilinear_support,
+    check_construct_inputs,
     construct_kernel,
     normalize_size,
     position_axes,
@@ -45,20 +47,20 @@ def dcls_conv(
 
     K is :func:`construct_kernel`'s dense kernel (shape ``(C_out, C_in/groups, *s)``); the
     convolution is cross-correlation as in ``F.convNd``, with ``padding_mode`` as in
-    ``nn.ConvNd``. ``conv_method`` picks the convolution path (see :func:`convolve_kernel`).
+    ``nn.ConvNd``. ``conv_method`` picks the convolution path (see :func:`convolve`); for
+    ``v0``/``v1`` the shift-and-add path runs over the offsets the taps can touch.
     """
-    ndim = P.shape[0] if isinstance(P, torch.Tensor) and P.ndim > 0 else 0
-    kernel = construct_kernel(weight, P, SIG, dilated_kernel_size, version,
-                              method=construct_method)
+    size = check_construct_inputs(weight, P, SIG, dilated_kernel_size, version)
+    kernel = construct_kernel(weight, P, SIG, size, version, method=construct_method)
+    support = _support(P, size, version) if conv_method in ("auto", "shift") else None
     return convolve(input, kernel, bias, stride=stride, padding=padding, dilation=dilation,
                     groups=groups, padding_mode=padding_mode, method=conv_method,
-                    taps_hint=_taps_hint(version, weight.shape[-1], ndim))
+                    support=support)
 
 
-def _taps_hint(version: str, kernel_count: int, ndim: int) -> int | None:
-    """Upper bound of non-zero taps per kernel, when the version has compact support."""
+def _support(P: torch.Tensor, size: tuple[int, ...], version: str) -> torch.Tensor | None:
     if version in ("v0", "v1"):
-        return kernel_count * 2**ndim
+        return bilinear_support(P, size, version)
     return None
 
 
@@ -230,10 +232,19 @@ class _DclsBase(nn.Module):
     def _to_conv_kernel(self, kernel: torch.Tensor) -> torch.Tensor:
         return kernel
 
-    def _taps_hint(self) -> int | None:
+    def _support(self) -> torch.Tensor | None:
+        """Offsets of the (learnable-axis) support that may carry value or gradient."""
+        if self.conv_method not in ("auto", "shift"):
+            return None
         if self.integer_taps is not None:
-            return self.kernel_count
-        return _taps_hint(self.version, self.kernel_count, self.position_ndim)
+            taps = self.integer_taps
+            mask = torch.zeros(taps.size, dtype=torch.bool, device=taps.index.device)
+            mask[tuple(taps.index.reshape(len(taps.size), -1))] = True
+            return mask
+        return _support(self.P, self.dilated_kernel_size, self.version)
+
+    def _conv_support(self) -> torch.Tensor | None:
+        return self._support()
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         real_floating_dtype("input", input)
@@ -251,7 +262,7 @@ class _DclsBase(nn.Module):
         return convolve(input, self.kernel(), self.bias, stride=self.stride,
                         padding=self.padding, dilation=self.dilation, groups=self.groups,
                         padding_mode=self.padding_mode, method=self.conv_method,
-                        taps_hint=self._taps_hint())
+                        support=self._conv_support())
 
     def extra_repr(self) -> str:
         text = (f"{self.in_channels}, {self.out_channels}, kernel_count={self.kernel_count}, "
@@ -364,8 +375,11 @@ class _DclsPartial(_DclsBase):
                          construct_method=construct_method, conv_method=conv_method,
                          device=device, dtype=dtype)
 
-    def _taps_hint(self) -> int | None:
-        return None  # dense along the leading axes
+    def _conv_support(self) -> torch.Tensor | None:
+        mask = self._support()
+        if mask is None:
+            return None
+        return mask.expand(*self.dense_kernel_size, *mask.shape)
 
 
 class Dcls2_1d(_DclsPartial):
@@ -414,8 +428,9 @@ class Dcls2dK1d(_DclsBase):
     def _to_conv_kernel(self, kernel: torch.Tensor) -> torch.Tensor:
         return kernel.unsqueeze(-1 - self.flat_dim)
 
-    def _taps_hint(self) -> int | None:
-        return None
+    def _conv_support(self) -> torch.Tensor | None:
+        mask = self._support()
+        return None if mask is None else mask.unsqueeze(-1 - self.flat_dim)
 
 
 def dcls_layers(module: nn.Module) -> list[_DclsBase]:
