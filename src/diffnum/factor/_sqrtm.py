@@ -51,11 +51,11 @@ def _warn_unconverged(method: str, residual: float, steps: int, dtype: torch.dty
         "method and step budget (see the sqrtm docstring for each method's regime); raise "
         "steps, or use method='newton_schulz' or 'eigh'",
         RuntimeWarning,
-        stacklevel=4,
+        stacklevel=3,  # _warn_unconverged <- sqrtm <- caller
     )
 
 
-def _newton_schulz(A_hat: torch.Tensor, steps: int | None, check: bool):
+def _newton_schulz(A_hat: torch.Tensor, steps: int | None, report: dict):
     """Coupled iteration Y ← Y T, Z ← T Z with T = ½(3I − Z Y): Y → Â^{1/2}, Z → Â^{-1/2}.
 
     Per eigenvalue x_k = z_k y_k obeys x ← x(3 − x)²/4, so e = 1 − x falls as e ← (3e² + e³)/4:
@@ -70,22 +70,25 @@ def _newton_schulz(A_hat: torch.Tensor, steps: int | None, check: bool):
     residual, previous, taken = math.inf, math.inf, 0
     for _ in range(budget):
         E = eye - Z @ Y
-        residual = float(torch.linalg.matrix_norm(E).max()) / sqrt_n
+        # ‖E‖_F bounds every eigenvalue's error e, so stopping on it leaves no slow eigenvalue
+        # behind; the warning uses the dimension-free RMS ‖E‖_F/√n, whose rounding floor
+        # (~√n·eps·κ^{1/2}) stays below √eps where the unnormalised norm would not.
+        frobenius = float(torch.linalg.matrix_norm(E).max())
+        residual = frobenius / sqrt_n
         T = eye + 0.5 * E
         Y, Z = Y @ T, T @ Z
         taken += 1
-        if adaptive and residual <= stop:
-            break  # e ≤ √eps before this step, so ≈ ¾e² ≤ eps after it
-        if adaptive and previous < 1e-2 and residual > 0.5 * previous:
-            break  # in the quadratic phase but no longer halving: rounding floor reached
-        previous = residual
+        if adaptive and frobenius <= stop:
+            break  # every e ≤ √eps before this step, so ≈ ¾e² ≤ eps after it
+        if adaptive and previous < 1e-2 and frobenius > 0.5 * previous:
+            break  # all e in the quadratic phase but no longer shrinking: rounding floor
+        previous = frobenius
     logger.debug("sqrtm newton_schulz: %d steps, residual %.2e", taken, residual)
-    if check and residual > stop:
-        _warn_unconverged("newton_schulz", residual, taken, A_hat.dtype)
+    report.update(residual=residual, steps=taken)
     return Y, Z
 
 
-def _taylor(A_hat: torch.Tensor, steps: int | None, check: bool) -> torch.Tensor:
+def _taylor(A_hat: torch.Tensor, steps: int | None, report: dict) -> torch.Tensor:
     """Ŝ = Σ_{k=0}^{K} binom(1/2, k) (−Z)^k, Z = I − Â (eigenvalues in [0, 1 − λ_min/‖A‖_F))."""
     eye = _eye_like(A_hat)
     Z = eye - A_hat
@@ -109,8 +112,7 @@ def _taylor(A_hat: torch.Tensor, steps: int | None, check: bool) -> torch.Tensor
                 break
             previous_norm = norm
     logger.debug("sqrtm taylor: %d terms", taken)
-    if check:
-        _check_square(S, A_hat, "taylor", taken)
+    report.update(steps=taken)
     return S
 
 
@@ -121,7 +123,7 @@ def _pade_coefficients(m: int) -> list[tuple[float, float]]:
     return [(2.0 / (2 * m + 1) * math.sin(t) ** 2, math.cos(t) ** 2) for t in angles]
 
 
-def _pade(A_hat: torch.Tensor, steps: int | None, check: bool) -> torch.Tensor:
+def _pade(A_hat: torch.Tensor, steps: int | None, report: dict) -> torch.Tensor:
     """Ŝ = I + Σ_j α_j X (I + β_j X)^{-1}, X = Â − I = −Z, each term an SPD Cholesky solve."""
     m = _DEFAULT_MAX_STEPS["pade"] if steps is None else steps
     eye = _eye_like(A_hat)
@@ -131,16 +133,12 @@ def _pade(A_hat: torch.Tensor, steps: int | None, check: bool) -> torch.Tensor:
         # I + βX = (1 − β)I + βÂ is SPD for β ∈ (0, 1) and commutes with X.
         L = torch.linalg.cholesky(eye + beta * X)
         S = S + alpha * torch.cholesky_solve(X, L)
-    if check:
-        _check_square(S, A_hat, "pade", m)
+    report.update(steps=m)
     return S
 
 
-def _check_square(S: torch.Tensor, A_hat: torch.Tensor, method: str, steps: int) -> None:
-    residual = float(_relative_frobenius(S @ S - A_hat, torch.linalg.matrix_norm(A_hat)).max())
-    logger.debug("sqrtm %s: %d steps, residual %.2e", method, steps, residual)
-    if residual > _sqrt_eps(A_hat.dtype):
-        _warn_unconverged(method, residual, steps, A_hat.dtype)
+def _square_residual(S: torch.Tensor, A_hat: torch.Tensor) -> float:
+    return float(_relative_frobenius(S @ S - A_hat, torch.linalg.matrix_norm(A_hat)).max())
 
 
 def _check_positive_definite(A: torch.Tensor) -> None:
@@ -157,7 +155,7 @@ class _SquareRoot(torch.autograd.Function):
     """A ↦ A^{1/2} (or A^{-1/2}) with the Lyapunov backward, for any forward method."""
 
     @staticmethod
-    def forward(ctx, A, method, inverse, steps, check):
+    def forward(ctx, A, method, inverse, steps, check, report):
         if method == "eigh":
             eigenvalues, Q = torch.linalg.eigh(A)
             if bool((eigenvalues[..., 0] <= 0).any()):
@@ -174,10 +172,12 @@ class _SquareRoot(torch.autograd.Function):
             norm = torch.linalg.matrix_norm(A, keepdim=True)
             A_hat = A / norm
             if method == "newton_schulz":
-                Y, Z = _newton_schulz(A_hat, steps, check)
+                Y, Z = _newton_schulz(A_hat, steps, report)
                 out = Z / norm.sqrt() if inverse else Y * norm.sqrt()
             else:
-                S_hat = (_taylor if method == "taylor" else _pade)(A_hat, steps, check)
+                S_hat = (_taylor if method == "taylor" else _pade)(A_hat, steps, report)
+                if check:
+                    report["residual"] = _square_residual(S_hat, A_hat)
                 if inverse:
                     # Both approximants overestimate √λ > 0, so Ŝ stays SPD.
                     S_hat = torch.cholesky_inverse(torch.linalg.cholesky(_symmetrize(S_hat)))
@@ -207,7 +207,7 @@ class _SquareRoot(torch.autograd.Function):
         denominator = mu_i + mu_j
         if ctx.inverse:
             denominator = -denominator * mu_i * mu_j
-        return Q @ (G / denominator) @ Q.mT, None, None, None, None
+        return Q @ (G / denominator) @ Q.mT, None, None, None, None, None
 
 
 def sqrtm(
@@ -227,9 +227,9 @@ def sqrtm(
     - ``"newton_schulz"`` (default): coupled Newton–Schulz, Y₀ = Â, Z₀ = I,
       T = ½(3I − Z_k Y_k), Y_{k+1} = Y_k T, Z_{k+1} = T Z_k; Y → Â^{1/2}, Z → Â^{-1/2}.
       Each eigenvalue x = λ/‖A‖_F needs about log(1/x)/log(9/4) steps to reach the
-      quadratically convergent phase, then ~5 more; with ``steps=None`` it stops once the
-      residual ‖I − Z Y‖_F/√n is below √eps (float64: machine precision follows from
-      quadratic convergence) or stagnates at rounding level, within 100 steps — enough for
+      quadratically convergent phase, then ~5 more; with ``steps=None`` it stops after the
+      step at which ‖I − Z Y‖_F is below √eps (quadratic convergence then gives machine
+      precision) or stagnates at rounding level, within 100 steps — enough for
       λ_min/‖A‖_F ≳ 1e-30, i.e. any condition number float64 can represent meaningfully.
     - ``"taylor"``: matrix Taylor polynomial (I − Z)^{1/2} ≈ Σ_{k<=K} binom(1/2, k)(−Z)^k,
       Z = I − Â. Terms decay like (1 − δ)^k k^{-3/2}, δ = λ_min/‖A‖_F, so machine precision
@@ -278,9 +278,10 @@ def sqrtm(
     n = A.shape[-1]
     if A.shape[-2] != n:
         raise ValueError(f"A must be square (..., n, n), got shape {tuple(A.shape)}")
-    asymmetry = torch.linalg.matrix_norm(A - A.mT) / torch.linalg.matrix_norm(A).clamp_min(
-        torch.finfo(A.dtype).tiny
-    )
+    with torch.no_grad():
+        asymmetry = torch.linalg.matrix_norm(A - A.mT) / torch.linalg.matrix_norm(
+            A
+        ).clamp_min(torch.finfo(A.dtype).tiny)
     if bool((asymmetry > _sqrt_eps(A.dtype)).any()):
         raise ValueError(
             f"A must be symmetric, got relative asymmetry ‖A − Aᵀ‖_F/‖A‖_F = "
@@ -288,5 +289,11 @@ def sqrtm(
         )
     batch = A.shape[:-2]
     A = _symmetrize(A).reshape(-1, n, n)
-    out = _SquareRoot.apply(A, method, inverse, steps, check)
+    # The forward fills `report` (steps taken, residual) so the warning can be raised here,
+    # pointing at the caller rather than inside autograd.
+    report: dict = {}
+    out = _SquareRoot.apply(A, method, inverse, steps, check, report)
+    residual = report.get("residual", 0.0)
+    if check and residual > _sqrt_eps(A.dtype):
+        _warn_unconverged(method, residual, report["steps"], A.dtype)
     return out.reshape(*batch, n, n)
