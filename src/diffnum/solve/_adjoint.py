@@ -47,6 +47,11 @@ class ImplicitAdjoint:
         linear_solver: how H u = v is solved: ``"auto"`` (Cholesky for symmetric H, LU
             otherwise, pseudoinverse if the factorization fails), ``"cholesky"``, ``"lu"`` or
             ``"pinv"`` (minimum-norm solution, for singular H such as underdetermined fits).
+
+    Elements that stopped without converging (``MAX_STEPS``, ``DIVERGED``) get the same
+    formula evaluated at their last iterate — check ``Solution.status`` before trusting their
+    gradient; ``NONFINITE`` elements get zero. If any element's H cannot be factorized the
+    whole batch falls back to the pseudoinverse.
     """
 
     hessian: str = "full"
@@ -63,7 +68,9 @@ class UnrollAdjoint:
 
     Memory grows linearly with the number of iterations (each keeps its Jacobian and
     factorization); gradients equal the implicit ones only once the iteration has converged.
-    Kept for comparison and for problems where H is singular at the solution.
+    Kept for comparison and for problems where H is singular at the solution. The iteration's
+    discrete decisions (step acceptance, damping, line-search lengths) are treated as
+    constants.
     """
 
 

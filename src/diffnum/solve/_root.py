@@ -123,8 +123,10 @@ def _iterate(fn1: Callable, jac1: Callable, y: torch.Tensor, F: torch.Tensor,
             phi_t = 0.5 * (F_t * F_t).sum(-1)
             tiny_step = ((t.unsqueeze(-1) * delta.detach()).abs() /
                          (atol + rtol * ynorm)).amax(-1) <= 1
+            # A full Newton step below the step tolerance is taken even if rounding makes
+            # ½‖F‖² tick up: y is then a root to working precision.
             ok = searching & torch.isfinite(phi_t.detach()) & (
-                (phi_t.detach() <= (1 - 2 * _ARMIJO * t) * phi.detach()) | tiny_step)
+                (phi_t.detach() <= (1 - 2 * _ARMIJO * t) * phi.detach()) | (tiny_step & (t == 1)))
             y_new = _where(ok, y_t, y_new)
             F_new = _where(ok, F_t, F_new)
             phi_new = torch.where(ok, phi_t, phi_new)
