@@ -12,6 +12,10 @@ Map of the pillar:
   :func:`dcls_conv`; :func:`convolve` (dense-kernel convolution with path selection).
 - Training helpers: :func:`clamp_parameters`, :func:`parameter_groups` (position/width
   learning-rate multiplier, no weight decay), :func:`set_sigma` and :class:`SigmaSchedule`.
+- The wider primitive: :func:`splat` (values at real coordinates → grid) and its adjoint
+  :func:`gather` (grid → values at real coordinates), kernels nearest / linear / gaussian /
+  triangle / cubic B-spline, differentiable w.r.t. values, coordinates and widths;
+  :func:`spline_coefficients` (cubic prefilter, as ``scipy.ndimage.spline_filter``).
 - Inference: ``layer.round_positions()``, :func:`integer_taps` / ``layer.export_integer_taps()``
   → :class:`IntegerTaps`, and ``layer.use_integer_taps()``.
 """
@@ -33,6 +37,7 @@ from diffnum.interp._layers import (
     parameter_groups,
 )
 from diffnum.interp._sigma import SigmaSchedule, set_sigma
+from diffnum.interp._splat import gather, splat, spline_coefficients
 
 __all__ = [
     "Dcls1d",
@@ -48,8 +53,11 @@ __all__ = [
     "convolve",
     "dcls_conv",
     "dcls_layers",
+    "gather",
     "integer_taps",
     "parameter_groups",
     "position_axes",
     "set_sigma",
+    "splat",
+    "spline_coefficients",
 ]

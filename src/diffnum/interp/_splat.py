@@ -1,0 +1,270 @@
+"""Splat (values at real coordinates → grid) and its adjoint gather (grid → real coordinates)."""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+
+import torch
+
+from diffnum._core.validation import check_one_of, real_floating_dtype
+
+KERNELS = ("nearest", "linear", "gaussian", "triangle", "cubic")
+MODES = ("zeros", "mirror")
+
+
+def _bspline3(u: torch.Tensor) -> torch.Tensor:
+    """Cubic B-spline β³(u): 2/3 − u² + |u|³/2 on |u| < 1, (2 − |u|)³/6 on 1 ≤ |u| < 2."""
+    a = u.abs()
+    inner = 2.0 / 3.0 - a**2 + 0.5 * a**3
+    outer = (2.0 - a).clamp(min=0) ** 3 / 6.0
+    return torch.where(a < 1, inner, outer)
+
+
+def _radius(kernel: str, width: torch.Tensor | None, truncate: float | None,
+            grid_shape: Sequence[int]) -> list[int]:
+    """Half-width of the window of grid points a coordinate can touch, per dimension."""
+    if kernel in ("nearest", "linear"):
+        return [1] * len(grid_shape)
+    if kernel == "cubic":
+        return [2] * len(grid_shape)
+    widest = width.detach().abs().reshape(-1, width.shape[-1]).amax(0) if width.ndim else None
+    radii = []
+    for a, n in enumerate(grid_shape):
+        w = float(widest[a if widest.numel() > 1 else 0]) if widest is not None else float(width)
+        if kernel == "triangle":
+            r = math.ceil(w)
+        elif truncate is None:
+            r = n  # exact: every grid point
+        else:
+            r = math.ceil(truncate * w)
+        radii.append(max(1, min(r, n)))
+    return radii
+
+
+def _fold(j: torch.Tensor, n: int, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grid index and validity of integer positions ``j`` under the boundary ``mode``."""
+    if mode == "mirror":
+        if n == 1:
+            return torch.zeros_like(j), torch.ones_like(j, dtype=torch.bool)
+        period = 2 * (n - 1)
+        r = torch.remainder(j, period)
+        return torch.where(r > n - 1, period - r, r), torch.ones_like(j, dtype=torch.bool)
+    inside = (j >= 0) & (j < n)
+    return j.clamp(0, n - 1), inside
+
+
+def _weights(
+    coords: torch.Tensor,
+    grid_shape: Sequence[int],
+    kernel: str,
+    width: torch.Tensor | None,
+    truncate: float | None,
+    mode: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Interpolation weights (..., n, W) and flat grid indices (..., n, W) of every point."""
+    ndim = len(grid_shape)
+    radii = _radius(kernel, width, truncate, grid_shape)
+    strides = [math.prod(grid_shape[a + 1:]) for a in range(ndim)]
+    weight = None
+    index = None
+    for a in range(ndim):
+        x = coords[..., a]
+        r = radii[a]
+        base = x.detach().floor() - (r - 1)
+        offsets = torch.arange(2 * r, dtype=coords.dtype, device=coords.device)
+        j = base.unsqueeze(-1) + offsets  # (..., n, 2r)
+        u = x.unsqueeze(-1) - j
+        if kernel == "nearest":
+            # Piecewise constant: zero derivative, but keep coords in the graph for callers.
+            w = (j == torch.floor(x.detach() + 0.5).unsqueeze(-1)).to(coords.dtype) + 0 * u
+        elif kernel == "linear":
+            w = (1 - u.abs()).relu()
+        elif kernel == "cubic":
+            w = _bspline3(u)
+        else:
+            wa = width[..., a].unsqueeze(-1) if width.ndim else width
+            if kernel == "triangle":
+                w = (1 - u.abs() / wa).relu()
+            else:
+                w = torch.exp(-0.5 * (u / wa) ** 2)
+        folded, valid = _fold(j.long(), grid_shape[a], mode)
+        w = w * valid
+        shape = [*w.shape[:-1], *([1] * ndim)]
+        shape[w.ndim - 1 + a] = 2 * r
+        w = w.reshape(shape)
+        flat = (folded * strides[a]).reshape(shape)
+        weight = w if weight is None else weight * w
+        index = flat if index is None else index + flat
+    lead = weight.ndim - ndim
+    index = index.expand(weight.shape)
+    return weight.flatten(lead), index.flatten(lead)
+
+
+def _check(name_vals: str, vals: torch.Tensor, coords: torch.Tensor, grid_shape: Sequence[int],
+           kernel: str, width, mode: str, batch_vals: tuple[int, ...]):
+    check_one_of("kernel", kernel, KERNELS)
+    check_one_of("mode", mode, MODES)
+    dtype = real_floating_dtype(name_vals, vals)
+    real_floating_dtype("coords", coords)
+    if coords.dtype != dtype:
+        raise TypeError(f"coords must have {name_vals}'s dtype {dtype}, got {coords.dtype}")
+    ndim = len(grid_shape)
+    if coords.ndim < 2 or coords.shape[-1] != ndim:
+        raise ValueError(
+            f"coords must have shape (..., n, {ndim}) for a {ndim}-D grid, "
+            f"got {tuple(coords.shape)}"
+        )
+    try:
+        batch = torch.broadcast_shapes(batch_vals, coords.shape[:-2])
+    except RuntimeError:
+        raise ValueError(
+            f"batch dimensions of {name_vals} {batch_vals} and coords "
+            f"{tuple(coords.shape[:-2])} must broadcast"
+        ) from None
+    if kernel in ("gaussian", "triangle"):
+        if width is None:
+            raise ValueError(f"kernel {kernel!r} needs a width (σ or half-width), got None")
+        if not isinstance(width, torch.Tensor):
+            width = torch.tensor(float(width), dtype=dtype, device=coords.device)
+        if width.ndim:
+            try:
+                torch.broadcast_shapes(width.shape, coords.shape)
+            except RuntimeError:
+                raise ValueError(
+                    f"width must broadcast to coords' shape {tuple(coords.shape)}, "
+                    f"got {tuple(width.shape)}"
+                ) from None
+            width = width.expand(coords.shape)
+        if bool((width.detach() <= 0).any()):
+            raise ValueError("width must be positive")
+    elif width is not None:
+        raise ValueError(f"kernel {kernel!r} takes no width, got one")
+    return batch, width
+
+
+def splat(
+    values: torch.Tensor,
+    coords: torch.Tensor,
+    grid_shape: Sequence[int],
+    kernel: str = "linear",
+    *,
+    width: torch.Tensor | float | None = None,
+    truncate: float | None = 4.0,
+    mode: str = "zeros",
+) -> torch.Tensor:
+    r"""Spread values at real coordinates onto a grid: G[j] = Σ_p v_p Π_a φ(j_a − x_{p,a}).
+
+    Args:
+        values: ``(..., n)``.
+        coords: ``(..., n, d)`` in grid-index units (grid point j sits at coordinate j).
+        grid_shape: ``d`` ints.
+        kernel: ``"nearest"`` (φ = 1 at the rounded point), ``"linear"`` (max(0, 1 − |u|)),
+            ``"gaussian"`` (exp(−u²/2σ²), σ = ``width``), ``"triangle"``
+            (max(0, 1 − |u|/τ), τ = ``width``) or ``"cubic"`` (cubic B-spline β³).
+        width: σ or τ, a scalar or a tensor broadcastable to ``coords`` (differentiable).
+        truncate: Gaussian only — grid points beyond ``truncate·σ`` are skipped; each skipped
+            weight is below exp(−truncate²/2) of the peak (3.4e-4 at 4, 1.9e-22 at 10);
+            ``None`` is exact (the window is the whole grid).
+        mode: ``"zeros"`` (mass outside the grid is dropped) or ``"mirror"`` (folded back,
+            whole-sample symmetric about the edge points).
+
+    Returns:
+        ``(..., *grid_shape)``; differentiable w.r.t. values, coords and width.
+    """
+    grid_shape = tuple(grid_shape)
+    batch, width = _check("values", values, coords, grid_shape, kernel, width, mode,
+                          tuple(values.shape[:-1]))
+    if values.ndim < 1 or values.shape[-1] != coords.shape[-2]:
+        raise ValueError(f"values must have shape (..., n) with n = {coords.shape[-2]}, "
+                         f"got {tuple(values.shape)}")
+    coords = coords.expand(*batch, *coords.shape[-2:])
+    values = values.expand(*batch, values.shape[-1])
+    if width is not None and width.ndim:
+        width = width.expand(coords.shape)
+    weight, index = _weights(coords, grid_shape, kernel, width, truncate, mode)
+    contrib = (weight * values.unsqueeze(-1)).flatten(-2)
+    out = contrib.new_zeros(*batch, math.prod(grid_shape))
+    out = out.scatter_add(-1, index.flatten(-2), contrib)
+    return out.reshape(*batch, *grid_shape)
+
+
+@functools.lru_cache(maxsize=32)
+def _bspline_prefilter_matrix(n: int, mode: str) -> torch.Tensor:
+    """Inverse of the n × n matrix sampling β³ at the integers under ``mode`` (float64)."""
+    B = torch.zeros(n, n, dtype=torch.float64)
+    for i in range(n):
+        for off, w in ((-1, 1 / 6), (0, 4 / 6), (1, 1 / 6)):
+            j = i + off
+            if mode == "mirror":
+                if n == 1:
+                    j = 0
+                else:
+                    period = 2 * (n - 1)
+                    j = j % period
+                    j = period - j if j > n - 1 else j
+            elif not 0 <= j < n:
+                continue
+            B[i, j] += w
+    return torch.linalg.inv(B)
+
+
+def spline_coefficients(grid: torch.Tensor, ndim: int, mode: str = "mirror") -> torch.Tensor:
+    """Cubic B-spline coefficients c with Σ_j c[j] β³(i − j) = grid[i] on the last ``ndim``
+    axes (the prefilter of ``scipy.ndimage.spline_filter``), one linear solve per axis."""
+    check_one_of("mode", mode, MODES)
+    out = grid
+    for a in range(ndim):
+        axis = grid.ndim - ndim + a
+        inv = _bspline_prefilter_matrix(grid.shape[axis], mode).to(grid.dtype).to(grid.device)
+        out = torch.movedim(torch.movedim(out, axis, -1) @ inv.T, -1, axis)
+    return out
+
+
+def gather(
+    grid: torch.Tensor,
+    coords: torch.Tensor,
+    kernel: str = "linear",
+    *,
+    width: torch.Tensor | float | None = None,
+    truncate: float | None = 4.0,
+    mode: str = "zeros",
+    prefilter: bool = True,
+) -> torch.Tensor:
+    r"""Read a grid at real coordinates: v_p = Σ_j G[j] Π_a φ(x_{p,a} − j_a).
+
+    The adjoint of :func:`splat` with the same arguments (for ``cubic`` with
+    ``prefilter=False``). ``cubic`` with ``prefilter=True`` interpolates: G is first turned into
+    B-spline coefficients (:func:`spline_coefficients`), matching
+    ``scipy.ndimage.map_coordinates(order=3, mode="mirror")``; ``linear`` matches
+    ``scipy.interpolate.RegularGridInterpolator`` inside the grid.
+
+    Args:
+        grid: ``(..., *grid_shape)`` with ``d = coords.shape[-1]`` grid dimensions.
+        coords: ``(..., n, d)`` in grid-index units.
+        kernel, width, truncate, mode: as in :func:`splat`.
+
+    Returns:
+        ``(..., n)``; differentiable w.r.t. grid, coords and width.
+    """
+    if not isinstance(coords, torch.Tensor) or coords.ndim < 2:
+        raise ValueError(f"coords must have shape (..., n, d), got "
+                         f"{tuple(getattr(coords, 'shape', ()))}")
+    ndim = coords.shape[-1]
+    if not 1 <= ndim <= grid.ndim:
+        raise ValueError(f"coords' last dimension d = {ndim} must be between 1 and "
+                         f"grid.ndim = {grid.ndim}")
+    grid_shape = tuple(grid.shape[-ndim:])
+    batch, width = _check("grid", grid, coords, grid_shape, kernel, width, mode,
+                          tuple(grid.shape[:-ndim]))
+    if kernel == "cubic" and prefilter:
+        grid = spline_coefficients(grid, ndim, mode)
+    coords = coords.expand(*batch, *coords.shape[-2:])
+    if width is not None and width.ndim:
+        width = width.expand(coords.shape)
+    flat = grid.expand(*batch, *grid_shape).reshape(*batch, -1)
+    weight, index = _weights(coords, grid_shape, kernel, width, truncate, mode)
+    n, W = weight.shape[-2:]
+    picked = flat.gather(-1, index.reshape(*batch, n * W)).reshape(*batch, n, W)
+    return (picked * weight).sum(-1)
