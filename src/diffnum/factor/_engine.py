@@ -115,6 +115,23 @@ def _times_pinv(rhs: torch.Tensor, M: torch.Tensor, rcond: float | None,
     return torch.linalg.solve_triangular(R.mT, rhs @ Q, upper=False, left=False), False
 
 
+def _dual_basis(F: torch.Tensor, B: torch.Tensor, rcond: float | None,
+                name: str) -> tuple[torch.Tensor, bool]:
+    """Y with Yᵀ = (BᵀF)⁺ Bᵀ, so that F Yᵀ F = F when BᵀF has full column rank.
+
+    When BᵀF is square and B has full rank, (BᵀF)⁻¹Bᵀ = (Q_BᵀF)⁻¹Q_Bᵀ for B = Q_B R_B:
+    solving with Q_BᵀF keeps κ(B) out of the rounding error (for B = F it is R_F, where
+    BᵀF = FᵀF would square κ(F)). Oversampled B (k' > k) uses BᵀF itself, as defined.
+    """
+    if B.shape[-1] == F.shape[-1]:
+        Q, R = torch.linalg.qr(B)
+        diag = R.diagonal(dim1=-2, dim2=-1).abs()
+        rtol = _default_rtol(B) if rcond is None else rcond
+        if bool((diag > rtol * diag.amax(dim=-1, keepdim=True)).all()):
+            return _times_pinv(Q, F.mT @ Q, rcond, name)
+    return _times_pinv(B, F.mT @ B, rcond, name)
+
+
 def _check_factor(name: str, M: torch.Tensor, rows: int, row_name: str) -> None:
     check_matrix(name, M)
     if M.shape[-2] != rows:
@@ -138,8 +155,8 @@ def meta_factorize(
     """Factor A = F G Hᵀ by solving the projector and the reconstruction equations.
 
     Projector equation: Yᵀ = (BᵀF)⁺ Bᵀ and X = D (HᵀD)⁺, so that F Yᵀ F = F and
-    Hᵀ X Hᵀ = Hᵀ (computed by a QR of BᵀF and HᵀD and triangular solves; with
-    B = F, D = H by default). Reconstruction equation, general Penrose solution:
+    Hᵀ X Hᵀ = Hᵀ (computed by QRs and triangular solves, never an explicit inverse;
+    B = F and D = H by default). Reconstruction equation, general Penrose solution:
 
         G = Yᵀ A X + W − Yᵀ F W Hᵀ X,
 
@@ -178,8 +195,8 @@ def meta_factorize(
         if M.dtype != A.dtype:
             raise TypeError(f"{name} must have the dtype of A ({A.dtype}), got {M.dtype}")
     # Y = B (FᵀB)⁺ is the transpose of Yᵀ = (BᵀF)⁺Bᵀ; X = D (HᵀD)⁺.
-    Y, deficient_f = _times_pinv(B, F.mT @ B, rcond, "FᵀB (the column-side core BᵀF)")
-    X, deficient_h = _times_pinv(D, H.mT @ D, rcond, "HᵀD (the row-side core)")
+    Y, deficient_f = _dual_basis(F, B, rcond, "BᵀF (the column-side projector core)")
+    X, deficient_h = _dual_basis(H, D, rcond, "HᵀD (the row-side projector core)")
     G = (Y.mT @ A) @ X
     if W is not None:
         check_matrix("W", W)

@@ -190,21 +190,32 @@ def cur(
 def cr(A: torch.Tensor, tol: float | None = None) -> MetaFactorization:
     """Full-rank CR factorization A = C R (Strang): C = the first r independent columns.
 
-    Columns are scanned left to right; column j is a pivot column when its residual
-    after projection onto the earlier pivot columns exceeds ``tol``·‖A‖_F (default
-    max(m, n)·eps) — the pivot columns of the reduced row echelon form. R = C⁺A,
-    whose pivot columns form I_r (R is rref(A) without its zero rows). F = C,
-    H = Rᵀ and the core is G = I_r. All batch elements must have the same rank.
-    ``info["columns"]`` holds the pivot columns.
+    r is the numerical rank (singular values above ``tol``·σ₁, default max(m, n)·eps).
+    Columns are scanned left to right; column j joins C when its residual after
+    projection onto the earlier pivot columns exceeds ``tol``·σ₁ — the pivot columns of
+    the reduced row echelon form — until r are found. (Knowing r first matters: after a
+    nearly dependent pivot, rounding in later residuals grows with the size of the
+    combination coefficients and could pass any fixed threshold.) R = C⁺A, whose pivot
+    columns form I_r (rref(A) without its zero rows); F = C, H = Rᵀ and the core is
+    G = I_r. All batch elements must have the same rank. ``info["columns"]`` holds the
+    pivot columns.
     """
     check_matrix("A", A)
     m, n = A.shape[-2:]
     if tol is None:
         tol = max(m, n) * torch.finfo(A.dtype).eps
-    scale = torch.linalg.matrix_norm(A.detach()).reshape(-1)
     flat = A.detach().reshape(-1, m, n)
+    singular = torch.linalg.svdvals(flat)
+    ranks = (singular > tol * singular[:, :1]).sum(dim=-1).tolist()
+    if len(set(ranks)) != 1:
+        raise ValueError(f"A must have the same numerical rank in every batch element for cr, "
+                         f"got ranks {sorted(set(ranks))}")
+    rank = ranks[0]
+    if rank == 0:
+        raise ValueError("A must have rank >= 1 for cr, got the zero matrix")
     chosen: list[list[int]] = []
     for b in range(flat.shape[0]):
+        threshold = tol * float(singular[b, 0])
         basis = torch.zeros(m, 0, dtype=A.dtype, device=A.device)
         picks: list[int] = []
         for j in range(n):
@@ -212,16 +223,16 @@ def cr(A: torch.Tensor, tol: float | None = None) -> MetaFactorization:
             for _ in range(2):  # twice is enough (Kahan–Parlett)
                 v = v - basis @ (basis.mT @ v)
             norm = float(torch.linalg.vector_norm(v))
-            if norm > tol * float(scale[b]):
+            if norm > threshold:
                 basis = torch.cat([basis, v / norm], dim=-1)
                 picks.append(j)
+                if len(picks) == rank:
+                    break
+        if len(picks) < rank:  # a pivot drowned in rounding: say so rather than guess
+            raise ValueError(f"cr could not find {rank} independent columns left to right "
+                             f"with tol={tol:.1e} (found {len(picks)}); A is too ill-"
+                             "conditioned for the rref pivots, use cpqr instead")
         chosen.append(picks)
-    ranks = {len(p) for p in chosen}
-    if len(ranks) != 1:
-        raise ValueError(f"A must have the same numerical rank in every batch element for cr, "
-                         f"got ranks {sorted(ranks)}")
-    if ranks == {0}:
-        raise ValueError("A must have rank >= 1 for cr, got the zero matrix")
     J = torch.tensor(chosen, device=A.device).reshape(*A.shape[:-2], -1)
     C = _gather_columns(A, J)
     Qc, Rc = torch.linalg.qr(C)  # C has full column rank by construction
