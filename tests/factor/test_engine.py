@@ -185,3 +185,12 @@ def test_float32_path():
         assert fac.G.dtype == torch.float32
         # float32: eps ≈ 6e-8 times the κ ≈ 100 of the low-rank family.
         assert fac.residuals().reconstruction < 1e-4
+
+
+@pytest.mark.parametrize("name", ["svd", "cpqr", "utv-svd", "nystrom", "cur-optimal"])
+def test_recipes_are_differentiable(name):
+    # Away from ties (distinct σ, distinct pivot norms) every recipe is a smooth function
+    # of A, so autograd through the engine must match finite differences.
+    A = df.synthetic_matrix(7, 5, "geometric", decay=0.5, generator=_gen(9))[0]
+    A = A.requires_grad_()
+    torch.autograd.gradcheck(lambda a: RECIPES[name](a, 3).reconstruct(), (A,))
