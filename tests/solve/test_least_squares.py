@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from diffnum.solve import (
     GaussNewton,
@@ -347,3 +349,20 @@ def test_two_batch_dimensions_match_separate_solves_and_gradients():
         # Both solved to 1e-13 on a well-conditioned 30×4 problem.
         torch.testing.assert_close(sol.value[i, j], alone.value, rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(grad[i, j], grad_alone[i, j], rtol=1e-8, atol=1e-11)
+
+
+@given(m=st.integers(3, 12), n=st.integers(1, 3), batch=st.integers(1, 3),
+       seed=st.integers(0, 10_000))
+def test_property_linear_fits_equal_lstsq(m, n, batch, seed):
+    # Any full-rank linear residual A y − b: LM returns the least-squares solution, in both
+    # the normal-equation (m >= n) regime drawn here and for every batch size.
+    g = torch.Generator().manual_seed(seed)
+    A = torch.randn(batch, m, n, dtype=DT, generator=g) + 3 * torch.eye(m, n, dtype=DT)
+    b = torch.randn(batch, m, dtype=DT, generator=g)
+    sol = least_squares(lambda y: (A @ y.unsqueeze(-1)).squeeze(-1) - b,
+                        torch.zeros(batch, n, dtype=DT),
+                        solver=LevenbergMarquardt(rtol=1e-12, atol=1e-12))
+    assert sol.all_converged
+    expected = torch.linalg.lstsq(A, b.unsqueeze(-1)).solution.squeeze(-1)
+    # The added 3·I keeps cond(A) small (<~10): 1e-12 step tolerance gives ~1e-10 at worst.
+    torch.testing.assert_close(sol.value, expected, rtol=1e-8, atol=1e-9)

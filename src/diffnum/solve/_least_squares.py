@@ -266,7 +266,9 @@ def least_squares(fn: Callable[..., torch.Tensor], y0: Any, args: Any = (), *,
         throw: raise :class:`SolveError` naming every element that did not converge.
         jacobian: ``"auto"`` (forward mode when m ≥ n, reverse otherwise), ``"forward"``,
             ``"reverse"``, or a callable ``jacobian(y, *args) -> (*batch, m, n)`` (analytic;
-            used in the iterations, autodiff is still used for gradients).
+            used in the iterations, autodiff is still used for gradients). Forward mode costs
+            n JVPs of ``fn`` per Jacobian; for residuals dominated by a matmul with a captured
+            basis an analytic Jacobian is typically several times faster.
 
     Returns:
         :class:`Solution` with ``residual_norm`` = ‖r(y*)‖₂ per element and ``stats``
