@@ -366,3 +366,38 @@ def test_property_linear_fits_equal_lstsq(m, n, batch, seed):
     expected = torch.linalg.lstsq(A, b.unsqueeze(-1)).solution.squeeze(-1)
     # The added 3·I keeps cond(A) small (<~10): 1e-12 step tolerance gives ~1e-10 at worst.
     torch.testing.assert_close(sol.value, expected, rtol=1e-8, atol=1e-9)
+
+
+def _saved_bytes(run) -> int:
+    """Bytes of tensors saved for backward while ``run()`` builds its graph."""
+    total = 0
+
+    def pack(t):
+        nonlocal total
+        total += t.nelement() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        run()
+    return total
+
+
+def test_implicit_graph_does_not_grow_with_iterations():
+    # Structural check of "memory independent of the iteration count" (the size goal itself is
+    # in benchmarks/bench_adjoint_memory.py): the implicit adjoint saves the same tensors
+    # after 3 or 12 iterations, the unrolled one saves more with each iteration.
+    g = torch.Generator().manual_seed(13)
+    B = torch.randn(2, 40, 3, dtype=DT, generator=g).requires_grad_(True)
+    data = torch.randn(2, 40, dtype=DT, generator=g)
+    unreachable = LevenbergMarquardt(rtol=1e-300, atol=1e-300)  # run exactly max_steps
+
+    def run(adjoint, steps):
+        def go():
+            sol = least_squares(lambda w: torch.tanh(B @ w.unsqueeze(-1)).squeeze(-1) - data,
+                                torch.zeros(2, 3, dtype=DT), solver=unreachable,
+                                max_steps=steps, adjoint=adjoint)
+            assert int(sol.steps.min()) == steps
+        return go
+
+    assert _saved_bytes(run(ImplicitAdjoint(), 3)) == _saved_bytes(run(ImplicitAdjoint(), 12))
+    assert _saved_bytes(run(UnrollAdjoint(), 12)) > 3 * _saved_bytes(run(UnrollAdjoint(), 3))
