@@ -133,3 +133,14 @@ def test_bad_input():
         linear_solve(_spd_matrix(X), torch.full((3, N), float("nan"), dtype=DT))
     with pytest.raises(ValueError, match="rtol"):
         linear_solve(_spd_matrix(X), b, method="cg", rtol=-1.0)
+
+
+@pytest.mark.parametrize("method", ["direct", "cg", "gmres"])
+def test_float32(method):
+    X, b = _spd(14)
+    A = _spd_matrix(X)
+    sol = linear_solve(A.float(), b.float(), method=method)
+    assert sol.all_converged and sol.value.dtype == torch.float32
+    # float32 default rtol 1e-4 on the residual, cond(A) <= ~5.
+    torch.testing.assert_close(sol.value.double(), torch.linalg.solve(A, b), rtol=1e-3,
+                               atol=1e-3)

@@ -170,3 +170,20 @@ def test_fixed_point_bad_input():
         fixed_point(lambda y: y, torch.tensor([float("inf")], dtype=DT))
     with pytest.raises(TypeError, match="solver must be"):
         fixed_point(lambda y: y, torch.zeros(2, dtype=DT), solver=Newton())
+
+
+def test_float32_root_and_fixed_point():
+    # float32 default tolerances are 1e-4; compared against float64 solves.
+    c64 = torch.tensor([[1.0, 2.0], [0.5, -1.0]], dtype=DT)
+    r64 = root(_cubic_system, torch.zeros(2, 2, dtype=DT), (c64, A2)).value
+    r32 = root(_cubic_system, torch.zeros(2, 2), (c64.float(), A2.float()))
+    assert r32.all_converged and r32.value.dtype == torch.float32
+    torch.testing.assert_close(r32.value.double(), r64, rtol=1e-3, atol=1e-3)
+
+    def T(y, c):
+        return 0.5 * torch.cos(y) + c
+
+    f64 = fixed_point(T, torch.zeros(2, 2, dtype=DT), (c64,)).value
+    f32 = fixed_point(T, torch.zeros(2, 2), (c64.float(),))
+    assert f32.all_converged and f32.value.dtype == torch.float32
+    torch.testing.assert_close(f32.value.double(), f64, rtol=1e-3, atol=1e-3)
