@@ -64,6 +64,8 @@ class SigmaSchedule:
         if self.kind == "constant":
             return self.start
         t = min(max(step, 0), self.steps) / self.steps
+        if t >= 1:
+            return self.end
         if self.kind == "linear":
             return self.start + (self.end - self.start) * t
         if self.kind == "cosine":

@@ -1,0 +1,33 @@
+"""Spiking neurons, surrogate gradients and learnable synaptic delays (built on ``interp``).
+
+Map of the pillar:
+
+- :func:`spike` — Heaviside forward, surrogate derivative backward (``atan``, ``sigmoid``,
+  ``fast_sigmoid``).
+- :func:`lif` / :class:`LIF` — multi-step leaky integrate-and-fire,
+  u[t] = β u[t−1] + I[t], hard or soft reset, fixed or learned leak;
+  :func:`leaky_integrate` — the same with an infinite threshold (readout).
+- :class:`DelayedLinear` — I_i[t] = Σ_j w_ij S_j[t − d_ij], a causal
+  :class:`~diffnum.interp.Dcls1d` over time with one Gaussian (or bilinear) tap per synapse;
+  σ annealing via :class:`~diffnum.interp.SigmaSchedule`, integer delays by
+  ``round_positions()``.
+- :class:`Readout` and :func:`readout_logits` — potentials to logits (time sum / mean / max).
+- :func:`delayed_coincidence` — synthetic spike trains whose class is set by inter-channel
+  delays only.
+
+Tensors are ``(batch, features, time)`` throughout.
+"""
+
+from diffnum.snn._delays import DelayedLinear, Readout, delayed_coincidence, readout_logits
+from diffnum.snn._neurons import LIF, leaky_integrate, lif, spike
+
+__all__ = [
+    "LIF",
+    "DelayedLinear",
+    "Readout",
+    "delayed_coincidence",
+    "leaky_integrate",
+    "lif",
+    "readout_logits",
+    "spike",
+]

@@ -1,0 +1,132 @@
+"""Learnable synaptic delays (a causal ``Dcls1d`` over time), readout, synthetic data."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from diffnum._core.validation import check_int_in_range, check_one_of, real_floating_dtype
+from diffnum.interp import Dcls1d, set_sigma
+from diffnum.snn._neurons import leaky_integrate
+
+
+class DelayedLinear(nn.Module):
+    r"""Fully connected layer with one learnable delay per synapse:
+    I_i[t] = Σ_j w_ij S_j[t − d_ij], d_ij ∈ [0, max_delay − 1].
+
+    A :class:`~diffnum.interp.Dcls1d` with ``kernel_count=1`` and support
+    ``max_delay`` (odd) over the time axis, with causal (left) padding of ``max_delay − 1``.
+    Input and output are ``(batch, features, time)``. The kernel index q = P + ⌊s/2⌋ maps to
+    delay d = s − 1 − q. ``version="gauss"`` with σ annealed (``set_sigma``/``SigmaSchedule``)
+    then ``round_positions()`` gives exact integer delays at inference.
+    """
+
+    def __init__(self, in_features: int, out_features: int, max_delay: int, *,
+                 version: str = "gauss", bias: bool = False, sigma: float | None = None,
+                 conv_method: str = "auto") -> None:
+        super().__init__()
+        check_int_in_range("max_delay", max_delay, 1, 2**20)
+        if max_delay % 2 == 0:
+            raise ValueError(f"max_delay must be odd (a centred support), got {max_delay}")
+        check_one_of("version", version, ("v1", "gauss"))
+        self.max_delay = max_delay
+        self.conv = Dcls1d(in_features, out_features, 1, dilated_kernel_size=max_delay,
+                           bias=bias, version=version, conv_method=conv_method)
+        lim = max_delay // 2
+        with torch.no_grad():
+            self.conv.P.uniform_(-lim, lim)  # delays spread over the whole range
+        if version == "gauss":
+            set_sigma(self, sigma if sigma is not None else max_delay / 2, learnable=False)
+
+    @property
+    def P(self) -> torch.Tensor:
+        return self.conv.P
+
+    def delays(self) -> torch.Tensor:
+        """Current (real) delays d = s − 1 − (P + ⌊s/2⌋), shape (out, in)."""
+        q = self.conv.P.detach()[0, :, :, 0] + self.max_delay // 2
+        return (self.max_delay - 1) - q
+
+    def set_delays(self, delays: torch.Tensor) -> None:
+        """Set positions from delays ``(out, in)`` in [0, max_delay − 1]."""
+        if delays.shape != self.conv.weight.shape[:2]:
+            raise ValueError(f"delays must have shape {tuple(self.conv.weight.shape[:2])}, "
+                             f"got {tuple(delays.shape)}")
+        q = (self.max_delay - 1) - delays.to(self.conv.P)
+        with torch.no_grad():
+            self.conv.P[0, :, :, 0] = q - self.max_delay // 2
+
+    def forward(self, spikes: torch.Tensor) -> torch.Tensor:
+        real_floating_dtype("spikes", spikes)
+        return self.conv(F.pad(spikes, (self.max_delay - 1, 0)))
+
+
+class Readout(nn.Module):
+    """Linear layer into leaky integrators with an infinite threshold (no spikes).
+
+    ``forward`` returns membrane potentials ``(batch, classes, time)``; :func:`readout_logits`
+    reduces them over time for a cross-entropy loss.
+    """
+
+    def __init__(self, in_features: int, out_features: int, beta: float = 0.5) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_features, out_features)
+        self.beta = beta
+
+    def forward(self, spikes: torch.Tensor) -> torch.Tensor:
+        current = self.linear(spikes.transpose(-1, -2)).transpose(-1, -2)
+        return leaky_integrate(current, self.beta)
+
+
+def readout_logits(potentials: torch.Tensor, reduce: str = "sum") -> torch.Tensor:
+    """Logits from readout potentials ``(..., classes, T)``: time ``sum``, ``mean`` or ``max``."""
+    check_one_of("reduce", reduce, ("sum", "mean", "max"))
+    if reduce == "max":
+        return potentials.amax(-1)
+    return potentials.sum(-1) if reduce == "sum" else potentials.mean(-1)
+
+
+def delayed_coincidence(
+    n_samples: int,
+    *,
+    n_channels: int = 6,
+    n_classes: int = 4,
+    length: int = 50,
+    max_delay: int = 21,
+    noise_spikes: int = 0,
+    pattern_seed: int = 0,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Spike trains whose class is set only by inter-channel delays.
+
+    Class k fires channel c once at t0 + o_{k,c}, where the offsets o_{k,·} are a random
+    permutation (drawn from ``pattern_seed``) of the slots 0, g, 2g, … with
+    g = (max_delay − 1) // (n_channels − 1): no two spikes of a sample are closer than g
+    steps, so nothing coincides without delays. Every sample has one spike per channel and a
+    random onset t0 ∈ [0, length − 2·max_delay + 1] (followed by at least ``max_delay`` quiet
+    steps), so counts and onsets carry no class information; ``noise_spikes`` random spikes
+    are added per sample.
+
+    Returns ``(spikes (n, channels, length), labels (n,), offsets (classes, channels))``.
+    """
+    check_int_in_range("n_samples", n_samples, 1, 2**31)
+    check_int_in_range("n_classes", n_classes, 2, 2**16)
+    check_int_in_range("n_channels", n_channels, 2, 2**16)
+    check_int_in_range("max_delay", max_delay, n_channels, 2**20)
+    if length < 2 * max_delay:
+        raise ValueError(f"length must be >= 2·max_delay = {2 * max_delay}, got {length}")
+    gap = (max_delay - 1) // (n_channels - 1)
+    patterns = torch.Generator().manual_seed(pattern_seed)
+    offsets = torch.stack([torch.randperm(n_channels, generator=patterns) * gap
+                           for _ in range(n_classes)])
+    labels = torch.randint(0, n_classes, (n_samples,), generator=generator)
+    onset = torch.randint(0, length - 2 * max_delay + 2, (n_samples, 1), generator=generator)
+    times = onset + offsets[labels]  # (n, channels)
+    spikes = torch.zeros(n_samples, n_channels, length)
+    spikes.scatter_(2, times.unsqueeze(-1), 1.0)
+    if noise_spikes:
+        idx = torch.randint(0, n_channels * length, (n_samples, noise_spikes),
+                            generator=generator)
+        spikes.view(n_samples, -1).scatter_(1, idx, 1.0)
+    return spikes, labels, offsets
