@@ -265,3 +265,13 @@ def test_layer_bad_input():
         layer(torch.randn(1, 3, 8, 8))
     with pytest.raises(ValueError, match="spatial dims"):
         layer(torch.randn(4, 8))
+
+
+def test_functional_dcls_conv_matches_layer():
+    layer = interp.Dcls2d(4, 6, 3, stride=2, padding=(2, 1), dilated_kernel_size=(5, 3),
+                          groups=2, version="max")
+    x = torch.randn(2, 4, 9, 8)
+    y = interp.dcls_conv(x, layer.weight, layer.P, layer.SIG, layer.bias,
+                         dilated_kernel_size=(5, 3), version="max", stride=2, padding=(2, 1),
+                         groups=2)
+    torch.testing.assert_close(y, layer(x))

@@ -53,7 +53,7 @@ def _recovery(ctx: Context, steps: int, restarts: int) -> tuple[dict, dict]:
             layer.weight.fill_(0.1)
         opt = torch.optim.Adam(interp.parameter_groups(layer, 0.01, position_lr_scale=5.0))
         sigma = interp.SigmaSchedule(5.0, 0.27, steps // 2)
-        errors = []
+        errors, trace = [], []
         for step in range(steps):
             if version == "gauss":
                 sigma.apply(layer, step)
@@ -63,7 +63,8 @@ def _recovery(ctx: Context, steps: int, restarts: int) -> tuple[dict, dict]:
             opt.step()
             layer.clamp_parameters()
             errors.append(_position_error(layer.P))
-        curves.setdefault(name, []).append(errors)
+            trace.append(layer.P.detach().reshape(-1).sort().values.tolist())
+        curves.setdefault(name, []).append({"error": errors, "positions": trace})
         finals.setdefault(name, []).append((loss.item(), errors[-1]))
     # The dilated convolution can only fit weights: its taps stay at -7, 0, 7.
     torch.manual_seed(ctx.seed)
@@ -228,13 +229,22 @@ def _figures(ctx: Context, rec_curves: dict, cls_curves: dict, snn_curves: dict)
     if plt is None:
         return []
     names = []
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     for color, (name, runs) in zip(("C0", "C1"), rec_curves.items()):
-        for i, errors in enumerate(runs):
-            ax.semilogy(errors, color=color, alpha=0.6, label=name if i == 0 else None)
-    ax.axhline(rec_summary_dilated_error(), color="k", ls="--", label="dilated conv taps")
-    ax.set(title="(a) planted kernel: mean |learned − true| position per run", xlabel="step")
-    ax.legend(fontsize=8)
+        for i, run in enumerate(runs):
+            axes[0].semilogy(run["error"], color=color, alpha=0.6,
+                             label=name if i == 0 else None)
+        best = min(runs, key=lambda r: r["error"][-1])
+        for k, track in enumerate(zip(*best["positions"])):
+            axes[1].plot(track, color=color, label=f"{name} (best run)" if k == 0 else None)
+    axes[0].axhline(rec_summary_dilated_error(), color="k", ls="--", label="dilated conv taps")
+    for p in TRUE_POSITIONS.tolist():
+        axes[1].axhline(p, color="k", ls=":", lw=1)
+    axes[0].set(title="(a) mean |learned − true| position, every run", xlabel="step")
+    axes[1].set(title="(a) learned positions over training (dotted: true)", xlabel="step",
+                ylabel="position")
+    for ax in axes:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     path = ctx.figure_path("dcls_recovery.png")
     fig.savefig(path, dpi=110)
@@ -284,7 +294,9 @@ def run(ctx: Context) -> Section:
         "layers start from random positions and learn them (a run counts as recovered when the "
         f"mean position error is below {SUCCESS}); a dilated convolution with the same three "
         "weights keeps its taps on its lattice. The bilinear kernel only sees targets within "
-        "one cell of a tap; the Gaussian's annealed width gives it a global view.", "",
+        "one cell of a tap; the Gaussian's annealed width gives it a global view. The planted "
+        "kernel is bilinear, so a Gaussian run that finds all taps keeps a small shape-mismatch "
+        "error (≈ 0.1) where the bilinear one converges to float precision.", "",
         rec_table, "",
         f"**(b) Iso-parameter long-range task.** Two noisy pulses {GAP} steps apart; the class "
         f"is the XOR of their signs, so a kernel needs taps {GAP} apart. Every model has one "
