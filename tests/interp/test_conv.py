@@ -92,6 +92,7 @@ def test_integer_tap_inference_uses_sparse_path():
     x = torch.randn(2, 3, 20)
     taps = layer.export_integer_taps()
     ref = F.conv1d(x, taps.kernel(), layer.bias, padding=4)
+    # FFT (auto) and shift-and-add vs F.conv1d in float32: summation order only.
     torch.testing.assert_close(layer(x), ref, rtol=1e-5, atol=1e-6)
     layer.conv_method = "shift"
     torch.testing.assert_close(layer(x), ref, rtol=1e-5, atol=1e-6)

@@ -136,6 +136,7 @@ def test_integer_bilinear_equals_sparse_conv():
                     conv.weight[o, c, i, j] += layer.weight[o, c, k]
         conv.bias.copy_(layer.bias)
     x = torch.randn(2, 2, 8, 9)
+    # Same taps, float32 sums in a different order (|y| ~ 1).
     torch.testing.assert_close(layer(x), conv(x), rtol=0, atol=1e-6)
 
 
@@ -151,6 +152,7 @@ def test_lattice_positions_equal_dilated_conv():
         layer.P[1] = cols.flatten()
         layer.weight.copy_(dense.weight.flatten(2))
     x = torch.randn(1, 2, 10, 11)
+    # Same taps, float32 sums in a different order (|y| ~ 1).
     torch.testing.assert_close(layer(x), dense(x), rtol=0, atol=1e-6)
 
 
@@ -175,6 +177,7 @@ def test_same_padding_and_dilation():
     with torch.no_grad():
         ref.weight.copy_(K)
         ref.bias.copy_(layer.bias)
+    # Same kernel; the explicit asymmetric pad vs nn.Conv1d's own: float32 rounding only.
     torch.testing.assert_close(layer(x), ref(x), rtol=1e-6, atol=1e-6)
 
 
@@ -199,6 +202,7 @@ def test_clamp_and_round_and_integer_taps():
     x = torch.randn(1, 2, 6, 6)
     y = layer(x)
     layer.use_integer_taps()
+    # Taps vs v1 kernel differ by the 1/(1 + 1e-7) factor, then float32 convolution.
     torch.testing.assert_close(layer(x), y, rtol=1e-6, atol=1e-6)
     layer.use_integer_taps(False)
     assert layer.integer_taps is None

@@ -54,6 +54,7 @@ def test_gather_cubic_matches_map_coordinates(shape):
 def test_cubic_interpolates_grid_points():
     grid = torch.randn(3, 9, dtype=torch.float64)  # leading batch dimension
     coords = torch.arange(9, dtype=torch.float64).reshape(9, 1)
+    # Prefilter by an explicit float64 inverse: round-off ~1e-15 per value.
     torch.testing.assert_close(interp.gather(grid, coords, "cubic", mode="mirror"), grid,
                                rtol=0, atol=1e-12)
 
@@ -128,6 +129,7 @@ def test_splat_linear_is_the_v0_kernel():
     K = interp.construct_kernel(weight, P, None, (7, 7), "v0")
     axes = interp.position_axes("v0", 2)
     coords = torch.stack([P[axes.index(a)] + 3 for a in range(2)], dim=-1)
+    # Same arithmetic up to operation order in float64.
     torch.testing.assert_close(interp.splat(weight, coords, (7, 7), "linear"), K,
                                rtol=1e-12, atol=1e-12)
 
