@@ -116,7 +116,7 @@ def _iso_parameter(ctx: Context, steps: int) -> tuple[list, dict]:
     g = ctx.generator(2)
     xtr, ytr = _long_range_data(2048, g)
     xte, yte = _long_range_data(1024, g)
-    channels = 8
+    channels = 16
     builders = {
         "dense k=3": lambda: nn.Conv1d(1, channels, 3, padding=1),
         "dilated k=3, r=7": lambda: nn.Conv1d(1, channels, 3, dilation=7, padding=7),
@@ -300,7 +300,7 @@ def run(ctx: Context) -> Section:
         rec_table, "",
         f"**(b) Iso-parameter long-range task.** Two noisy pulses {GAP} steps apart; the class "
         f"is the XOR of their signs, so a kernel needs taps {GAP} apart. Every model has one "
-        "conv layer of 8 channels with 3 weights per kernel (DCLS adds 3 positions).", "",
+        "conv layer of 16 channels with 3 weights per kernel (DCLS adds 3 positions).", "",
         cls_table, "",
         "**(c) Delayed coincidence.** Each class fires 5 channels once, at offsets that are a "
         "class-specific permutation of slots 6 steps apart; counts and onsets carry no class "
