@@ -18,6 +18,7 @@ MUON_COEFFICIENTS: tuple[float, float, float] = (3.4445, -4.7750, 2.0315)
 _METHODS = ("newton_schulz", "svd")
 _PRECONDITIONERS = ("frobenius", "aol")
 _MAX_STEPS = 10_000
+_COMPUTE_DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
 
 # Above this aspect ratio n/m (m <= n) iterating on the m×m Gram matrix alone and applying
 # the accumulated polynomial to X₀ once is cheaper: 2m²n + (4K-3)m³ flops against
@@ -122,6 +123,7 @@ def msign(
     method: str = "newton_schulz",
     precondition: str = "frobenius",
     coefficients: object = None,
+    compute_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Polar factor ``msign(M) = U Vᵀ`` of ``M = U Σ Vᵀ``, batched over ``(..., m, n)``.
 
@@ -154,6 +156,10 @@ def msign(
         coefficients: ``None`` (Muon's triple for every step), one ``(a, b, c)`` triple used
             for every step, or a sequence of ``steps`` per-step triples (Polar-Express /
             ROOT-style schedules).
+        compute_dtype: dtype of the Newton–Schulz iterations (default: that of ``M``).
+            ``torch.bfloat16`` is what Muon uses: the iteration only has to land the
+            singular values in a band, and bf16 products are 2–3× faster on CPUs with
+            AVX512-BF16/AMX. X₀ is formed in ``M``'s dtype and the result cast back.
 
     Returns:
         tensor of the shape and dtype of ``M``. Differentiable by plain autograd (the SVD
@@ -168,6 +174,11 @@ def msign(
     if method == "svd" and coefficients is not None:
         raise ValueError("coefficients is only used by method='newton_schulz', got method='svd'")
     schedule = _coefficient_schedule(coefficients, steps) if method == "newton_schulz" else []
+    if compute_dtype is not None:
+        check_one_of("compute_dtype", compute_dtype, _COMPUTE_DTYPES)
+        if method == "svd":
+            raise ValueError("compute_dtype is only used by method='newton_schulz', "
+                             "got method='svd'")
 
     *batch, m, n = M.shape
     transpose = m > n
@@ -179,6 +190,9 @@ def msign(
     elif method == "newton_schulz":
         X = _frobenius_start(X)
 
+    if compute_dtype is not None and method == "newton_schulz":
+        X = X.to(compute_dtype)
+        A = None if A is None else A.to(compute_dtype)
     if method == "svd":
         U, _, Vh = torch.linalg.svd(X, full_matrices=False)
         X = U @ Vh
@@ -187,5 +201,5 @@ def msign(
     else:
         X = _newton_schulz_wide(X, A, schedule)
 
-    X = X.reshape(*batch, min(m, n), max(m, n))
+    X = X.to(M.dtype).reshape(*batch, min(m, n), max(m, n))
     return X.mT if transpose else X
