@@ -30,6 +30,9 @@ def main(quick: bool = False) -> None:
             "svd": lambda M=M: _svd_polar(M),
             "newton_schulz/frobenius": lambda M=M: msign(M),
             "newton_schulz/aol": lambda M=M: msign(M, precondition="aol"),
+            "newton_schulz/frobenius, bf16": lambda M=M: msign(M, compute_dtype=torch.bfloat16),
+            "newton_schulz/aol 4 steps, bf16": lambda M=M: msign(
+                M, steps=4, precondition="aol", compute_dtype=torch.bfloat16),
         }
         # One Gram product X Xᵀ on the smaller side: the unit the iteration's cost is made of
         # (3 per step when n/m <= 1.5), recorded so the ratio can be read against flop counts.
@@ -59,6 +62,8 @@ def main(quick: bool = False) -> None:
         "Five quintic steps on a square matrix cost 15 such products (X Xᵀ, A², B X per step), "
         "so the 3× goal needs an SVD slower than ~45 of them; for n/m > 1.5 msign iterates on "
         "the m×m Gram matrix (2m²n + 17m³ flops instead of 10m²n + 5m³). "
+        "The bf16 rows run the iterations in bfloat16 (as Muon does; X₀ and the result stay "
+        "float32); the last row is Turbo-Muon's setting, AOL start with one step fewer. "
         "Median of interleaved runs, torch threads = 2."
     )
     write_results(
