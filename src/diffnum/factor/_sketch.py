@@ -48,6 +48,28 @@ def _orthonormalize(Y: torch.Tensor) -> torch.Tensor:
     return torch.linalg.qr(Y).Q
 
 
+def _lu_basis(Y: torch.Tensor) -> torch.Tensor:
+    """P L from Y = P L U: a cheap well-conditioned basis of range(Y) between power steps.
+
+    Partial pivoting keeps |L_ij| ≤ 1, so the columns cannot collapse onto the top singular
+    direction the way unnormalized powers do; only the final basis must be orthonormal
+    (Halko–Martinsson–Tropp §4.5, as in fbpca). LAPACK's row swaps are replayed on an index
+    list rather than forming the dense m×m permutation.
+    """
+    LU, pivots = torch.linalg.lu_factor(Y)
+    m, width = Y.shape[-2:]
+    L = LU.tril(-1) + torch.eye(m, width, dtype=Y.dtype, device=Y.device)
+    flat_L = L.reshape(-1, m, width)
+    basis = torch.empty_like(flat_L)
+    for b, swaps in enumerate(pivots.reshape(-1, pivots.shape[-1]).tolist()):
+        order = list(range(m))
+        for i, j in enumerate(swaps):  # row i was exchanged with row j − 1, in sequence
+            order[i], order[j - 1] = order[j - 1], order[i]
+        # Y[order] = L U, hence Y = P L U with (P L)[order] = L.
+        basis[b, order] = flat_L[b]
+    return basis.reshape(L.shape)
+
+
 def range_finder(
     A: torch.Tensor,
     k: int,
@@ -74,9 +96,9 @@ def range_finder(
                           generator=generator)
     Y = A @ omega
     for _ in range(power_iters):
-        # Re-orthonormalise both half-steps: without it float32 loses every direction
-        # but the top few to rounding once (σ₁/σ_k)^(2q+1) passes 1/eps.
-        Y = A @ _orthonormalize(A.mT @ _orthonormalize(Y))
+        # Re-normalise both half-steps: without it float32 loses every direction but the
+        # top few to rounding once (σ₁/σ_k)^(2q+1) passes 1/eps.
+        Y = A @ _lu_basis(A.mT @ _lu_basis(Y))
     return _orthonormalize(Y)
 
 
