@@ -5,6 +5,12 @@ Pillars (each a subpackage with its own map in its ``__init__`` docstring):
 - :mod:`diffnum.factor` — meta-factorization (projector and reconstruction
   equations), SVD / QR / UTV / Nyström / CUR recipes, pseudoinverses,
   randomized sketches, polar factor by Newton–Schulz, matrix square root.
+- :mod:`diffnum.interp` — interpolation kernels with learnable positions, splat /
+  gather, and the DCLS layers ``Dcls1d/2d/3d`` (drop-in ``nn.ConvNd``).
+- :mod:`diffnum.snn` — spiking neurons, surrogate gradients, learnable synaptic
+  delays built on ``Dcls1d``.
+- :mod:`diffnum.solve` — least squares, root, fixed point and linear solves with
+  implicit (or unrolled) gradients.
 
 The command line (``diffnum reproduce``, ``diffnum bench``) lives in
 :mod:`diffnum.cli`; nothing in the library imports it.
