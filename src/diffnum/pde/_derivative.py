@@ -1,0 +1,203 @@
+"""Finite-difference and spectral derivative operators along one axis of a tensor."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from functools import cache
+
+import torch
+
+from diffnum._core.validation import check_one_of, real_floating_dtype
+from diffnum.pde._grid import Grid
+
+_ACCURACIES = (2, 4)
+_DERIVATIVES = (1, 2)
+
+
+@cache
+def stencil_weights(offsets: tuple[int, ...], derivative: int) -> tuple[float, ...]:
+    """Weights c_k with Σ_k c_k f(x + o_k h) = h^d f^{(d)}(x) + O(h^{n}) for n = len(offsets).
+
+    Solves the moment conditions Σ_k c_k o_k^m = d! δ_{md}, m = 0…n−1, in exact rational
+    arithmetic, so the weights are correctly rounded. The truncation order is n − d, one more
+    for a centred stencil when n − d is odd (the next error term cancels by symmetry).
+    """
+    n = len(offsets)
+    if len(set(offsets)) != n or not 0 <= derivative < n:
+        raise ValueError(
+            f"offsets must be distinct and more than derivative={derivative}, got {offsets}"
+        )
+    rows = [
+        [Fraction(o) ** m for o in offsets]
+        + [Fraction(math.factorial(m)) if m == derivative else Fraction(0)]
+        for m in range(n)
+    ]
+    for col in range(n):  # Gauss–Jordan; the Vandermonde system is non-singular
+        pivot = next(r for r in range(col, n) if rows[r][col] != 0)
+        rows[col], rows[pivot] = rows[pivot], rows[col]
+        lead = rows[col][col]
+        rows[col] = [v / lead for v in rows[col]]
+        for r in range(n):
+            if r != col and rows[r][col] != 0:
+                factor = rows[r][col]
+                rows[r] = [a - factor * b for a, b in zip(rows[r], rows[col])]
+    return tuple(float(rows[k][n]) for k in range(n))
+
+
+def _check_order(derivative: int, accuracy: int) -> None:
+    check_one_of("derivative", derivative, _DERIVATIVES)
+    check_one_of("accuracy", accuracy, _ACCURACIES)
+
+
+def finite_difference(
+    u: torch.Tensor,
+    spacing: float,
+    *,
+    dim: int = -1,
+    derivative: int = 1,
+    accuracy: int = 2,
+    periodic: bool = False,
+) -> torch.Tensor:
+    """∂^d u/∂x^d along ``dim`` of a uniform grid with step h, error O(h^a), a = ``accuracy``.
+
+    Interior points use the central stencil on offsets −a/2…a/2. On a periodic axis the stencil
+    wraps around. On a non-periodic axis the a/2 points next to each end use one-sided stencils
+    on the d + a points nearest that end, whose truncation error is also O(h^a), so the order
+    holds up to the boundary. Needs at least d + a points (a + 1 when periodic).
+    """
+    real_floating_dtype("u", u)
+    _check_order(derivative, accuracy)
+    spacing = float(spacing)
+    if not (math.isfinite(spacing) and spacing > 0):
+        raise ValueError(f"spacing must be finite and > 0, got {spacing}")
+    if u.ndim == 0 or not -u.ndim <= dim < u.ndim:
+        raise ValueError(f"dim must index a dimension of u with shape {tuple(u.shape)}, got {dim}")
+    v = u.movedim(dim, -1)
+    n = v.shape[-1]
+    half = accuracy // 2
+    width = derivative + accuracy  # points of a one-sided stencil of order `accuracy`
+    needed = 2 * half + 1 if periodic else width
+    if n < needed:
+        raise ValueError(
+            f"u has {n} points along dim {dim}; derivative={derivative} with accuracy={accuracy}"
+            f" needs at least {needed}{' (periodic)' if periodic else ''}"
+        )
+    central = tuple(range(-half, half + 1))
+    weights = stencil_weights(central, derivative)
+    if periodic:
+        # torch.roll(v, -o)[i] = v[i + o] with indices taken modulo n.
+        out = sum(c * torch.roll(v, shifts=-o, dims=-1) for o, c in zip(central, weights) if c)
+    else:
+        interior = sum(
+            c * v[..., half + o : n - half + o] for o, c in zip(central, weights) if c
+        )
+        left = torch.tensor(
+            [stencil_weights(tuple(j - i for j in range(width)), derivative) for i in range(half)],
+            dtype=v.dtype, device=v.device,
+        )
+        right = torch.tensor(
+            [
+                stencil_weights(tuple(j - i for j in range(n - width, n)), derivative)
+                for i in range(n - half, n)
+            ],
+            dtype=v.dtype, device=v.device,
+        )
+        out = torch.cat([v[..., :width] @ left.T, interior, v[..., n - width :] @ right.T], dim=-1)
+    return (out / spacing**derivative).movedim(-1, dim)
+
+
+def spectral_derivative(
+    u: torch.Tensor, length: float, *, dim: int = -1, derivative: int = 1
+) -> torch.Tensor:
+    """∂^d u/∂x^d of a field sampled at n equispaced points of one period L, by FFT.
+
+    u = Σ_k û_k e^{i k 2π x/L} ⇒ ∂^d u = Σ_k (i 2π k/L)^d û_k e^{i k 2π x/L}, exact for
+    trigonometric polynomials of degree < n/2. For odd d and even n the Nyquist mode is
+    dropped (its derivative is not representable as a real field on the grid).
+    """
+    real_floating_dtype("u", u)
+    if isinstance(derivative, bool) or not isinstance(derivative, int) or derivative < 0:
+        raise ValueError(f"derivative must be an int >= 0, got {derivative!r}")
+    length = float(length)
+    if not (math.isfinite(length) and length > 0):
+        raise ValueError(f"length must be finite and > 0, got {length}")
+    if u.ndim == 0 or not -u.ndim <= dim < u.ndim:
+        raise ValueError(f"dim must index a dimension of u with shape {tuple(u.shape)}, got {dim}")
+    v = u.movedim(dim, -1)
+    n = v.shape[-1]
+    k = torch.fft.rfftfreq(n, d=1.0 / n, dtype=v.dtype, device=v.device) * (2 * math.pi / length)
+    factor = (1j * k) ** derivative
+    if derivative % 2 == 1 and n % 2 == 0:
+        factor[-1] = 0
+    out = torch.fft.irfft(torch.fft.rfft(v, dim=-1) * factor, n=n, dim=-1)
+    return out.movedim(-1, dim)
+
+
+def differentiate(
+    u: torch.Tensor,
+    grid: Grid,
+    axis: int | str,
+    *,
+    derivative: int = 1,
+    method: str = "auto",
+    accuracy: int = 4,
+) -> torch.Tensor:
+    """∂^d u/∂x_k^d of a field u of shape ``(..., *grid.shape)`` along grid axis k = ``axis``.
+
+    ``method``: ``"spectral"`` (periodic axes only), ``"finite_difference"`` (order
+    ``accuracy`` ∈ {2, 4}, wrapping on periodic axes, one-sided at the ends otherwise) or
+    ``"auto"`` (spectral on periodic axes, finite differences otherwise).
+    """
+    k = grid.axis_index(axis)
+    nd = grid.ndim
+    if u.ndim < nd or tuple(u.shape[u.ndim - nd :]) != grid.shape:
+        raise ValueError(
+            f"u must have shape (..., {', '.join(map(str, grid.shape))}) to match the grid, "
+            f"got {tuple(u.shape)}"
+        )
+    return _along_axis(u, grid, k, dim=k - nd, derivative=derivative, method=method,
+                       accuracy=accuracy)
+
+
+def differentiate_basis(
+    basis: torch.Tensor,
+    grid: Grid,
+    axis: int | str,
+    *,
+    derivative: int = 1,
+    method: str = "auto",
+    accuracy: int = 4,
+) -> torch.Tensor:
+    """Column-wise ∂^d B/∂x_k^d of a basis B of shape ``(..., grid.size, N)``.
+
+    Each of the N columns is a field on the grid (points flattened in C order). Derivatives
+    are linear, so ∂(B w) = (∂B) w: a layer computes these once and combines them with w.
+    Same ``method`` and ``accuracy`` as :func:`differentiate`.
+    """
+    k = grid.axis_index(axis)
+    nd = grid.ndim
+    if basis.ndim < 2 or basis.shape[-2] != grid.size:
+        raise ValueError(
+            f"basis must have shape (..., {grid.size}, N) for a grid of shape {grid.shape}, "
+            f"got {tuple(basis.shape)}"
+        )
+    lead, n_basis = basis.shape[:-2], basis.shape[-1]
+    fields = basis.reshape(*lead, *grid.shape, n_basis)
+    out = _along_axis(fields, grid, k, dim=k - nd - 1, derivative=derivative, method=method,
+                      accuracy=accuracy)
+    return out.reshape(*lead, grid.size, n_basis)
+
+
+def _along_axis(u, grid, k, *, dim, derivative, method, accuracy):
+    check_one_of("method", method, ("auto", "spectral", "finite_difference"))
+    if method == "auto":
+        method = "spectral" if grid.periodic[k] else "finite_difference"
+    if method == "spectral":
+        if not grid.periodic[k]:
+            raise ValueError(
+                f"method='spectral' needs a periodic axis; axis {grid.names[k]!r} is not periodic"
+            )
+        return spectral_derivative(u, grid.lengths[k], dim=dim, derivative=derivative)
+    return finite_difference(u, grid.spacing[k], dim=dim, derivative=derivative,
+                             accuracy=accuracy, periodic=grid.periodic[k])
