@@ -1,0 +1,177 @@
+"""Fourier neural operator (Li et al., 2021) in 1-D, 2-D and 3-D, channels-first."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from diffnum._core.validation import check_int_in_range, real_floating_dtype
+from diffnum.models._spectral import SpectralConv, check_factory_dtype, normalize_modes
+
+
+class _Pointwise(nn.Module):
+    """A linear map over the channel dimension ``-(d+1)`` at every grid point (a 1×…×1 conv)."""
+
+    def __init__(self, in_channels: int, out_channels: int, n_dims: int, **factory) -> None:
+        super().__init__()
+        self.n_dims = n_dims
+        self.linear = nn.Linear(in_channels, out_channels, **factory)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        axis = x.ndim - self.n_dims - 1
+        return self.linear(x.movedim(axis, -1)).movedim(-1, axis)
+
+
+def grid_coordinates(grid: Sequence[int], *, dtype=None, device=None) -> torch.Tensor:
+    """Coordinates ``x_j = i_j / n_j`` ∈ [0, 1) of a periodic grid, shape ``(d, n_1, …, n_d)``.
+
+    The grid of 2n points contains the grid of n points (its even points), which is what
+    makes the coordinate channels of :class:`FNO` consistent across resolutions.
+    """
+    axes = [torch.arange(n, dtype=dtype, device=device) / n for n in grid]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"))
+
+
+def _activation_module(activation: object) -> nn.Module:
+    if activation is None:
+        return nn.GELU()
+    if isinstance(activation, nn.Module):
+        return activation
+    if isinstance(activation, type) and issubclass(activation, nn.Module):
+        return activation()
+    if callable(activation):
+        return _Lambda(activation)
+    raise TypeError(
+        "activation must be an nn.Module, an nn.Module class or a callable on tensors, "
+        f"got {type(activation).__name__}"
+    )
+
+
+class _Lambda(nn.Module):
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+
+class FNO(nn.Module):
+    r"""Fourier neural operator mapping ``in_channels`` fields to ``out_channels`` (N basis) fields.
+
+    For input a (shape ``(*batch, in_channels, n_1, …, n_d)``, d = ``n_dims``):
+
+        v_0 = P a,   v_{l+1} = σ(K_l v_l + W_l v_l + b_l)  (no σ after the last layer),
+        u = Q_2 σ(Q_1 v_L),
+
+    with P, W_l, Q_1, Q_2 pointwise linear maps over channels (lifting to ``width``, the
+    local path, the two-layer projection through ``projection_channels``), K_l the
+    :class:`SpectralConv` keeping ``modes`` per grid dimension, σ the activation (GELU by
+    default) and L = ``depth``. The output has shape ``(*batch, out_channels, n_1, …, n_d)``;
+    in the hard-constraint layer its channels are the basis functions B_θ ∈ R^{P×N}.
+
+    Options: ``append_grid=True`` appends the d coordinates of :func:`grid_coordinates`
+    (i_j/n_j ∈ [0, 1)) as input channels; ``padding`` appends that many zero points at the
+    end of every grid dimension after lifting and crops them before projection (for
+    non-periodic problems; the Fourier layers see a periodic domain otherwise).
+
+    Resolution: the same weights apply to any grid. The restriction of the output on a 2×
+    finer grid to the coarse points equals the coarse output *exactly* only while every
+    field entering a spectral convolution is band-limited below the coarse Nyquist
+    frequency — true for a band-limited input with depth 1 (σ and the pointwise maps act
+    point by point), or with σ = identity, and no grid channels or padding. After a
+    nonlinearity the field is no longer band-limited, the coarse grid aliases it, and the
+    outputs agree only up to an aliasing error that vanishes as the grid is refined.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        modes: int | Sequence[int],
+        width: int,
+        depth: int,
+        n_dims: int,
+        *,
+        activation: nn.Module | type[nn.Module] | Callable | None = None,
+        padding: int = 0,
+        append_grid: bool = False,
+        projection_channels: int | None = None,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        self.n_dims = check_int_in_range("n_dims", n_dims, 1, 3)
+        self.in_channels = check_int_in_range("in_channels", in_channels, 1, 2**31)
+        self.out_channels = check_int_in_range("out_channels", out_channels, 1, 2**31)
+        self.width = check_int_in_range("width", width, 1, 2**31)
+        self.depth = check_int_in_range("depth", depth, 1, 2**31)
+        self.padding = check_int_in_range("padding", padding, 0, 2**31)
+        self.modes = normalize_modes(modes, n_dims)
+        check_factory_dtype(dtype)
+        if not isinstance(append_grid, bool):
+            raise TypeError(f"append_grid must be a bool, got {type(append_grid).__name__}")
+        self.append_grid = append_grid
+        if projection_channels is None:
+            projection_channels = 4 * width
+        self.projection_channels = check_int_in_range(
+            "projection_channels", projection_channels, 1, 2**31
+        )
+        factory = {"dtype": dtype, "device": device}
+        lifted_in = in_channels + (n_dims if append_grid else 0)
+        self.lifting = _Pointwise(lifted_in, width, n_dims, **factory)
+        self.spectral = nn.ModuleList(
+            SpectralConv(width, width, self.modes, n_dims, **factory) for _ in range(depth)
+        )
+        self.pointwise = nn.ModuleList(
+            _Pointwise(width, width, n_dims, **factory) for _ in range(depth)
+        )
+        self.activation = _activation_module(activation)
+        self.projection_hidden = _Pointwise(width, self.projection_channels, n_dims, **factory)
+        self.projection_out = _Pointwise(self.projection_channels, out_channels, n_dims,
+                                         **factory)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        """Evaluate the operator on ``input`` of shape ``(*batch, in_channels, *grid)``."""
+        dtype = real_floating_dtype("input", input)
+        d = self.n_dims
+        if input.ndim < d + 1 or input.shape[-d - 1] != self.in_channels:
+            raise ValueError(
+                f"input must have shape (*batch, {self.in_channels}, *grid) with {d} grid "
+                f"dimensions, got shape {tuple(input.shape)}"
+            )
+        param_dtype = self.lifting.linear.weight.dtype
+        if dtype != param_dtype:
+            raise TypeError(
+                f"input dtype {dtype} does not match the parameters' dtype {param_dtype}; "
+                "convert one of them (e.g. model.double())"
+            )
+        grid = tuple(input.shape[-d:])
+        if min(grid) == 0:
+            raise ValueError(f"input grid must be non-empty, got shape {tuple(input.shape)}")
+        x = input
+        if self.append_grid:
+            coords = grid_coordinates(grid, dtype=dtype, device=input.device)
+            coords = coords.expand(*input.shape[: input.ndim - d - 1], *coords.shape)
+            x = torch.cat((x, coords), dim=-d - 1)
+        v = self.lifting(x)
+        if self.padding:
+            v = F.pad(v, (0, self.padding) * d)
+        for layer, (spectral, pointwise) in enumerate(zip(self.spectral, self.pointwise)):
+            v = spectral(v) + pointwise(v)
+            if layer < self.depth - 1:
+                v = self.activation(v)
+        if self.padding:
+            for j in range(d):
+                v = v.narrow(v.ndim - d + j, 0, grid[j])
+        return self.projection_out(self.activation(self.projection_hidden(v)))
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, modes={self.modes}, width={self.width}, "
+            f"depth={self.depth}, n_dims={self.n_dims}, padding={self.padding}, "
+            f"append_grid={self.append_grid}"
+        )
