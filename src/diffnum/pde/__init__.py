@@ -9,6 +9,12 @@ with grid points flattened in C order, one basis function per column):
   the same order at non-periodic ends), :func:`spectral_derivative` (FFT, periodic axes),
   :func:`stencil_weights` (exact stencil coefficients); on a grid, :func:`differentiate`
   for a field and :func:`differentiate_basis` column-wise for a basis.
+- PDEs with one interface (:class:`PDE1D`): ``residual(u, grid)``, ``basis_terms(B, grid)``
+  (∂B once per basis) and ``residual_from_basis_terms(terms, w)`` = F(Bw), linear in w for
+  linear PDEs, ``initial_residual``, ``boundary_residual`` (periodic or Dirichlet):
+  :class:`Heat1D` u_t = κ u_xx, :class:`Advection1D` u_t + c u_x = 0, :class:`Burgers1D`
+  u_t + u u_x = ν u_xx; each with ``exact_solution(grid)`` as reference.
+- Exact solutions: :func:`burgers_sine_cole_hopf` (Cole–Hopf for u₀ = −sin πx).
 """
 
 from diffnum.pde._derivative import (
@@ -18,10 +24,17 @@ from diffnum.pde._derivative import (
     spectral_derivative,
     stencil_weights,
 )
+from diffnum.pde._equations import PDE1D, Advection1D, Burgers1D, Heat1D
+from diffnum.pde._exact import burgers_sine_cole_hopf
 from diffnum.pde._grid import Grid, uniform_grid
 
 __all__ = [
+    "PDE1D",
+    "Advection1D",
+    "Burgers1D",
     "Grid",
+    "Heat1D",
+    "burgers_sine_cole_hopf",
     "differentiate",
     "differentiate_basis",
     "finite_difference",

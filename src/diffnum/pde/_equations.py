@@ -1,0 +1,300 @@
+"""PDE objects with one interface: residual of a field, residual terms of a basis, initial and
+boundary residuals; 1-D heat, advection and viscous Burgers with exact solutions."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+
+import torch
+
+from diffnum._core.validation import check_one_of, real_floating_dtype
+from diffnum.pde._derivative import differentiate, differentiate_basis
+from diffnum.pde._exact import burgers_sine_cole_hopf
+from diffnum.pde._grid import Grid
+
+BoundaryValue = float | Callable[[torch.Tensor], torch.Tensor]
+
+
+def _positive(name: str, value: float) -> float:
+    value = float(value)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be finite and > 0, got {value}")
+    return value
+
+
+def _parse_term(term: str) -> tuple[str, ...]:
+    """``"u"`` → (), ``"u_xx"`` → ("x", "x"): the axes differentiated, in order."""
+    if term == "u":
+        return ()
+    if not term.startswith("u_") or len(term) < 3:
+        raise ValueError(f"term names are 'u' or 'u_<axes>', got {term!r}")
+    return tuple(term[2:])
+
+
+class PDE1D:
+    """A PDE F(u, u_t, u_x, u_xx; φ) = 0 on a grid with axes ``"x"`` and ``"t"`` (any order).
+
+    The residual is a pointwise function of derivative *terms* (``"u"``, ``"u_t"``, ``"u_x"``,
+    ``"u_xx"``; the subclass lists the ones it needs in ``terms``). For a basis B of shape
+    ``(..., P, N)`` the terms ∂B are computed once (:meth:`basis_terms`); since ∂(Bw) = (∂B)w,
+    :meth:`residual_from_basis_terms` gives F(Bw) for any weights w, linear in w when F is
+    linear. Derivatives use :func:`differentiate` with ``method`` and ``accuracy``.
+
+    Boundary conditions: ``"periodic"`` (the x axis of the grid must be periodic; no boundary
+    residual) or ``"dirichlet"`` (u(x_left, t) = g_left(t), u(x_right, t) = g_right(t); the
+    values are floats or callables of t).
+    """
+
+    terms: tuple[str, ...] = ()
+    boundaries: tuple[str, ...] = ("periodic", "dirichlet")
+
+    def __init__(
+        self,
+        *,
+        boundary: str = "periodic",
+        boundary_values: tuple[BoundaryValue, BoundaryValue] = (0.0, 0.0),
+        method: str = "auto",
+        accuracy: int = 4,
+    ) -> None:
+        check_one_of("boundary", boundary, self.boundaries)
+        check_one_of("method", method, ("auto", "spectral", "finite_difference"))
+        check_one_of("accuracy", accuracy, (2, 4))
+        if not (isinstance(boundary_values, tuple | list) and len(boundary_values) == 2):
+            raise ValueError(f"boundary_values must be (left, right), got {boundary_values!r}")
+        self.boundary = boundary
+        self.boundary_values = tuple(boundary_values)
+        self.method = method
+        self.accuracy = accuracy
+
+    # -- the equation ---------------------------------------------------------------------
+    def pointwise_residual(self, terms: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """F evaluated pointwise from the derivative fields named in ``self.terms``."""
+        raise NotImplementedError
+
+    # -- fields ---------------------------------------------------------------------------
+    def check_grid(self, grid: Grid) -> None:
+        """Raise ``ValueError`` unless ``grid`` has axes x and t, t not periodic, and x periodic
+        exactly when the boundary condition is periodic."""
+        if not isinstance(grid, Grid):
+            raise TypeError(f"grid must be a Grid, got {type(grid).__name__}")
+        if set(grid.names) != {"x", "t"}:
+            raise ValueError(f"grid must have axes 'x' and 't', got {grid.names}")
+        if grid.periodic[grid.axis_index("t")]:
+            raise ValueError("grid axis 't' must not be periodic")
+        x_periodic = grid.periodic[grid.axis_index("x")]
+        if x_periodic != (self.boundary == "periodic"):
+            raise ValueError(
+                f"boundary={self.boundary!r} needs grid axis 'x' "
+                f"{'' if self.boundary == 'periodic' else 'not '}periodic, got periodic="
+                f"{x_periodic}"
+            )
+
+    def _check_field(self, u: torch.Tensor, grid: Grid) -> None:
+        real_floating_dtype("u", u)
+        self.check_grid(grid)
+        if u.ndim < 2 or tuple(u.shape[-2:]) != grid.shape:
+            raise ValueError(
+                f"u must have shape (..., {grid.shape[0]}, {grid.shape[1]}) to match the grid, "
+                f"got {tuple(u.shape)}"
+            )
+
+    def field_terms(self, u: torch.Tensor, grid: Grid) -> dict[str, torch.Tensor]:
+        """Derivative fields {name: ∂u} of u, shape ``(..., *grid.shape)`` each."""
+        self._check_field(u, grid)
+        return {name: self._derive(u, grid, name, differentiate) for name in self.terms}
+
+    def residual(self, u: torch.Tensor, grid: Grid) -> torch.Tensor:
+        """PDE residual F(u) at every grid point, shape ``(..., *grid.shape)``."""
+        return self.pointwise_residual(self.field_terms(u, grid))
+
+    # -- bases ----------------------------------------------------------------------------
+    def basis_terms(self, basis: torch.Tensor, grid: Grid) -> dict[str, torch.Tensor]:
+        """Column-wise derivative terms {name: ∂B} of a basis B, shape ``(..., P, N)`` each."""
+        real_floating_dtype("basis", basis)
+        self.check_grid(grid)
+        if basis.ndim < 2 or basis.shape[-2] != grid.size:
+            raise ValueError(
+                f"basis must have shape (..., {grid.size}, N) for a grid of shape {grid.shape},"
+                f" got {tuple(basis.shape)}"
+            )
+        return {name: self._derive(basis, grid, name, differentiate_basis) for name in self.terms}
+
+    def residual_from_basis_terms(
+        self, terms: Mapping[str, torch.Tensor], weights: torch.Tensor
+    ) -> torch.Tensor:
+        """F(Bw) from terms ∂B ``(..., M, N)`` and weights w ``(..., N)``, shape ``(..., M)``.
+
+        Terms may be restricted to M collocation rows (index them along dimension −2 first).
+        """
+        missing = [name for name in self.terms if name not in terms]
+        if missing:
+            raise ValueError(f"terms is missing {missing}; it needs {self.terms}")
+        real_floating_dtype("weights", weights)
+        n = terms[self.terms[0]].shape[-1]
+        if weights.ndim < 1 or weights.shape[-1] != n:
+            raise ValueError(
+                f"weights must have shape (..., {n}) to match the basis, got {tuple(weights.shape)}"
+            )
+        fields = {name: (terms[name] @ weights.unsqueeze(-1)).squeeze(-1) for name in self.terms}
+        return self.pointwise_residual(fields)
+
+    def _derive(self, u, grid, name, operator):
+        out = u
+        axes = _parse_term(name)
+        i = 0
+        while i < len(axes):  # repeated letters are one higher derivative (e.g. xx → d = 2)
+            j = i
+            while j < len(axes) and axes[j] == axes[i]:
+                j += 1
+            out = operator(out, grid, axes[i], derivative=j - i,
+                           method=self.method if axes[i] == "x" else "finite_difference",
+                           accuracy=self.accuracy)
+            i = j
+        return out
+
+    # -- initial and boundary conditions ---------------------------------------------------
+    def initial_residual(
+        self, u: torch.Tensor, grid: Grid, initial: torch.Tensor
+    ) -> torch.Tensor:
+        """u(x, t₀) − u₀(x) on the x axis, shape ``(..., nx)``; ``initial`` broadcasts."""
+        self._check_field(u, grid)
+        return u.select(u.ndim - 2 + grid.axis_index("t"), 0) - initial
+
+    def boundary_residual(self, u: torch.Tensor, grid: Grid) -> torch.Tensor:
+        """Dirichlet: (u(x_left, t) − g_left(t), u(x_right, t) − g_right(t)), shape
+        ``(..., 2, nt)``; periodic: an empty ``(..., 0, nt)`` tensor (nothing to enforce)."""
+        self._check_field(u, grid)
+        dim = u.ndim - 2 + grid.axis_index("x")
+        t = grid.coordinates[grid.axis_index("t")].to(u.dtype)
+        if self.boundary == "periodic":
+            return u.select(dim, 0).unsqueeze(-2)[..., :0, :]
+        left, right = (self._boundary_value(g, t) for g in self.boundary_values)
+        return torch.stack([u.select(dim, 0) - left, u.select(dim, -1) - right], dim=-2)
+
+    @staticmethod
+    def _boundary_value(g: BoundaryValue, t: torch.Tensor) -> torch.Tensor:
+        return g(t) if callable(g) else torch.full_like(t, float(g))
+
+
+class Heat1D(PDE1D):
+    """Heat equation u_t − κ u_xx = 0.
+
+    Exact solution (:meth:`exact_solution`): on x ∈ [a, a + L], u = sin(q(x − a) + θ) e^{−κq²t}
+    with q = 2πk/L when periodic and q = πk/L otherwise; its Dirichlet values are
+    sin(θ) e^{−κq²t} and sin(πk + θ) e^{−κq²t} (zero for θ = 0), see :meth:`exact_boundary_values`.
+    """
+
+    terms = ("u_t", "u_xx")
+
+    def __init__(self, diffusivity: float = 0.1, **options) -> None:
+        super().__init__(**options)
+        self.diffusivity = _positive("diffusivity", diffusivity)
+
+    def pointwise_residual(self, terms):
+        """u_t − κ u_xx."""
+        return terms["u_t"] - self.diffusivity * terms["u_xx"]
+
+    def exact_solution(
+        self, grid: Grid, *, wavenumber: int = 1, phase: float = 0.0
+    ) -> torch.Tensor:
+        """The single-mode exact solution above on ``grid``, shape ``grid.shape``."""
+        self.check_grid(grid)
+        x, t = self._xt(grid)
+        q = self._q(grid, wavenumber)
+        return torch.sin(q * (x - x.min()) + phase) * torch.exp(-self.diffusivity * q**2 * t)
+
+    def exact_boundary_values(
+        self, grid: Grid, *, wavenumber: int = 1, phase: float = 0.0
+    ) -> tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]:
+        """(g_left, g_right) of the exact solution, for ``boundary_values`` (Dirichlet)."""
+        q = self._q(grid, wavenumber)
+        length = grid.lengths[grid.axis_index("x")]
+        kappa = self.diffusivity
+        return (lambda t: math.sin(phase) * torch.exp(-kappa * q**2 * t),
+                lambda t: math.sin(q * length + phase) * torch.exp(-kappa * q**2 * t))
+
+    def _q(self, grid, wavenumber):
+        factor = 2 if self.boundary == "periodic" else 1
+        return factor * math.pi * wavenumber / grid.lengths[grid.axis_index("x")]
+
+    @staticmethod
+    def _xt(grid):
+        mesh = grid.mesh()
+        return mesh[grid.axis_index("x")], mesh[grid.axis_index("t")]
+
+
+class Advection1D(PDE1D):
+    """Linear advection u_t + c u_x = 0 (periodic, or Dirichlet at the inflow end only).
+
+    Exact solution u(x, t) = u₀(x − ct); :meth:`exact_solution` takes u₀ as a callable
+    (default sin(2π(x − a)/L), L-periodic on x ∈ [a, a + L]).
+    """
+
+    terms = ("u_t", "u_x")
+
+    def __init__(self, velocity: float = 1.0, **options) -> None:
+        super().__init__(**options)
+        velocity = float(velocity)
+        if not math.isfinite(velocity):
+            raise ValueError(f"velocity must be finite, got {velocity}")
+        self.velocity = velocity
+
+    def pointwise_residual(self, terms):
+        """u_t + c u_x."""
+        return terms["u_t"] + self.velocity * terms["u_x"]
+
+    def boundary_residual(self, u, grid):
+        """Dirichlet: u − g at the inflow end only (left if c ≥ 0), shape ``(..., 1, nt)``."""
+        both = super().boundary_residual(u, grid)
+        if self.boundary == "periodic":
+            return both
+        return both[..., :1, :] if self.velocity >= 0 else both[..., 1:, :]
+
+    def exact_solution(
+        self, grid: Grid, initial: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """u₀(x − ct) on ``grid``, shape ``grid.shape``."""
+        self.check_grid(grid)
+        x, t = Heat1D._xt(grid)
+        if initial is None:
+            a, length = float(grid.coordinates[grid.axis_index("x")][0]), grid.lengths[
+                grid.axis_index("x")]
+
+            def initial(s):
+                return torch.sin(2 * math.pi * (s - a) / length)
+
+        return initial(x - self.velocity * t)
+
+
+class Burgers1D(PDE1D):
+    """Viscous Burgers equation u_t + u u_x − ν u_xx = 0 on x ∈ [−1, 1].
+
+    Exact reference (:meth:`exact_solution`) for u₀ = −sin(πx) by Cole–Hopf
+    (:func:`burgers_sine_cole_hopf`); it is 2-periodic and zero at x = ±1, so it solves both
+    the periodic and the zero-Dirichlet problem.
+    """
+
+    terms = ("u", "u_t", "u_x", "u_xx")
+
+    def __init__(self, viscosity: float = 0.01 / math.pi, **options) -> None:
+        super().__init__(**options)
+        self.viscosity = _positive("viscosity", viscosity)
+
+    def pointwise_residual(self, terms):
+        """u_t + u u_x − ν u_xx."""
+        return terms["u_t"] + terms["u"] * terms["u_x"] - self.viscosity * terms["u_xx"]
+
+    def initial_condition(self, x: torch.Tensor) -> torch.Tensor:
+        """u₀(x) = −sin(πx)."""
+        return -torch.sin(math.pi * x)
+
+    def exact_solution(self, grid: Grid) -> torch.Tensor:
+        """Cole–Hopf solution on ``grid`` (x must span [−1, 1]), shape ``grid.shape``."""
+        self.check_grid(grid)
+        ix = grid.axis_index("x")
+        x0, length = float(grid.coordinates[ix][0]), grid.lengths[ix]
+        if abs(x0 + 1) > 1e-12 or abs(length - 2) > 1e-12:
+            raise ValueError(f"grid axis 'x' must span [-1, 1], got start {x0}, length {length}")
+        x, t = Heat1D._xt(grid)
+        return burgers_sine_cole_hopf(x, t, self.viscosity)
