@@ -14,6 +14,10 @@ with grid points flattened in C order, one basis function per column):
   linear PDEs, ``initial_residual``, ``boundary_residual`` (periodic or Dirichlet):
   :class:`Heat1D` u_t = κ u_xx, :class:`Advection1D` u_t + c u_x = 0, :class:`Burgers1D`
   u_t + u u_x = ν u_xx; each with ``exact_solution(grid)`` as reference.
+- :class:`NavierStokes2D`: vorticity form ω_t + (u·∇)ω = νΔω + f on a periodic box, same
+  interface (bilinear in w); :func:`velocity_from_vorticity` (spectral Poisson solve);
+  reference solver :func:`solve_navier_stokes_2d` (pseudo-spectral, 2/3 de-aliasing,
+  Crank–Nicolson + AB2) returning a :class:`NavierStokesTrajectory`.
 - Exact solutions: :func:`burgers_sine_cole_hopf` (Cole–Hopf for u₀ = −sin πx).
 """
 
@@ -27,6 +31,12 @@ from diffnum.pde._derivative import (
 from diffnum.pde._equations import PDE1D, Advection1D, Burgers1D, Heat1D
 from diffnum.pde._exact import burgers_sine_cole_hopf
 from diffnum.pde._grid import Grid, uniform_grid
+from diffnum.pde._navier_stokes import (
+    NavierStokes2D,
+    NavierStokesTrajectory,
+    solve_navier_stokes_2d,
+    velocity_from_vorticity,
+)
 
 __all__ = [
     "PDE1D",
@@ -34,11 +44,15 @@ __all__ = [
     "Burgers1D",
     "Grid",
     "Heat1D",
+    "NavierStokes2D",
+    "NavierStokesTrajectory",
     "burgers_sine_cole_hopf",
     "differentiate",
     "differentiate_basis",
     "finite_difference",
+    "solve_navier_stokes_2d",
     "spectral_derivative",
     "stencil_weights",
     "uniform_grid",
+    "velocity_from_vorticity",
 ]
