@@ -87,6 +87,13 @@ def test_batched_solve_matches_single():
     torch.testing.assert_close(batched[1], single, rtol=0, atol=1e-14)
 
 
+def test_cfl_is_reported():
+    omega0 = _smooth_field(16, 2)
+    small = solve_navier_stokes_2d(omega0, viscosity=0.02, dt=0.01, steps=3).cfl
+    large = solve_navier_stokes_2d(omega0, viscosity=0.02, dt=0.04, steps=3).cfl
+    assert 0 < small < 0.5 and large == pytest.approx(4 * small, rel=0.2)  # ∝ dt, |u| ~ fixed
+
+
 def test_taylor_green_residual_and_basis_terms():
     pde = NavierStokes2D(0.05)
     errors = []

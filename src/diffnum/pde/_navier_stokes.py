@@ -179,10 +179,13 @@ class NavierStokesTrajectory:
     Attributes:
         vorticity: ω at the saved times, shape ``(..., len(times), n, n)``.
         times: the saved times t_k = k · save_every · dt, k = 0…, shape ``(len(times),)``.
+        cfl: the largest advective Courant number max(|u| + |v|) dt/h met over all steps and
+            batch elements (AB2 is stable for ≲ 0.5; larger values mean the result is suspect).
     """
 
     vorticity: torch.Tensor
     times: torch.Tensor
+    cfl: float
 
 
 def solve_navier_stokes_2d(
@@ -205,8 +208,8 @@ def solve_navier_stokes_2d(
         (1 + ν|k|² dt/2) ω̂ⁿ⁺¹ = (1 − ν|k|² dt/2) ω̂ⁿ + dt (3/2 N̂ⁿ − 1/2 N̂ⁿ⁻¹) + dt f̂.
 
     CN is unconditionally stable for the diffusion; AB2 needs the advective CFL number
-    max|u| dt/h small (≲ 0.5). ``initial`` has shape ``(..., n, n)`` (batched); ``forcing`` is a
-    field or a callable of t.
+    max|u| dt/h small (≲ 0.5; the largest value met is reported as ``cfl``). ``initial`` has
+    shape ``(..., n, n)`` (batched); ``forcing`` is a field or a callable of t.
     """
     real_floating_dtype("initial", initial)
     check_finite("initial", initial)
@@ -233,6 +236,9 @@ def solve_navier_stokes_2d(
     implicit = 1 + 0.5 * nu * dt * k2
     explicit = 1 - 0.5 * nu * dt * k2
 
+    h = length / n
+    cfl = [0.0]
+
     def nonlinear(w_hat):
         w_hat = w_hat * keep
         psi_hat = w_hat / k2_safe
@@ -240,6 +246,7 @@ def solve_navier_stokes_2d(
         v = torch.fft.irfft2(-1j * kx * psi_hat, s=(n, n))
         wx = torch.fft.irfft2(1j * kx * w_hat, s=(n, n))
         wy = torch.fft.irfft2(1j * ky * w_hat, s=(n, n))
+        cfl[0] = max(cfl[0], float((u.abs() + v.abs()).max()) * dt / h)
         return -torch.fft.rfft2(u * wx + v * wy) * keep
 
     def force_hat(t):
@@ -269,4 +276,5 @@ def solve_navier_stokes_2d(
     return NavierStokesTrajectory(
         vorticity=torch.stack(saved, dim=-3),
         times=torch.tensor(times, dtype=dtype, device=device),
+        cfl=cfl[0],
     )
