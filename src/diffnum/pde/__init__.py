@@ -14,6 +14,9 @@ with grid points flattened in C order, one basis function per column):
   linear PDEs, ``initial_residual``, ``boundary_residual`` (periodic or Dirichlet):
   :class:`Heat1D` u_t = κ u_xx, :class:`Advection1D` u_t + c u_x = 0, :class:`Burgers1D`
   u_t + u u_x = ν u_xx; each with ``exact_solution(grid)`` as reference.
+- :func:`stacked_residual`: r(w) = [F(Bw) at collocation rows; initial; boundary; λw], the
+  least-squares residual of the hard-constraint layer (PDEs give ``initial_points``,
+  ``boundary_points``, ``boundary_targets`` as basis rows and values).
 - :class:`NavierStokes2D`: vorticity form ω_t + (u·∇)ω = νΔω + f on a periodic box, same
   interface (bilinear in w); :func:`velocity_from_vorticity` (spectral Poisson solve);
   reference solver :func:`solve_navier_stokes_2d` (pseudo-spectral, 2/3 de-aliasing,
@@ -37,6 +40,7 @@ from diffnum.pde._navier_stokes import (
     solve_navier_stokes_2d,
     velocity_from_vorticity,
 )
+from diffnum.pde._stack import stacked_residual
 
 __all__ = [
     "PDE1D",
@@ -52,6 +56,7 @@ __all__ = [
     "finite_difference",
     "solve_navier_stokes_2d",
     "spectral_derivative",
+    "stacked_residual",
     "stencil_weights",
     "uniform_grid",
     "velocity_from_vorticity",

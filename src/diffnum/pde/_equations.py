@@ -163,14 +163,39 @@ class PDE1D:
 
     def boundary_residual(self, u: torch.Tensor, grid: Grid) -> torch.Tensor:
         """Dirichlet: (u(x_left, t) − g_left(t), u(x_right, t) − g_right(t)), shape
-        ``(..., 2, nt)``; periodic: an empty ``(..., 0, nt)`` tensor (nothing to enforce)."""
+        ``(..., 2, nt)`` (fewer rows for PDEs that constrain fewer ends); periodic: an empty
+        ``(..., 0, nt)`` tensor (nothing to enforce)."""
         self._check_field(u, grid)
         dim = u.ndim - 2 + grid.axis_index("x")
-        t = grid.coordinates[grid.axis_index("t")].to(u.dtype)
-        if self.boundary == "periodic":
-            return u.select(dim, 0).unsqueeze(-2)[..., :0, :]
-        left, right = (self._boundary_value(g, t) for g in self.boundary_values)
-        return torch.stack([u.select(dim, 0) - left, u.select(dim, -1) - right], dim=-2)
+        ends = u.select(dim, 0).unsqueeze(-2), u.select(dim, -1).unsqueeze(-2)
+        sides = self._boundary_sides()
+        if not sides:
+            return ends[0][..., :0, :]
+        return torch.cat([ends[s] for s in sides], dim=-2) - self.boundary_targets(grid).to(u)
+
+    def boundary_targets(self, grid: Grid) -> torch.Tensor:
+        """Dirichlet values g(t) of the constrained ends, shape ``(k, nt)``, k = 0, 1 or 2."""
+        t = grid.coordinates[grid.axis_index("t")]
+        rows = [self._boundary_value(self.boundary_values[s], t) for s in self._boundary_sides()]
+        return torch.stack(rows) if rows else t.new_zeros(0, t.shape[0])
+
+    def initial_points(self, grid: Grid) -> torch.Tensor:
+        """Flat grid indices (rows of a basis) of the points (x_i, t₀), shape ``(nx,)``."""
+        self.check_grid(grid)
+        index = torch.arange(grid.size, device=grid.coordinates[0].device).reshape(grid.shape)
+        return index.select(grid.axis_index("t"), 0)
+
+    def boundary_points(self, grid: Grid) -> torch.Tensor:
+        """Flat grid indices of the constrained ends, shape ``(k, nt)`` (as boundary_residual)."""
+        self.check_grid(grid)
+        index = torch.arange(grid.size, device=grid.coordinates[0].device).reshape(grid.shape)
+        ix = grid.axis_index("x")
+        ends = index.select(ix, 0), index.select(ix, -1)
+        sides = self._boundary_sides()
+        return torch.stack([ends[s] for s in sides]) if sides else ends[0][None][:0]
+
+    def _boundary_sides(self) -> tuple[int, ...]:
+        return () if self.boundary == "periodic" else (0, 1)
 
     @staticmethod
     def _boundary_value(g: BoundaryValue, t: torch.Tensor) -> torch.Tensor:
@@ -244,12 +269,11 @@ class Advection1D(PDE1D):
         """u_t + c u_x."""
         return terms["u_t"] + self.velocity * terms["u_x"]
 
-    def boundary_residual(self, u, grid):
-        """Dirichlet: u − g at the inflow end only (left if c ≥ 0), shape ``(..., 1, nt)``."""
-        both = super().boundary_residual(u, grid)
+    def _boundary_sides(self):
+        # Only the inflow end (left if c >= 0) can carry a condition for a first-order PDE.
         if self.boundary == "periodic":
-            return both
-        return both[..., :1, :] if self.velocity >= 0 else both[..., 1:, :]
+            return ()
+        return (0,) if self.velocity >= 0 else (1,)
 
     def exact_solution(
         self, grid: Grid, initial: Callable[[torch.Tensor], torch.Tensor] | None = None

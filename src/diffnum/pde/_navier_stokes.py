@@ -161,6 +161,24 @@ class NavierStokes2D:
         self.check_grid(grid)
         return u.select(u.ndim - 3 + grid.axis_index("t"), 0) - initial
 
+    def boundary_residual(self, u: torch.Tensor, grid: Grid) -> torch.Tensor:
+        """Periodic box: nothing to enforce, an empty ``(..., 0)`` tensor."""
+        return u.reshape(*u.shape[:-3], -1)[..., :0]
+
+    def boundary_targets(self, grid: Grid) -> torch.Tensor:
+        """Periodic box: no boundary values, shape ``(0,)``."""
+        return grid.coordinates[0].new_zeros(0)
+
+    def initial_points(self, grid: Grid) -> torch.Tensor:
+        """Flat grid indices of the points (x_i, y_j, t₀), shape ``(nx, ny)``."""
+        self.check_grid(grid)
+        index = torch.arange(grid.size, device=grid.coordinates[0].device).reshape(grid.shape)
+        return index.select(grid.axis_index("t"), 0)
+
+    def boundary_points(self, grid: Grid) -> torch.Tensor:
+        """Periodic box: no boundary points, shape ``(0,)``."""
+        return torch.zeros(0, dtype=torch.long, device=grid.coordinates[0].device)
+
     def exact_taylor_green(self, grid: Grid, *, amplitude: float = 1.0) -> torch.Tensor:
         """Taylor–Green vortex ω = a cos(qx) cos(qy) e^{−2νq²t}, q = 2π/L (a steady-shape
         eigenfunction of Δ, so the advection term vanishes); shape ``grid.shape``."""
