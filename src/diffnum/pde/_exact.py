@@ -22,7 +22,7 @@ def burgers_sine_cole_hopf(x: torch.Tensor, t: torch.Tensor, viscosity: float) -
     by its maximum before exponentiating, so small ν does not overflow. Computed in float64
     (returned in the dtype of ``x``); x and t broadcast; t = 0 gives u₀. The solution is
     2-periodic in x and vanishes at x = ±1, so it serves the periodic and the Dirichlet problem
-    on [−1, 1].
+    on [−1, 1]. Reference data: computed in NumPy, so no gradient flows to x or t.
     """
     nu = float(viscosity)
     if not (math.isfinite(nu) and nu > 0):
