@@ -76,6 +76,8 @@ def write_results(name: str, command: str, records: list[dict[str, Any]],
                   notes: str = "", directory: Path | None = None) -> Path:
     """Write ``results/NAME.json`` and ``results/NAME.md`` next to the benchmark scripts."""
     directory = directory or Path("benchmarks") / "results"
+    if "--quick" in command:  # smoke runs never overwrite the committed full-size results
+        directory = directory / "quick"
     directory.mkdir(parents=True, exist_ok=True)
     payload = {"name": name, "command": command, "environment": environment(),
                "records": records}

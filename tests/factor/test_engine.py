@@ -194,3 +194,66 @@ def test_recipes_are_differentiable(name):
     A = df.synthetic_matrix(7, 5, "geometric", decay=0.5, generator=_gen(9))[0]
     A = A.requires_grad_()
     torch.autograd.gradcheck(lambda a: RECIPES[name](a, 3).reconstruct(), (A,))
+
+
+def test_oversampled_test_matrices_still_give_exact_projectors():
+    A = _low_rank(30, 22, 5)
+    base = df.svd(A, 5)
+    B = torch.randn(30, 9, dtype=torch.float64, generator=_gen(20))  # k' = 9 > k = 5
+    D = torch.randn(22, 7, dtype=torch.float64, generator=_gen(21))
+    fac = df.meta_factorize(A, base.F, base.H, B=B, D=D)
+    torch.testing.assert_close(fac.Y.mT @ fac.F, torch.eye(5, dtype=torch.float64),
+                               atol=1e-13, rtol=0)
+    _assert_exact(fac)
+
+
+def test_too_few_test_columns_are_reported_not_hidden():
+    A = _low_rank(40, 30, 5)
+    base = df.svd(A, 5)
+    B = torch.randn(40, 3, dtype=torch.float64, generator=_gen(22))  # cannot capture rank 5
+    with pytest.warns(df.RankDeficiencyWarning, match="projector equation holds only"):
+        df.meta_factorize(A, base.F, base.H, B=B)
+
+
+def test_ill_conditioned_core_is_reported():
+    A, _ = df.synthetic_matrix(80, 60, "geometric", decay=0.5, generator=_gen(23))
+    with pytest.warns(df.RankDeficiencyWarning):
+        df.cur(A, 45)  # σ₄₅/σ₁ ≈ 3e-14: the selected C is numerically rank deficient
+
+
+def test_refinement_never_increases_the_residual():
+    A, _ = df.synthetic_matrix(80, 60, "geometric", decay=0.5, generator=_gen(23))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", df.RankDeficiencyWarning)
+        fac = df.cur(A, 40)
+        errors = [float(df.meta_factorize(A, fac.F, fac.H, refine=r).residuals().reconstruction)
+                  for r in (0, 1, 2)]
+    assert errors[1] <= errors[0] and errors[2] <= errors[1]
+
+
+def test_cr_warns_when_leftmost_columns_are_nearly_dependent():
+    g = _gen(24)
+    basis = torch.randn(30, 5, dtype=torch.float64, generator=g)
+    first = torch.stack([basis[:, 0], basis[:, 0] + 1e-9 * basis[:, 1]], dim=1)
+    A = torch.cat([first, basis @ torch.randn(5, 18, dtype=torch.float64, generator=g)], dim=1)
+    with pytest.warns(df.RankDeficiencyWarning, match="nearly dependent"):
+        df.cr(A)
+
+
+def test_W_must_match_dtype_and_batch():
+    A = _low_rank(8, 6, 2)
+    fac = df.svd(A, 2)
+    with pytest.raises(TypeError, match="W must have the dtype of A"):
+        df.meta_factorize(A, fac.F, fac.H, W=torch.ones(2, 2))
+    with pytest.raises(ValueError, match="W's batch dimensions"):
+        df.meta_factorize(A, fac.F, fac.H, W=torch.ones(3, 2, 2, dtype=torch.float64))
+
+
+def test_utv_cores_have_the_stated_structure():
+    A = _low_rank(20, 15, 6)
+    G_svd = df.utv(A, 6, core="svd").G
+    torch.testing.assert_close(G_svd, torch.diag(G_svd.diagonal()), atol=1e-12, rtol=0)
+    G_urv = df.utv(A, 6, core="cpqr").G
+    torch.testing.assert_close(G_urv, G_urv.triu(), atol=1e-12, rtol=0)
+    G_ulv = df.utv(A, 6, core="triangular").G
+    torch.testing.assert_close(G_ulv, G_ulv.tril(), atol=1e-12, rtol=0)

@@ -111,3 +111,9 @@ def test_bad_arguments():
         df.strang_pinv(A, A)
     with pytest.raises(ValueError, match="formula must be 1, 2 or 3"):
         df.strang_pinv(A, A.mT, formula=4)
+
+
+def test_randomized_pinv_warns_when_the_sketch_is_below_the_rank():
+    A = torch.randn(40, 30, dtype=torch.float64, generator=_gen(10))  # rank 30
+    with pytest.warns(df.RankDeficiencyWarning, match="below rank"):
+        df.pinv(A, "randomized", k=5, oversample=2, generator=_gen(11))

@@ -174,3 +174,23 @@ def test_sketch_and_range_finder_reject_bad_arguments():
         df.rsvd(A, 0)
     with pytest.raises(ValueError, match="method must be one of"):
         df.select_columns(A, 2, "random")
+
+
+@pytest.mark.parametrize("power_iters", [1, 2])
+def test_range_finder_meets_the_power_scheme_bound(power_iters):
+    A, sigma = df.synthetic_matrix(300, 200, "algebraic", decay=1.0, generator=_gen(15))
+    k, p, q = 15, 10, power_iters
+    errs = []
+    for seed in range(5):
+        Q = df.range_finder(A, k, oversample=p, power_iters=q, generator=_gen(seed))
+        errs.append(torch.linalg.matrix_norm(A - Q @ (Q.mT @ A), ord=2))
+    # HMT Cor. 10.10 (power scheme, spectral norm), in expectation:
+    # E‖A − QQᵀA‖ ≤ [(1 + √(k/(p−1))) σ_{k+1}^r + e√(k+p)/p (Σ_{j>k} σ_j^{2r})^½]^{1/r},
+    # r = 2q + 1.
+    r = 2 * q + 1
+    tail = sigma[k:]
+    bound = ((1 + math.sqrt(k / (p - 1))) * tail[0] ** r
+             + math.e * math.sqrt(k + p) / p * tail.pow(2 * r).sum().sqrt()) ** (1 / r)
+    mean = torch.stack(errs).mean()
+    # Q has k + p columns, so σ_{k+p+1} is the best any such basis can do.
+    assert sigma[k + p] * (1 - 1e-12) <= mean <= bound

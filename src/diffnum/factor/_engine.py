@@ -22,7 +22,8 @@ from diffnum._core import check_matrix, check_same_batch
 
 
 class RankDeficiencyWarning(UserWarning):
-    """BᵀF or HᵀD is numerically rank deficient; a truncated pseudoinverse was used."""
+    """A factor or a projector core is numerically rank deficient or too ill-conditioned
+    for the identities to hold to working precision (the message says which)."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,27 @@ def _dual_basis(F: torch.Tensor, B: torch.Tensor, rcond: float | None,
     return _times_pinv(B, F.mT @ B, rcond, name)
 
 
+def _warn_if_projector_fails(F: torch.Tensor, Y: torch.Tensor, side: str) -> None:
+    """Check F Yᵀ F = F after the solve (O(mk²), small next to YᵀAX) and warn when it fails.
+
+    The QR rank test above only sees exact deficiency; an ill-conditioned BᵀF (κ ≳ 1/√eps)
+    or a B that does not capture range(F) passes it and still breaks the identity.
+    """
+    F, Y = F.detach(), Y.detach()
+    ref = torch.linalg.matrix_norm(F)
+    err = torch.linalg.matrix_norm(F @ (Y.mT @ F) - F) / torch.where(ref > 0, ref, 1.0)
+    worst = float(err.max())
+    if worst > torch.finfo(F.dtype).eps ** 0.5:
+        test, core = ("B", "BᵀF") if side == "F" else ("D", "HᵀD")
+        warnings.warn(
+            f"the projector equation holds only to {worst:.1e} on the {side} side: "
+            f"{core} is ill-conditioned or {test} does not capture range({side}) "
+            f"({test} needs at least rank({side}) well-spread columns)",
+            RankDeficiencyWarning,
+            stacklevel=3,
+        )
+
+
 def _check_factor(name: str, M: torch.Tensor, rows: int, row_name: str) -> None:
     check_matrix(name, M)
     if M.shape[-2] != rows:
@@ -173,14 +195,21 @@ def meta_factorize(
         rcond: relative tolerance below which BᵀF or HᵀD is treated as rank
             deficient (default max(shape)·eps); then a truncated pseudoinverse is
             used and a :class:`RankDeficiencyWarning` is issued.
-        refine: steps of iterative refinement of the core, G ← G + Yᵀ(A − F G Hᵀ)X.
-            The error of G = YᵀAX grows like eps·κ(F)·κ(H); with B = F, D = H
-            (orthogonal P_F, P_H) one step brings the reconstruction error down to
-            eps·(1 + ‖F‖‖G‖‖H‖/‖A‖) at the price of one more O(mnk) pass.
+        refine: steps of iterative refinement of the core, G ← G + Yᵀ(A − F G Hᵀ)X,
+            each kept only where it lowers ‖A − F G Hᵀ‖ (two more O(mnk) passes a step).
+            It recovers the digits that G = YᵀAX loses to a moderately ill-conditioned
+            F or H (κ ≲ 1e4); beyond that the residual's own rounding, amplified by
+            ‖Y‖‖X‖, sets the floor and refinement stops helping.
         info: extras to store on the result (recipes record pivots, indices).
 
     Returns:
         A :class:`MetaFactorization`; batched over the broadcast leading dims.
+
+    Warns:
+        :class:`RankDeficiencyWarning` when BᵀF or HᵀD is numerically rank deficient
+        (then a truncated pseudoinverse is used), and when, after the solve, F Yᵀ F = F or
+        Hᵀ X Hᵀ = Hᵀ fails by more than √eps (ill-conditioned BᵀF, or a B that misses
+        part of range(F)).
     """
     check_matrix("A", A)
     m, n = A.shape[-2:]
@@ -197,14 +226,32 @@ def meta_factorize(
     # Y = B (FᵀB)⁺ is the transpose of Yᵀ = (BᵀF)⁺Bᵀ; X = D (HᵀD)⁺.
     Y, deficient_f = _dual_basis(F, B, rcond, "BᵀF (the column-side projector core)")
     X, deficient_h = _dual_basis(H, D, rcond, "HᵀD (the row-side projector core)")
+    _warn_if_projector_fails(F, Y, "F")
+    _warn_if_projector_fails(H, X, "H")
     G = (Y.mT @ A) @ X
     if W is not None:
         check_matrix("W", W)
         k, l = F.shape[-1], H.shape[-1]
         if W.shape[-2:] != (k, l):
             raise ValueError(f"W must be (..., {k}, {l}) to match F and H, got {tuple(W.shape)}")
+        if W.dtype != A.dtype:
+            raise TypeError(f"W must have the dtype of A ({A.dtype}), got {W.dtype}")
+        batch = torch.broadcast_shapes(*(M.shape[:-2] for M in (A, F, H, B, D)))
+        try:
+            widened = torch.broadcast_shapes(batch, W.shape[:-2]) != batch
+        except RuntimeError:
+            widened = True
+        if widened:
+            raise ValueError(f"W's batch dimensions {tuple(W.shape[:-2])} must broadcast to "
+                             f"those of A, F, H ({tuple(batch)})")
         G = G + W - (Y.mT @ F) @ W @ (H.mT @ X)
     for _ in range(refine):
-        G = G + (Y.mT @ (A - (F @ G) @ H.mT)) @ X
+        # Keep a step only where it lowers the residual: with ill-conditioned F, H the
+        # rounding in A − FGHᵀ is amplified by ‖Y‖‖X‖ and a step can make things worse.
+        residual = A - (F @ G) @ H.mT
+        candidate = G + (Y.mT @ residual) @ X
+        before = torch.linalg.matrix_norm(residual)
+        after = torch.linalg.matrix_norm(A - (F @ candidate) @ H.mT)
+        G = torch.where((after < before)[..., None, None], candidate, G)
     return MetaFactorization(A=A, F=F, G=G, H=H, Y=Y, X=X,
                              rank_deficient=deficient_f or deficient_h, info=dict(info or {}))

@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from diffnum._core import check_int_in_range, check_matrix, check_one_of
+from diffnum.factor._engine import RankDeficiencyWarning
 from diffnum.factor._recipes import cr, numerical_rank
 from diffnum.factor._sketch import sketch_matrix
 
 PINV_METHODS = ("svd", "cr", "randomized")
 
 
-def _svd_pinv(A: torch.Tensor, rtol: float | None) -> torch.Tensor:
+def _svd_pinv_and_rank(A: torch.Tensor, rtol: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A⁺ with singular values ≤ rtol·σ₁ dropped, and the number kept per batch element."""
     U, S, Vh = torch.linalg.svd(A, full_matrices=False)
     if rtol is None:
         rtol = max(A.shape[-2:]) * torch.finfo(A.dtype).eps
     keep = S > rtol * S[..., :1]
     S_inv = torch.where(keep, 1.0 / torch.where(keep, S, 1.0), 0.0)
-    return (Vh.mT * S_inv.unsqueeze(-2)) @ U.mT
+    return (Vh.mT * S_inv.unsqueeze(-2)) @ U.mT, keep.sum(dim=-1)
+
+
+def _svd_pinv(A: torch.Tensor, rtol: float | None) -> torch.Tensor:
+    return _svd_pinv_and_rank(A, rtol)[0]
 
 
 def pinv(
@@ -35,10 +43,12 @@ def pinv(
     to max(m, n)·eps, as ``torch.linalg.pinv``).
     ``cr``: with the full-rank factorization A = C R of :func:`cr`,
     A⁺ = Rᵀ (Cᵀ A Rᵀ)⁻¹ Cᵀ, evaluated through QRs of C and Rᵀ (``rtol`` is the rank
-    tolerance of the column scan).
+    tolerance of the column scan; every batch element must have the same rank, and
+    :func:`cr` warns when its leftmost pivot columns are ill-conditioned).
     ``randomized``: Strang's formula 3, A⁺ = (PᵀA)⁺ (PᵀAQ) (AQ)⁺ with Gaussian
     sketches P (m×s), Q (n×s), s = min(k + oversample, m, n); exact with probability
-    1 when s ≥ rank(A). ``k`` defaults to the numerical rank.
+    1 when s ≥ rank(A); a warning says when s may be below the rank. ``k`` defaults
+    to the numerical rank.
     """
     check_matrix("A", A)
     check_one_of("method", method, PINV_METHODS)
@@ -60,7 +70,18 @@ def pinv(
     P = sketch_matrix((*A.shape[:-2], m, s), dtype=A.dtype, device=A.device, generator=generator)
     Q = sketch_matrix((*A.shape[:-2], n, s), dtype=A.dtype, device=A.device, generator=generator)
     PA, AQ = P.mT @ A, A @ Q
-    return _svd_pinv(PA, rtol) @ (PA @ Q) @ _svd_pinv(AQ, rtol)
+    AQ_pinv, AQ_rank = _svd_pinv_and_rank(AQ, rtol)
+    if s < min(m, n):
+        # Formula 3 needs rank(AQ) = rank(A). If AQ has full column rank s, A's rank may
+        # exceed s and the result would be silently wrong: say so.
+        if bool((AQ_rank == s).any()):
+            warnings.warn(
+                f"pinv(method='randomized'): the sketch size s = k + oversample = {s} may be "
+                "below rank(A) (AQ has full column rank), so A⁺ may be wrong; raise k",
+                RankDeficiencyWarning,
+                stacklevel=2,
+            )
+    return _svd_pinv(PA, rtol) @ (PA @ Q) @ AQ_pinv
 
 
 def strang_pinv(

@@ -138,8 +138,9 @@ def msign(
     starting values σ₀ ∈ [1e-2, 1] (up to 1.203 for σ₀ ∈ [2e-3, 1e-2); smaller σ₀ have not
     yet grown into the band); with the cubic ``(1.5, -0.5, 0)`` and enough steps the
     iteration converges to ``U Vᵀ`` exactly for σ₀ ∈ (0, √3). It works on the smaller Gram
-    side (``M`` is transposed when m > n) and, for n/m > 1.5, iterates on the m×m Gram
-    matrix alone (same polynomial, fewer flops).
+    side (``M`` is transposed when m > n) and, for n/m > 1.5 in float32/float64, iterates
+    on the m×m Gram matrix alone (same polynomial, fewer flops; in float32 its rounding is
+    ~1e-4 relative instead of ~5e-6, immaterial for an optimizer update).
 
     Args:
         M: real float32/float64 tensor ``(..., m, n)``.
@@ -159,7 +160,8 @@ def msign(
         compute_dtype: dtype of the Newton–Schulz iterations (default: that of ``M``).
             ``torch.bfloat16`` is what Muon uses: the iteration only has to land the
             singular values in a band, and bf16 products are 2–3× faster on CPUs with
-            AVX512-BF16/AMX. X₀ is formed in ``M``'s dtype and the result cast back.
+            AVX512-BF16/AMX. X₀ is formed in that dtype too (the AOL Gram product is then
+            a fast one) and the result is cast back to ``M``'s dtype.
 
     Returns:
         tensor of the shape and dtype of ``M``. Differentiable by plain autograd (the SVD
@@ -184,19 +186,22 @@ def msign(
     transpose = m > n
     X = (M.mT if transpose else M).reshape(-1, min(m, n), max(m, n))
 
+    if compute_dtype is not None and method == "newton_schulz":
+        # Cast before the start so the AOL Gram product (reused by the first step) is
+        # also a fast low-precision product; the scaling only has to be approximately right.
+        X = X.to(compute_dtype)
     A = None
     if precondition == "aol":
         X, A = _aol_start(X)
     elif method == "newton_schulz":
         X = _frobenius_start(X)
-
-    if compute_dtype is not None and method == "newton_schulz":
-        X = X.to(compute_dtype)
-        A = None if A is None else A.to(compute_dtype)
     if method == "svd":
         U, _, Vh = torch.linalg.svd(X, full_matrices=False)
         X = U @ Vh
-    elif X.shape[-1] > _GRAM_ONLY_ASPECT * X.shape[-2]:
+    elif X.shape[-1] > _GRAM_ONLY_ASPECT * X.shape[-2] and X.dtype in (torch.float32,
+                                                                      torch.float64):
+        # The Gram-only form rounds like products of m×m polynomials in A₀: ~1e-4 relative
+        # in float32 (vs ~5e-6 for the direct form), acceptable there, too coarse in bf16.
         X = _newton_schulz_gram_only(X, A, schedule)
     else:
         X = _newton_schulz_wide(X, A, schedule)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from diffnum._core import check_int_in_range, check_matrix, check_one_of
-from diffnum.factor._engine import MetaFactorization, meta_factorize
+from diffnum.factor._engine import MetaFactorization, RankDeficiencyWarning, meta_factorize
 from diffnum.factor._select import SELECTION_METHODS, pivoted_gram_schmidt, select_columns
 from diffnum.factor._sketch import sketch_matrix
 
@@ -79,7 +81,8 @@ def utv(A: torch.Tensor, k: int | None = None, core: str = "svd") -> MetaFactori
     AᵀF = H T̃, so the engine's core G = FᵀAH = T̃ᵀ is lower triangular (ULV).
     The meta step factors G again and moves its outer factors into F and H:
 
-    - ``svd``: G = U_g Σ V_gᵀ → F U_g, Σ, H V_g (an SVD of A);
+    - ``svd``: G = U_g Σ V_gᵀ → F U_g, Σ, H V_g (an SVD of A at k = rank; below it, the
+      SVD of the two-sided projection F Fᵀ A H Hᵀ);
     - ``cpqr``: G P = Q_g R_g → F Q_g, R_g, H P (URV with an upper-triangular core);
     - ``lu``: G = P L U → F P L, U, H (F no longer orthonormal);
     - ``triangular``: keep G (ULV).
@@ -236,6 +239,16 @@ def cr(A: torch.Tensor, tol: float | None = None) -> MetaFactorization:
     J = torch.tensor(chosen, device=A.device).reshape(*A.shape[:-2], -1)
     C = _gather_columns(A, J)
     Qc, Rc = torch.linalg.qr(C)  # C has full column rank by construction
+    diag = Rc.diagonal(dim1=-2, dim2=-1).abs()
+    kappa = float((diag.amax(dim=-1) / diag.amin(dim=-1)).max())  # a lower bound on κ(C)
+    if kappa * torch.finfo(A.dtype).eps > torch.finfo(A.dtype).eps ** 0.5:
+        warnings.warn(
+            f"cr: the leftmost independent columns of A are nearly dependent (κ(C) ≥ "
+            f"{kappa:.1e}), so C R and (CR)⁺ lose about log10 κ(C) digits; cpqr picks "
+            "well-conditioned columns instead",
+            RankDeficiencyWarning,
+            stacklevel=2,
+        )
     R = torch.linalg.solve_triangular(Rc, Qc.mT @ A, upper=True)
     # Leftmost pivot columns can be ill-conditioned (κ(C) ~ 1e3 is common), and both R
     # and the core then lose log10 κ digits; one refinement step each restores them.

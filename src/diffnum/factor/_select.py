@@ -106,8 +106,10 @@ def select_columns(
     check_int_in_range("k", k, 1, n)
     check_one_of("method", method, SELECTION_METHODS)
     if method == "uniform":
-        keys = torch.rand((*A.shape[:-2], n), generator=generator, dtype=torch.float64)
-        return keys.argsort(dim=-1)[..., :k]
+        device = generator.device if generator is not None else A.device
+        keys = torch.rand((*A.shape[:-2], n), generator=generator, dtype=torch.float64,
+                          device=device)
+        return keys.argsort(dim=-1)[..., :k].to(A.device)
     if method == "leverage":
         rank_k = min(k, min(A.shape[-2:]))
         scores = _leverage_scores(A.detach(), rank_k)

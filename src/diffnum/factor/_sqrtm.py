@@ -83,6 +83,10 @@ def _newton_schulz(A_hat: torch.Tensor, steps: int | None, report: dict):
         if adaptive and previous < 1e-2 and frobenius > 0.5 * previous:
             break  # all e in the quadratic phase but no longer shrinking: rounding floor
         previous = frobenius
+    if residual > stop:
+        # The loop measured E before its last step; before warning, measure the result itself
+        # (one more product, paid only on the way to a possible warning).
+        residual = float(torch.linalg.matrix_norm(eye - Z @ Y).max()) / sqrt_n
     logger.debug("sqrtm newton_schulz: %d steps, residual %.2e", taken, residual)
     report.update(residual=residual, steps=taken)
     return Y, Z

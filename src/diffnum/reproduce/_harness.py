@@ -92,6 +92,17 @@ def _atomic_write(path: Path, text: str) -> None:
         raise
 
 
+def _json_safe(value: Any) -> Any:
+    """NaN/inf become null so results.json stays valid JSON (json.dumps would write NaN)."""
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
 def _cache_path(ctx: Context, name: str) -> Path:
     return ctx.out / ".cache" / f"{name}.json"
 
@@ -190,4 +201,5 @@ def _write_report(ctx: Context, registry: dict[str, Experiment],
             for name, s in sections.items()
         },
     }
-    _atomic_write(ctx.out / "results.json", json.dumps(results, indent=1, default=float))
+    _atomic_write(ctx.out / "results.json",
+                  json.dumps(_json_safe(results), indent=1, default=float, allow_nan=False))

@@ -216,8 +216,9 @@ def run(ctx: Context) -> Section:
     band = ns["band_after_5"]
     summary = _summarize(table_results)
     text = f"""
-Every recipe below is one call of the same engine (`meta_factorize`): the projector
-equation gives Yᵀ and X from the test matrices, the reconstruction equation the core G.
+Every recipe below except `rsvd` (a sketch plus a small SVD, shown for comparison) is one
+call of the same engine (`meta_factorize`): the projector equation gives Yᵀ and X from the
+test matrices, the reconstruction equation the core G.
 Matrices are {m}×{n} float64 with Haar-random singular vectors; k = {k} (the exact rank
 for the low-rank families). Cells: relative Frobenius error ‖A − F G Hᵀ‖/‖A‖ and the
 median time of {sizes['repeats']} runs. CR applies only where the rank is exact.
