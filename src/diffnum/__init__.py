@@ -11,6 +11,8 @@ Pillars (each a subpackage with its own map in its ``__init__`` docstring):
   delays built on ``Dcls1d``.
 - :mod:`diffnum.solve` — least squares, root, fixed point and linear solves with
   implicit (or unrolled) gradients.
+- :mod:`diffnum.pde` — grids, derivative operators, PDE residuals, reference solvers.
+- :mod:`diffnum.models` — Fourier neural operators emitting basis channels.
 
 The command line (``diffnum reproduce``, ``diffnum bench``) lives in
 :mod:`diffnum.cli`; nothing in the library imports it.
