@@ -21,6 +21,11 @@ with grid points flattened in C order, one basis function per column):
   interface (bilinear in w); :func:`velocity_from_vorticity` (spectral Poisson solve);
   reference solver :func:`solve_navier_stokes_2d` (pseudo-spectral, 2/3 de-aliasing,
   Crank–Nicolson + AB2) returning a :class:`NavierStokesTrajectory`.
+- :class:`DiffusionSorption1D`: u_t = D/R(u) u_xx with Freundlich retardation (PDEBench
+  constants), u(t, 0) = 1 and a Cauchy condition at x = 1; reference solver
+  :func:`solve_diffusion_sorption_1d` (cell-centred finite volumes, :class:`MethodOfLines`,
+  scipy BDF with the analytic tridiagonal Jacobian), PDEBench's random initial conditions
+  :func:`pdebench_initial_condition`.
 - Exact solutions: :func:`burgers_sine_cole_hopf` (Cole–Hopf for u₀ = −sin πx).
 """
 
@@ -30,6 +35,13 @@ from diffnum.pde._derivative import (
     finite_difference,
     spectral_derivative,
     stencil_weights,
+)
+from diffnum.pde._diffusion_sorption import (
+    DiffusionSorption1D,
+    DiffusionSorptionTrajectory,
+    MethodOfLines,
+    pdebench_initial_condition,
+    solve_diffusion_sorption_1d,
 )
 from diffnum.pde._equations import PDE1D, Advection1D, Burgers1D, Heat1D
 from diffnum.pde._exact import burgers_sine_cole_hopf
@@ -46,14 +58,19 @@ __all__ = [
     "PDE1D",
     "Advection1D",
     "Burgers1D",
+    "DiffusionSorption1D",
+    "DiffusionSorptionTrajectory",
     "Grid",
     "Heat1D",
+    "MethodOfLines",
     "NavierStokes2D",
     "NavierStokesTrajectory",
     "burgers_sine_cole_hopf",
     "differentiate",
     "differentiate_basis",
     "finite_difference",
+    "pdebench_initial_condition",
+    "solve_diffusion_sorption_1d",
     "solve_navier_stokes_2d",
     "spectral_derivative",
     "stacked_residual",
