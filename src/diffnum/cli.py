@@ -57,6 +57,26 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data(args: argparse.Namespace) -> int:
+    from diffnum.pde import generate_dataset
+
+    sizes = {}
+    for item in args.size:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"diffnum data: --size needs KEY=VALUE, got {item!r}", file=sys.stderr)
+            return 2
+        sizes[key] = value
+    try:
+        path = generate_dataset(args.kind, args.n, args.seed, args.out, overwrite=args.overwrite,
+                                **sizes)
+    except (ValueError, TypeError) as error:
+        print(f"diffnum data: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {path} and {path.with_suffix('.json')}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="diffnum",
@@ -96,6 +116,24 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true",
                        help="fewer repeats, smaller sizes (smoke test)")
     bench.set_defaults(func=_bench)
+
+    data = sub.add_parser(
+        "data",
+        help="generate cached reference datasets",
+        description="Generate reference solutions deterministically per seed into --out, "
+                    "with a JSON sidecar holding the settings and a SHA-256 checksum.",
+    )
+    data_sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    gen = data_sub.add_parser("generate", help="generate (or reuse a valid cached) dataset")
+    gen.add_argument("kind", choices=["diffusion-sorption", "navier-stokes", "burgers"])
+    gen.add_argument("--n", type=int, required=True, help="number of samples")
+    gen.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    gen.add_argument("--out", required=True, help="output directory")
+    gen.add_argument("--size", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a size/setting, e.g. --size nx=64 (repeatable)")
+    gen.add_argument("--overwrite", action="store_true",
+                     help="regenerate even if a valid cached dataset exists")
+    gen.set_defaults(func=_data)
     return parser
 
 

@@ -26,9 +26,20 @@ with grid points flattened in C order, one basis function per column):
   :func:`solve_diffusion_sorption_1d` (cell-centred finite volumes, :class:`MethodOfLines`,
   scipy BDF with the analytic tridiagonal Jacobian), PDEBench's random initial conditions
   :func:`pdebench_initial_condition`.
+- Datasets: :func:`generate_dataset` / :func:`load_dataset` (kinds diffusion-sorption,
+  navier-stokes, burgers; deterministic per seed, atomic writes, SHA-256 sidecar; a corrupted
+  or mismatched cache is regenerated) giving a :class:`PDEDataset`; CLI
+  ``diffnum data generate KIND --n N --seed S --out DIR``.
 - Exact solutions: :func:`burgers_sine_cole_hopf` (Cole–Hopf for u₀ = −sin πx).
 """
 
+from diffnum.pde._data import (
+    PDEDataset,
+    dataset_paths,
+    gaussian_random_field,
+    generate_dataset,
+    load_dataset,
+)
 from diffnum.pde._derivative import (
     differentiate,
     differentiate_basis,
@@ -65,10 +76,15 @@ __all__ = [
     "MethodOfLines",
     "NavierStokes2D",
     "NavierStokesTrajectory",
+    "PDEDataset",
     "burgers_sine_cole_hopf",
+    "dataset_paths",
     "differentiate",
     "differentiate_basis",
     "finite_difference",
+    "gaussian_random_field",
+    "generate_dataset",
+    "load_dataset",
     "pdebench_initial_condition",
     "solve_diffusion_sorption_1d",
     "solve_navier_stokes_2d",
