@@ -13,6 +13,7 @@ from diffnum.pde import (
     DiffusionSorption1D,
     pdebench_initial_condition,
     solve_diffusion_sorption_1d,
+    stacked_residual,
     uniform_grid,
 )
 
@@ -100,6 +101,22 @@ def test_boundary_residual_and_cauchy_rows_of_the_exact_solution():
         torch.testing.assert_close(rows, b[1], rtol=0, atol=1e-14)
     # One-sided u_x of order 2 at x = 1: D·O(h²) shrinks 4× (±1).
     assert 3.0 <= errors[0] / errors[1] <= 5.0, errors
+
+
+def test_basis_terms_agree_with_the_field_residual_and_stack():
+    pde = DiffusionSorption1D()
+    grid = uniform_grid({"x": (0.0, 1.0, 17), "t": (0.0, 500.0, 11)})
+    g = torch.Generator().manual_seed(0)
+    basis = torch.rand(grid.size, 5, dtype=DT, generator=g)
+    w = torch.rand(5, dtype=DT, generator=g)
+    terms = pde.basis_terms(basis, grid)
+    u = (basis @ w).reshape(grid.shape)
+    # Same FD operators on the field and column-wise on the basis: equal to round-off.
+    torch.testing.assert_close(pde.residual_from_basis_terms(terms, w),
+                               pde.residual(u, grid).reshape(-1), rtol=0, atol=1e-12)
+    r = stacked_residual(pde, terms, w, basis, grid, torch.full((17,), 0.1, dtype=DT))
+    # PDE rows, initial rows, the Dirichlet end (one row per time), ridge.
+    assert r.shape == (17 * 11 + 17 + 11 + 5,)
 
 
 def test_analytic_jacobian_matches_finite_differences():

@@ -50,7 +50,9 @@ class DiffusionSorption1D(PDE1D):
     :meth:`boundary_residual` returns both rows (u(0, t) − 1, u(1, t) − σ D u_x(1, t));
     :meth:`boundary_points` / :meth:`boundary_targets` (used by ``stacked_residual``) cover the
     Dirichlet end only, since the Cauchy row is not a row of the basis; it is available as a
-    linear map of the basis from :meth:`cauchy_rows`.
+    linear map of the basis from :meth:`cauchy_rows`. With a ``source``, :meth:`residual`
+    subtracts s on the grid, while :meth:`residual_from_basis_terms` returns
+    u_t − D/R(u) u_xx without it (subtract s at the collocation points yourself).
     """
 
     terms = ("u", "u_t", "u_xx")
