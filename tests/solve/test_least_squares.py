@@ -401,3 +401,123 @@ def test_implicit_graph_does_not_grow_with_iterations():
 
     assert _saved_bytes(run(ImplicitAdjoint(), 3)) == _saved_bytes(run(ImplicitAdjoint(), 12))
     assert _saved_bytes(run(UnrollAdjoint(), 12)) > 3 * _saved_bytes(run(UnrollAdjoint(), 3))
+
+
+def _tanh_basis_problem(batch: int = 5, m: int = 60, n: int = 4, seed: int = 14):
+    """r(w) = tanh(Bw)(1 + 0.1 (Bw)²) − y as residual, Jacobian, and fused (r, J)."""
+    g = torch.Generator().manual_seed(seed)
+    B = torch.randn(batch, m, n, dtype=DT, generator=g) / n**0.5
+    z = (B @ torch.randn(batch, n, 1, dtype=DT, generator=g)).squeeze(-1)
+    y = torch.tanh(z) * (1 + 0.1 * z * z) + 0.05 * torch.randn(batch, m, dtype=DT, generator=g)
+    y.requires_grad_(True)
+
+    def residual(w, y):
+        z = (B @ w.unsqueeze(-1)).squeeze(-1)
+        return torch.tanh(z) * (1 + 0.1 * z * z) - y
+
+    def jac(w, y):
+        z = (B @ w.unsqueeze(-1)).squeeze(-1)
+        t = torch.tanh(z)
+        return ((1 - t * t) * (1 + 0.1 * z * z) + 0.2 * t * z).unsqueeze(-1) * B
+
+    def fused(w, y):
+        z = (B @ w.unsqueeze(-1)).squeeze(-1)
+        t = torch.tanh(z)
+        q = 1 + 0.1 * z * z
+        return t * q - y, ((1 - t * t) * q + 0.2 * t * z).unsqueeze(-1) * B
+
+    return B, y, residual, jac, fused
+
+
+@pytest.mark.parametrize("solver", [TIGHT, LevenbergMarquardt(damping="identity"),
+                                    LevenbergMarquardt(initial_damping=1e3),
+                                    GaussNewton(rtol=1e-12, atol=1e-12)])
+def test_fused_jacobian_gives_identical_iterates_to_separate_callable(solver):
+    # Same formulas for r and J: the fused form must reproduce the separate one bit for bit
+    # (values, steps, statuses, residuals), rejected steps included (λ₀ = 1e3 starts with
+    # heavy damping; a start far from the data gives rejections).
+    _, y, residual, jac, fused = _tanh_basis_problem()
+    y0 = 3 * torch.randn(5, 4, dtype=DT, generator=torch.Generator().manual_seed(15))
+    with torch.no_grad():
+        a = least_squares(residual, y0, (y,), solver=solver, jacobian=jac, max_steps=200)
+        b = least_squares(fused, y0, (y,), solver=solver, jacobian="fused", max_steps=200)
+    assert torch.equal(a.value, b.value)
+    assert torch.equal(a.steps, b.steps) and torch.equal(a.status, b.status)
+    assert torch.equal(a.residual_norm, b.residual_norm)
+    assert a.stats["function_evaluations"] == b.stats["function_evaluations"]
+    assert torch.equal(a.stats["damping"], b.stats["damping"]) if a.stats["damping"] is not None \
+        else b.stats["damping"] is None
+
+
+def test_fused_jacobian_with_rejections_and_a_nonfinite_element():
+    # Rosenbrock-type valleys (rejected steps in some elements while others accept) plus an
+    # element whose residual becomes NaN: fused and separate agree exactly, status included.
+    a = torch.tensor([10.0, 5.0, 2.0, 4.0], dtype=DT)
+    c = torch.tensor([1.0, 0.5, -0.7, float("nan")], dtype=DT)
+
+    def residual(y):
+        y1, y2 = y[..., 0], y[..., 1]
+        return torch.stack([a * (y2 - y1**2), c - y1, 0.3 * (y1 * y2 - 1)], dim=-1)
+
+    def jac(y):
+        y1, y2 = y[..., 0], y[..., 1]
+        zero, one = torch.zeros_like(y1), torch.ones_like(y1)
+        return torch.stack([torch.stack([-2 * a * y1, a], -1), torch.stack([-one, zero], -1),
+                            torch.stack([0.3 * y2, 0.3 * y1], -1)], dim=-2)
+
+    y0 = torch.tensor([[-1.2, 1.0]] * 4, dtype=DT)
+    sep = least_squares(residual, y0, solver=TIGHT, jacobian=jac, max_steps=200)
+    fus = least_squares(lambda y: (residual(y), jac(y)), y0, solver=TIGHT, jacobian="fused",
+                        max_steps=200)
+    assert sep.status.tolist() == [Status.CONVERGED] * 3 + [Status.NONFINITE]
+    assert torch.equal(sep.value, fus.value) and torch.equal(sep.steps, fus.steps)
+    assert torch.equal(sep.status, fus.status)
+    assert sep.stats["function_evaluations"] == fus.stats["function_evaluations"]
+
+
+def test_fused_jacobian_in_gram_form_matches_separate():
+    # m = 4 < n = 9 uses the Gram form, which keeps J (rejected elements keep their own).
+    g = torch.Generator().manual_seed(16)
+    A = torch.randn(3, 4, 9, dtype=DT, generator=g)
+    b = torch.randn(3, 4, dtype=DT, generator=g)
+
+    def residual(y):
+        return torch.tanh((A @ y.unsqueeze(-1)).squeeze(-1)) - 0.5 * b
+
+    def jac(y):
+        t = torch.tanh((A @ y.unsqueeze(-1)).squeeze(-1))
+        return (1 - t * t).unsqueeze(-1) * A
+
+    y0 = torch.zeros(3, 9, dtype=DT)
+    sep = least_squares(residual, y0, jacobian=jac, max_steps=200)
+    fus = least_squares(lambda y: (residual(y), jac(y)), y0, jacobian="fused", max_steps=200)
+    assert sep.all_converged
+    assert torch.equal(sep.value, fus.value) and torch.equal(sep.steps, fus.steps)
+
+
+@pytest.mark.parametrize("adjoint", [ImplicitAdjoint(), ImplicitAdjoint(hessian="gauss_newton"),
+                                     UnrollAdjoint()])
+def test_fused_jacobian_gradients_match_separate_callable(adjoint):
+    _, y, residual, jac, fused = _tanh_basis_problem(seed=17)
+    y0 = torch.zeros(5, 4, dtype=DT)
+    weights = torch.randn(5, 4, dtype=DT, generator=torch.Generator().manual_seed(18))
+    grads = []
+    for fn, mode in ((residual, jac), (fused, "fused")):
+        sol = least_squares(fn, y0, (y,), solver=TIGHT, jacobian=mode, adjoint=adjoint,
+                            throw=True)
+        grads.append(torch.autograd.grad((sol.value * weights).sum(), y)[0])
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-12, atol=1e-14)
+
+
+def test_fused_jacobian_bad_output_raises_clear_errors():
+    y0 = torch.zeros(3, 2, dtype=DT)
+    with pytest.raises(TypeError, match=r"must return a pair \(r, J\)"):
+        least_squares(lambda y: y, y0, jacobian="fused")
+    with pytest.raises(TypeError, match=r"pair \(r, J\)"):
+        least_squares(lambda y: (y, y, y), y0, jacobian="fused")
+    with pytest.raises(ValueError, match=r"shape \(\*batch, m, n\) = \(3, 2, 2\)"):
+        least_squares(lambda y: (y, y), y0, jacobian="fused")
+    with pytest.raises(TypeError, match="dtype"):
+        least_squares(lambda y: (y, torch.zeros(3, 2, 2)), y0, jacobian="fused")
+    with pytest.raises(ValueError, match="'fused'"):
+        least_squares(lambda y: y, y0, jacobian="numeric")

@@ -95,11 +95,29 @@ def _where(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor
     return torch.where(mask.reshape(*mask.shape, *([1] * (a.ndim - mask.ndim))), a, b)
 
 
-def _iterate(fn1: Callable, jac1: Callable, y: torch.Tensor, r: torch.Tensor,
+def _normal_equations(J: torch.Tensor, r: torch.Tensor, gram: bool
+                      ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """g = Jᵀr, A = JᵀJ (``None`` in the Gram form) and the column sums of squares diag(JᵀJ)."""
+    # rᵀJ as a row-vector product: the same numbers as Jᵀr, but one contiguous pass over J in
+    # its natural layout (about 4× faster than J.mT @ r for m ≫ n).
+    g = (r.unsqueeze(-2) @ J).squeeze(-2)
+    if gram:
+        return g, None, (J * J).sum(-2)
+    A = J.mT @ J
+    return g, A, A.diagonal(dim1=-2, dim2=-1)
+
+
+def _iterate(fn1: Callable | None, jac1: Callable | None, fused1: Callable | None,
+             y: torch.Tensor, r: torch.Tensor, J: torch.Tensor | None,
              solver: LevenbergMarquardt | GaussNewton, max_steps: int
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                         torch.Tensor | None, dict[str, Any]]:
-    """The batched LM / GN loop. Returns y, status, steps, ½‖r‖², J(y) or None, stats."""
+    """The batched LM / GN loop. Returns y, status, steps, ½‖r‖², J(y) or None, stats.
+
+    ``r`` (and ``J`` when given) are the residuals (and Jacobian) at the starting point.
+    Trial points are evaluated with ``fn1`` (residuals only; ``jac1`` gives the Jacobian after
+    an accepted step) or, when ``fused1`` is given, with ``fused1(y) -> (r, J)`` in one call.
+    """
     dtype, device = y.dtype, y.device
     eps = torch.finfo(dtype).eps
     rtol = check_tolerance("rtol", solver.rtol, dtype)
@@ -113,7 +131,8 @@ def _iterate(fn1: Callable, jac1: Callable, y: torch.Tensor, r: torch.Tensor,
     status = torch.full(batch, RUNNING, dtype=torch.int64, device=device)
     steps = torch.zeros(batch, dtype=torch.int64, device=device)
     f = 0.5 * (r * r).sum(-1)
-    J = jac1(y)
+    if J is None:
+        J = jac1(y)
     # Finiteness of J is checked through diag(JᵀJ) and Jᵀr in the loop (a NaN or inf in J
     # reaches them), which is far cheaper than scanning the m×n Jacobian.
     finite = torch.isfinite(f)
@@ -124,22 +143,20 @@ def _iterate(fn1: Callable, jac1: Callable, y: torch.Tensor, r: torch.Tensor,
     D = torch.zeros((*batch, n), dtype=dtype, device=device)
     fevals, jevals = 1, 1
     zero = torch.zeros((), dtype=dtype, device=device)
-    fresh = True
+    # The normal equations are built as soon as a Jacobian arrives, and then only where J and
+    # r changed: for elements that accepted a step and are still running. Elements whose step
+    # was rejected, or that have finished, keep theirs (the numbers a rebuild from their
+    # unchanged J would give) without the O(m n²) product. With A = JᵀJ and g = Jᵀr built, the
+    # normal-equation form needs J no more: it is released before the next evaluation, so
+    # that at most one m×n Jacobian is alive at a time.
+    g, A, colsq = _normal_equations(J, r, gram)
+    if not gram:
+        J = None
 
     for _ in range(max_steps):
         active = status == RUNNING
         if not bool(active.any()):
             break
-        if fresh:  # J and r changed: rebuild the normal equations (skipped after rejections)
-            # rᵀJ as a row-vector product: the same numbers as Jᵀr, but one contiguous pass
-            # over J in its natural layout (about 4× faster than J.mT @ r for m ≫ n).
-            g = (r.unsqueeze(-2) @ J).squeeze(-2)
-            if gram:
-                colsq = (J * J).sum(-2)
-            else:
-                A = J.mT @ J
-                colsq = A.diagonal(dim1=-2, dim2=-1)
-            fresh = False
         finite_J = (torch.isfinite(colsq.detach()).all(-1) & torch.isfinite(g.detach()).all(-1)
                     & torch.isfinite(f.detach()))
         bad = active & ~finite_J
@@ -178,8 +195,13 @@ def _iterate(fn1: Callable, jac1: Callable, y: torch.Tensor, r: torch.Tensor,
             pred = -(r * Jd).sum(-1) - 0.5 * (Jd * Jd).sum(-1)
         solved = (info == 0) & torch.isfinite(delta.detach()).all(-1)
         delta = _where(active & solved, delta, zero)
+        # Finished elements get δ = 0: their trial point is y itself.
         y_try = y + delta
-        r_try = fn1(y_try)
+        if fused1 is None:
+            r_try, J_try = fn1(y_try), None
+        else:
+            r_try, J_try = fused1(y_try)
+            jevals += 1
         fevals += 1
         f_try = 0.5 * (r_try * r_try).sum(-1)
 
@@ -207,7 +229,10 @@ def _iterate(fn1: Callable, jac1: Callable, y: torch.Tensor, r: torch.Tensor,
         converged = active & ((accept & step_small & cost_small) | exact)
 
         y = _where(accept, y_try, y)
-        r = _where(accept, r_try, r)
+        # Elements that did not accept a step either finished (δ = 0, so r_try = r) or were
+        # rejected; without rejections r_try is the new r as it stands (no m-sized select).
+        rejected = bool((active & ~accept).any())
+        r = _where(accept, r_try, r) if rejected else r_try
         f = torch.where(accept, f_try, f)
         steps = steps + active.to(torch.int64)
         if damped:
@@ -227,12 +252,41 @@ def _iterate(fn1: Callable, jac1: Callable, y: torch.Tensor, r: torch.Tensor,
             status = torch.where(active & ~converged & solved & ~finite_try,
                                  int(Status.NONFINITE), status)
         if bool(accept.any()):
-            if bool((status == RUNNING).any()):
+            running = status == RUNNING
+            more = bool(running.any())
+            if J_try is not None:
+                # J_try is J(y) for every element that moved and for every finished one (δ = 0
+                # there); a rejected element's Jacobian is that of its unchanged point, needed
+                # only in the Gram form (the normal equations keep their A and g).
+                kept = active & ~accept
+                if not rejected:
+                    J = J_try
+                elif gram:
+                    J = _where(kept, J, J_try)
+                else:
+                    J = None
+            elif more:
+                J = None  # release the old Jacobian before evaluating the new one
                 J = jac1(y)
                 jevals += 1
-                fresh = True
             else:  # all done: skip the Jacobian at the final point unless the adjoint asks
                 J = None
+            if more:
+                rebuild = accept & running
+                J_new = J if J_try is None else J_try  # J(y) wherever rebuild is set
+                if bool(rebuild.all()):
+                    g, A, colsq = _normal_equations(J_new, r, gram)
+                else:
+                    g_rows, A_rows, colsq_rows = _normal_equations(J_new[rebuild], r[rebuild],
+                                                                   gram)
+                    g = g.index_put((rebuild,), g_rows)
+                    colsq = colsq.index_put((rebuild,), colsq_rows)
+                    if not gram:
+                        A = A.index_put((rebuild,), A_rows)
+                J_new = None
+                if not gram:
+                    J = None
+        J_try = None
 
     status = torch.where(status == RUNNING, int(Status.MAX_STEPS), status)
     stats = {"function_evaluations": fevals, "jacobian_evaluations": jevals,
@@ -268,7 +322,14 @@ def least_squares(fn: Callable[..., torch.Tensor], y0: Any, args: Any = (), *,
             ``"reverse"``, or a callable ``jacobian(y, *args) -> (*batch, m, n)`` (analytic;
             used in the iterations, autodiff is still used for gradients). Forward mode costs
             n JVPs of ``fn`` per Jacobian; for residuals dominated by a matmul with a captured
-            basis an analytic Jacobian is typically several times faster.
+            basis an analytic Jacobian is typically several times faster. ``"fused"``: ``fn``
+            itself returns the pair ``(r, J)`` with J of shape ``(*batch, m, n)``, so that
+            residual and Jacobian can share work (e.g. ``z = B w`` and ``tanh(z)``); every
+            trial point then costs one call, and a rejected step also computes a Jacobian that
+            is not used (``stats`` counts each call as one function and one Jacobian
+            evaluation). The iterates are the same as with ``fn`` returning ``r`` and a
+            separate callable returning the same J. Gradients use autodiff of the residual
+            part ``fn(y, *args)[0]`` (the J part is evaluated alongside but not used).
 
     Returns:
         :class:`Solution` with ``residual_norm`` = ‖r(y*)‖₂ per element and ``stats``
@@ -289,23 +350,57 @@ def least_squares(fn: Callable[..., torch.Tensor], y0: Any, args: Any = (), *,
     args = as_args(args)
     unroll = isinstance(adjoint, UnrollAdjoint)
 
-    with torch.no_grad():
-        r0 = evaluate_checked("least_squares", fn, y0, args)
-    m, n = r0.shape[-1], y0.shape[-1]
-    mode = resolve_jacobian(jacobian, m, n)
-    jac1 = make_jacobian_fn(fn, args, mode, m)
+    fused = isinstance(jacobian, str) and jacobian == "fused"
+    if isinstance(jacobian, str) and jacobian not in ("auto", "forward", "reverse", "fused"):
+        raise ValueError(
+            f"jacobian must be 'auto', 'forward', 'reverse', 'fused' or a callable "
+            f"jacobian(y, *args) -> (*batch, m, n), got {jacobian!r}"
+        )
 
-    def fn1(y: torch.Tensor) -> torch.Tensor:
-        return fn(y, *args)
+    J0 = None
+    if fused:
+        with torch.no_grad():
+            r0, J0 = _evaluate_fused(fn, y0, args)
+        fused_fn = fn
 
-    if unroll:
-        r_start = fn1(y0) if torch.is_grad_enabled() else r0
-        y, status, steps, f, J, stats = _iterate(fn1, jac1, y0, r_start, solver, max_steps)
+        def residual_fn(y: torch.Tensor, *a: Any) -> torch.Tensor:  # for the adjoint
+            return fused_fn(y, *a)[0]
+
+        def mode(y: torch.Tensor, *a: Any) -> torch.Tensor:  # the Jacobian part
+            return fused_fn(y, *a)[1]
+
+        def fused1(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            r, J = fused_fn(y, *args)
+            return r, J
+
+        fn1 = jac1 = None
     else:
         with torch.no_grad():
-            y, status, steps, f, J, stats = _iterate(fn1, jac1, y0, r0, solver, max_steps)
+            r0 = evaluate_checked("least_squares", fn, y0, args)
+        m, n = r0.shape[-1], y0.shape[-1]
+        mode = resolve_jacobian(jacobian, m, n)
+        jac1 = make_jacobian_fn(fn, args, mode, m)
+        fused1 = None
+        residual_fn = fn
+
+        def fn1(y: torch.Tensor) -> torch.Tensor:
+            return fn(y, *args)
+
+    if unroll:
+        if not torch.is_grad_enabled():
+            r_start, J_start = r0, J0
+        elif fused:
+            r_start, J_start = fused1(y0)
+        else:
+            r_start, J_start = fn1(y0), None
+        y, status, steps, f, J, stats = _iterate(fn1, jac1, fused1, y0, r_start, J_start,
+                                                 solver, max_steps)
+    else:
+        with torch.no_grad():
+            y, status, steps, f, J, stats = _iterate(fn1, jac1, fused1, y0, r0, J0, solver,
+                                                     max_steps)
         if torch.is_grad_enabled():
-            y = _attach(fn, args, y, J, status, adjoint, mode)
+            y = _attach(residual_fn, args, y, J, status, adjoint, mode)
     solution = Solution(value=y, status=status, steps=steps,
                         residual_norm=torch.sqrt(2 * f.detach()), stats=stats)
     if not solution.all_converged:
@@ -345,3 +440,31 @@ def _attach(fn: Callable, args: tuple, y: torch.Tensor, J: torch.Tensor | None,
                                     is_grads_batched=True)[0].movedim(0, -1).detach()
             H = 0.5 * (H + H.mT)
     return attach_implicit(y, g, H, valid, symmetric=True, method=adjoint.linear_solver)
+
+
+def _evaluate_fused(fn: Callable, y0: torch.Tensor, args: tuple
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``fn(y0, *args) -> (r, J)`` for ``jacobian="fused"``, with shapes and dtypes checked."""
+    out = fn(y0, *args)
+    if not (isinstance(out, (tuple, list)) and len(out) == 2
+            and all(isinstance(t, torch.Tensor) for t in out)):
+        got = (f"{type(out).__name__} of length {len(out)}" if isinstance(out, (tuple, list))
+               else type(out).__name__)
+        raise TypeError(
+            f"least_squares: with jacobian='fused', fn(y0, *args) must return a pair (r, J) "
+            f"of tensors, got {got}"
+        )
+    r = evaluate_checked("least_squares", lambda y, *a: out[0], y0, args)
+    J = out[1]
+    want = (*y0.shape[:-1], r.shape[-1], y0.shape[-1])
+    if tuple(J.shape) != want:
+        raise ValueError(
+            f"least_squares: with jacobian='fused', the J returned by fn(y0, *args) must have "
+            f"shape (*batch, m, n) = {want}, got {tuple(J.shape)}"
+        )
+    if J.dtype != y0.dtype:
+        raise TypeError(
+            f"least_squares: with jacobian='fused', J must have dtype {y0.dtype} like y0, "
+            f"got {J.dtype}"
+        )
+    return r, J
