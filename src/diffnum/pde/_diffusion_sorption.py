@@ -140,6 +140,22 @@ class DiffusionSorption1D(PDE1D):
         right = index.select(grid.axis_index("x"), -1)
         return basis[..., right, :] - self.cauchy_sign * self.diffusivity * b_x[..., right, :]
 
+    def constraint_rows(
+        self, basis: torch.Tensor, grid: Grid, initial: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """As :meth:`PDE1D.constraint_rows`, plus the Cauchy rows u(1, t) − σ D u_x(1, t) = 0
+        of :meth:`cauchy_rows`, placed at the right-end points."""
+        rows, values, points = super().constraint_rows(basis, grid, initial)
+        cauchy = self.cauchy_rows(basis, grid)
+        index = torch.arange(grid.size, device=basis.device).reshape(grid.shape)
+        right = index.select(grid.axis_index("x"), -1).reshape(-1)
+        shape = torch.broadcast_shapes(rows.shape[:-2], cauchy.shape[:-2])
+        rows = torch.cat([rows.expand(*shape, *rows.shape[-2:]),
+                          cauchy.expand(*shape, *cauchy.shape[-2:])], dim=-2)
+        values = torch.cat([values.expand(*shape, values.shape[-1]),
+                            values.new_zeros(*shape, right.shape[0])], dim=-1)
+        return rows, values, torch.cat([points, right])
+
     # -- method of lines ------------------------------------------------------------------
     def method_of_lines(self, nx: int) -> MethodOfLines:
         """The semi-discrete system u' = f(t, u) on ``nx`` cells (see :class:`MethodOfLines`)."""

@@ -194,12 +194,41 @@ class PDE1D:
         sides = self._boundary_sides()
         return torch.stack([ends[s] for s in sides]) if sides else ends[0][None][:0]
 
+    def constraint_rows(
+        self, basis: torch.Tensor, grid: Grid, initial: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The linear conditions on u = B w as rows: C w = c with C ``(..., R, N)``, c
+        ``(..., R)``, and the flat grid index of the point each row sits at ``(R,)``.
+
+        Rows are the initial condition (Bw)(x_i, t₀) = u₀(x_i), then the boundary conditions of
+        :meth:`boundary_residual`; a router uses the points to hand each row to the expert
+        whose block contains it.
+        """
+        return linear_constraint_rows(self, basis, grid, initial)
+
     def _boundary_sides(self) -> tuple[int, ...]:
         return () if self.boundary == "periodic" else (0, 1)
 
     @staticmethod
     def _boundary_value(g: BoundaryValue, t: torch.Tensor) -> torch.Tensor:
         return g(t) if callable(g) else torch.full_like(t, float(g))
+
+
+def linear_constraint_rows(
+    pde, basis: torch.Tensor, grid: Grid, initial: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Initial rows, then Dirichlet boundary rows, of any PDE object with ``initial_points``,
+    ``boundary_points`` and ``boundary_targets`` (see :meth:`PDE1D.constraint_rows`)."""
+    real_floating_dtype("basis", basis)
+    initial_index = pde.initial_points(grid)
+    u0 = torch.as_tensor(initial, dtype=basis.dtype, device=basis.device)
+    u0 = u0.broadcast_to(torch.broadcast_shapes(u0.shape, initial_index.shape))
+    u0 = u0.reshape(*u0.shape[: u0.ndim - initial_index.ndim], -1)
+    boundary_index = pde.boundary_points(grid).reshape(-1)
+    targets = pde.boundary_targets(grid).to(basis).reshape(-1)
+    points = torch.cat([initial_index.reshape(-1), boundary_index])
+    values = torch.cat([u0, targets.expand(*u0.shape[:-1], targets.shape[0])], dim=-1)
+    return basis[..., points, :], values, points
 
 
 class Heat1D(PDE1D):

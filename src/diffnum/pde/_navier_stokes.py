@@ -11,6 +11,7 @@ import torch
 
 from diffnum._core.validation import check_finite, check_int_in_range, real_floating_dtype
 from diffnum.pde._derivative import differentiate, differentiate_basis
+from diffnum.pde._equations import linear_constraint_rows
 from diffnum.pde._grid import Grid
 
 
@@ -178,6 +179,13 @@ class NavierStokes2D:
     def boundary_points(self, grid: Grid) -> torch.Tensor:
         """Periodic box: no boundary points, shape ``(0,)``."""
         return torch.zeros(0, dtype=torch.long, device=grid.coordinates[0].device)
+
+    def constraint_rows(
+        self, basis: torch.Tensor, grid: Grid, initial: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Initial-condition rows (Bw)(x, y, t₀) = ω₀ (no boundary rows on a periodic box): C
+        ``(..., nx·ny, N)``, c ``(..., nx·ny)`` and the rows' flat grid indices."""
+        return linear_constraint_rows(self, basis, grid, initial)
 
     def exact_taylor_green(self, grid: Grid, *, amplitude: float = 1.0) -> torch.Tensor:
         """Taylor–Green vortex ω = a cos(qx) cos(qy) e^{−2νq²t}, q = 2π/L (a steady-shape

@@ -1,0 +1,36 @@
+"""Hard physical constraints for neural PDE solvers, split over a mixture of experts.
+
+Map of the pillar (Négiar et al. 2023; Chalapathi, Du, Krishnapriyan, ICLR 2024):
+
+- :class:`HardConstraint` (PI-HC) — u = B w*, w* = argmin ½‖[F(Bw) at M sampled points;
+  C w − c (initial/boundary rows); λw]‖², Levenberg–Marquardt per batch element, implicit
+  gradients; returns a :class:`ConstrainedSolution` (u, weights, per-solve status, steps,
+  residual norms).
+- :class:`MixtureOfExperts` (PI-HC-MoE) — one such solve per space–time block of a fixed
+  router, vectorized on one device or sharded over ``torch.distributed`` ranks; K = 1 is
+  PI-HC exactly.
+- The router: :func:`expert_index`, :func:`partition_domain`, :func:`unpartition_domain`.
+- :func:`expert_residual` — F(u) over the whole grid with each expert's own weights (the
+  physics loss of a constrained model).
+- Training: :class:`TrainConfig`, :func:`train`, :func:`evaluate` — one trainer for PI-SC,
+  PI-HC and PI-HC-MoE over the same FNO backbone, with atomic checkpoints and bit-for-bit
+  resume.
+"""
+
+from diffnum.constrain._layer import (
+    ConstrainedSolution,
+    HardConstraint,
+    MixtureOfExperts,
+    expert_residual,
+)
+from diffnum.constrain._partition import expert_index, partition_domain, unpartition_domain
+
+__all__ = [
+    "ConstrainedSolution",
+    "HardConstraint",
+    "MixtureOfExperts",
+    "expert_index",
+    "expert_residual",
+    "partition_domain",
+    "unpartition_domain",
+]

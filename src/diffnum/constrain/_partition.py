@@ -1,0 +1,95 @@
+"""The fixed router of the mixture of experts: disjoint space–time blocks of a grid."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from diffnum.pde import Grid
+
+
+def expert_layout(grid: Grid, experts: Sequence[int] | Mapping[str, int]) -> tuple[int, ...]:
+    """Blocks per grid axis, in the grid's axis order, from a tuple (grid order) or a mapping
+    ``{axis name: blocks}`` (axes left out get 1). Every axis must split evenly."""
+    if isinstance(experts, Mapping):
+        unknown = sorted(set(experts) - set(grid.names))
+        if unknown:
+            raise ValueError(f"experts names axes {unknown} the grid does not have; its axes "
+                             f"are {grid.names}")
+        layout = tuple(experts.get(name, 1) for name in grid.names)
+    else:
+        layout = tuple(experts)
+        if len(layout) != grid.ndim:
+            raise ValueError(
+                f"experts must give one block count per grid axis {grid.names} "
+                f"(or a mapping by name), got {tuple(experts)!r}"
+            )
+    for name, count, n in zip(grid.names, layout, grid.shape):
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"experts[{name!r}] must be an int >= 1, got {count!r}")
+        if n % count:
+            raise ValueError(
+                f"grid axis {name!r} has {n} points, which {count} experts cannot split "
+                "into equal blocks; choose a divisor of the axis length"
+            )
+    return layout
+
+
+def expert_index(grid: Grid, experts: Sequence[int] | Mapping[str, int]) -> torch.Tensor:
+    """Flat grid indices of every expert's block, shape ``(K, P/K)``, K = ∏ blocks.
+
+    Expert k = (k₁, …, k_d) in C order owns the points whose index along axis j lies in
+    [k_j n_j/b_j, (k_j + 1) n_j/b_j); within a block, points keep their C order.
+    """
+    layout = expert_layout(grid, experts)
+    index = torch.arange(grid.size, device=grid.coordinates[0].device)
+    split = []
+    for n, count in zip(grid.shape, layout):
+        split += [count, n // count]
+    d = grid.ndim
+    order = [2 * j for j in range(d)] + [2 * j + 1 for j in range(d)]
+    return index.reshape(split).permute(order).reshape(math.prod(layout), -1)
+
+
+def _point_dim(x: torch.Tensor, dim: int, name: str) -> int:
+    if not -x.ndim <= dim < x.ndim:
+        raise ValueError(f"{name}: dim={dim} is out of range for a tensor of {x.ndim} dims")
+    return dim % x.ndim
+
+
+def partition_domain(x: torch.Tensor, grid: Grid, experts: Sequence[int] | Mapping[str, int],
+                     *, dim: int = -2) -> torch.Tensor:
+    """Split the flattened grid-point dimension ``dim`` of ``x`` into (K, P/K) expert blocks.
+
+    ``x`` has the P = ``grid.size`` points (C order) along ``dim`` — a basis ``(..., P, N)``
+    with the default ``dim=-2``, a flattened field ``(..., P)`` with ``dim=-1``. The result has
+    the expert dimension at ``dim`` followed by the points of each block; its inverse is
+    :func:`unpartition_domain`.
+    """
+    dim = _point_dim(x, dim, "partition_domain")
+    if x.shape[dim] != grid.size:
+        raise ValueError(
+            f"partition_domain: x must have the grid's {grid.size} points along dim {dim}, "
+            f"got shape {tuple(x.shape)}"
+        )
+    index = expert_index(grid, experts).to(x.device)
+    blocks = x.index_select(dim, index.reshape(-1))
+    return blocks.unflatten(dim, tuple(index.shape))
+
+
+def unpartition_domain(blocks: torch.Tensor, grid: Grid,
+                       experts: Sequence[int] | Mapping[str, int], *, dim: int = -3
+                       ) -> torch.Tensor:
+    """Inverse of :func:`partition_domain`: blocks with the expert dimension at ``dim`` and the
+    block's points at ``dim + 1`` back to the grid's P points (C order) at ``dim``."""
+    dim = _point_dim(blocks, dim, "unpartition_domain")
+    index = expert_index(grid, experts).to(blocks.device)
+    if dim + 1 >= blocks.ndim or tuple(blocks.shape[dim:dim + 2]) != tuple(index.shape):
+        raise ValueError(
+            f"unpartition_domain: blocks need (experts, points) = {tuple(index.shape)} at dims "
+            f"({dim}, {dim + 1}), got shape {tuple(blocks.shape)}"
+        )
+    inverse = torch.argsort(index.reshape(-1))
+    return blocks.flatten(dim, dim + 1).index_select(dim, inverse)
