@@ -12,9 +12,10 @@ Map of the pillar (Négiar et al. 2023; Chalapathi, Du, Krishnapriyan, ICLR 2024
 - The router: :func:`expert_index`, :func:`partition_domain`, :func:`unpartition_domain`.
 - :func:`expert_residual` — F(u) over the whole grid with each expert's own weights (the
   physics loss of a constrained model).
-- Training: :class:`TrainConfig`, :func:`train`, :func:`evaluate` — one trainer for PI-SC,
-  PI-HC and PI-HC-MoE over the same FNO backbone, with atomic checkpoints and bit-for-bit
-  resume.
+- Training: :class:`PhysicsProblem`, :class:`TrainConfig`, :func:`train` (→
+  :class:`TrainResult`), :func:`evaluate`, :func:`physics_loss`, :class:`ConstrainedModel` —
+  one trainer for PI-SC, PI-HC and PI-HC-MoE over the same FNO backbone, physics-only loss,
+  atomic checkpoints, bit-for-bit resume, JSONL metrics, DDP when distributed.
 """
 
 from diffnum.constrain._layer import (
@@ -24,13 +25,29 @@ from diffnum.constrain._layer import (
     expert_residual,
 )
 from diffnum.constrain._partition import expert_index, partition_domain, unpartition_domain
+from diffnum.constrain._train import (
+    ConstrainedModel,
+    PhysicsProblem,
+    TrainConfig,
+    TrainResult,
+    evaluate,
+    physics_loss,
+    train,
+)
 
 __all__ = [
+    "ConstrainedModel",
     "ConstrainedSolution",
     "HardConstraint",
     "MixtureOfExperts",
+    "PhysicsProblem",
+    "TrainConfig",
+    "TrainResult",
+    "evaluate",
     "expert_index",
     "expert_residual",
     "partition_domain",
+    "physics_loss",
+    "train",
     "unpartition_domain",
 ]

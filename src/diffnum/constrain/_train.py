@@ -1,0 +1,346 @@
+"""One trainer for PI-SC, PI-HC and PI-HC-MoE over the same FNO backbone."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from diffnum._core.validation import check_one_of
+from diffnum.constrain._layer import HardConstraint, MixtureOfExperts, expert_residual
+from diffnum.models import FNO
+from diffnum.pde import Grid
+from diffnum.solve import LevenbergMarquardt
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("soft", "hard", "moe")
+METHOD_NAMES = {"soft": "PI-SC", "hard": "PI-HC", "moe": "PI-HC-MoE"}
+
+
+@dataclass(frozen=True)
+class PhysicsProblem:
+    """What a physics-only training run needs: the PDE on a grid, the initial conditions to
+    train on, and held-out initial conditions with reference solutions to evaluate on.
+
+    Attributes:
+        pde: a PDE object with ``basis_terms``, ``residual``, ``constraint_rows``, …
+        grid: the space–time grid of the basis.
+        train_initial: u₀ at the initial points, ``(n_train, *initial shape)``.
+        test_initial: ``(n_test, *initial shape)``.
+        test_solution: references on the grid, ``(n_test, *grid.shape)``.
+    """
+
+    pde: Any
+    grid: Grid
+    train_initial: torch.Tensor
+    test_initial: torch.Tensor
+    test_solution: torch.Tensor
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of a run; switching PI-SC / PI-HC / PI-HC-MoE is ``method``.
+
+    Args:
+        method: ``"soft"`` (PI-SC: the FNO predicts u, the physics residual is the loss),
+            ``"hard"`` (PI-HC: the FNO predicts ``n_basis`` functions, u = B w* from
+            :class:`HardConstraint`), ``"moe"`` (PI-HC-MoE with ``experts``).
+        experts: blocks per grid axis (``moe`` only), e.g. ``(4, 1)`` on an (x, t) grid.
+        routing: initial/boundary rows to experts, ``"replicate"`` or ``"partition"``.
+        n_basis, n_sampled, ridge, max_solver_steps: the layer (N, M, λ, LM iterations).
+        width, modes, depth, padding: the FNO backbone (same for every method).
+        steps, batch_size, lr, clip: Adam for ``steps`` steps on batches of initial
+            conditions drawn without replacement per epoch, gradient norm clipped to ``clip``.
+        pde_weight, initial_weight, boundary_weight: weights of the mean squared residual terms
+            of the physics loss.
+        seed: model initialisation, batch order and collocation sampling.
+        checkpoint_every: steps between atomic checkpoints (0: only at the end).
+    """
+
+    method: str = "hard"
+    experts: tuple[int, ...] | None = None
+    routing: str = "replicate"
+    n_basis: int = 16
+    n_sampled: int | None = 2048
+    ridge: float = 1e-4
+    max_solver_steps: int = 50
+    width: int = 16
+    modes: int | tuple[int, ...] = 8
+    depth: int = 3
+    padding: int = 0
+    steps: int = 200
+    batch_size: int = 4
+    lr: float = 1e-3
+    clip: float | None = 1.0
+    pde_weight: float = 1.0
+    initial_weight: float = 1.0
+    boundary_weight: float = 1.0
+    seed: int = 0
+    checkpoint_every: int = 50
+
+    def __post_init__(self) -> None:
+        check_one_of("method", self.method, METHODS)
+        check_one_of("routing", self.routing, ("replicate", "partition"))
+        if self.method == "moe" and not self.experts:
+            raise ValueError("method='moe' needs experts, e.g. experts=(4, 1)")
+        for name in ("n_basis", "width", "depth", "steps", "batch_size", "max_solver_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        if not (isinstance(self.checkpoint_every, int) and self.checkpoint_every >= 0):
+            raise ValueError(f"checkpoint_every must be an int >= 0, got "
+                             f"{self.checkpoint_every!r}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be finite and > 0, got {self.lr}")
+        if self.clip is not None and not self.clip > 0:
+            raise ValueError(f"clip must be > 0 or None, got {self.clip}")
+
+    @property
+    def name(self) -> str:
+        """PI-SC, PI-HC or PI-HC-MoE (K = …)."""
+        if self.method == "moe":
+            return f"{METHOD_NAMES['moe']} (K={math.prod(self.experts)})"
+        return METHOD_NAMES[self.method]
+
+
+class ConstrainedModel(nn.Module):
+    """FNO backbone + (for ``hard``/``moe``) the hard-constraint layer; ``forward`` returns
+    ``(u, solution or None, terms or None)`` for initial conditions ``(b, *initial shape)``."""
+
+    def __init__(self, config: TrainConfig, pde, grid: Grid) -> None:
+        super().__init__()
+        self.config, self.pde, self.grid = config, pde, grid
+        out = 1 if config.method == "soft" else config.n_basis
+        self.backbone = FNO(1, out, config.modes, config.width, config.depth, grid.ndim,
+                            append_grid=True, padding=config.padding, dtype=torch.float64)
+        self.layer: nn.Module | None = None
+        if config.method != "soft":
+            hard = HardConstraint(pde, config.n_sampled, ridge=config.ridge,
+                                  max_steps=config.max_solver_steps,
+                                  solver=LevenbergMarquardt(rtol=1e-8, atol=1e-8))
+            self.layer = hard if config.method == "hard" else MixtureOfExperts(
+                hard, config.experts, routing=config.routing)
+
+    def use_data_parallel(self) -> None:
+        """Run the backbone through DistributedDataParallel (kept outside the module tree, so
+        that checkpoints have the same keys in one process and in many)."""
+        object.__setattr__(self, "_data_parallel",
+                           nn.parallel.DistributedDataParallel(self.backbone))
+
+    def network_input(self, initial: torch.Tensor) -> torch.Tensor:
+        """u₀ broadcast along t as the one input channel, ``(b, 1, *grid.shape)``."""
+        t_axis = self.grid.axis_index("t")
+        field = initial.unsqueeze(1 + t_axis).expand(initial.shape[0], *self.grid.shape)
+        return field.unsqueeze(1).to(torch.float64)
+
+    def forward(self, initial: torch.Tensor, generator: torch.Generator | None = None):
+        network = self.__dict__.get("_data_parallel") or self.backbone
+        out = network(self.network_input(initial))
+        if self.layer is None:
+            return out[:, 0], None, None
+        basis = out.flatten(2).transpose(1, 2)  # (b, P, N)
+        terms = self.pde.basis_terms(basis, self.grid)
+        solution = self.layer(basis, self.grid, initial, terms=terms, generator=generator)
+        return solution.u, solution, terms
+
+
+def _mean_square(x: torch.Tensor) -> torch.Tensor:
+    return (x * x).mean() if x.numel() else x.new_zeros(())
+
+
+def physics_loss(model: ConstrainedModel, initial: torch.Tensor, u: torch.Tensor, solution,
+                 terms) -> tuple[torch.Tensor, dict[str, float]]:
+    """Weighted mean squares of the PDE residual over the whole grid, the initial residual and
+    the boundary residual of u (no data term). Constrained models use each expert's own
+    weights on the basis derivatives (:func:`expert_residual`)."""
+    cfg, pde, grid = model.config, model.pde, model.grid
+    if solution is None:
+        F = pde.residual(u, grid)
+    else:
+        experts = None if cfg.method == "hard" else cfg.experts
+        F = expert_residual(pde, terms, solution.weights, grid, experts)
+    parts = {"pde": _mean_square(F),
+             "initial": _mean_square(pde.initial_residual(u, grid, initial)),
+             "boundary": _mean_square(pde.boundary_residual(u, grid))}
+    loss = (cfg.pde_weight * parts["pde"] + cfg.initial_weight * parts["initial"]
+            + cfg.boundary_weight * parts["boundary"])
+    return loss, {k: float(v.detach()) for k, v in parts.items()}
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Outcome of :func:`train`: the model, the per-step metrics and the failure counts."""
+
+    model: ConstrainedModel
+    history: list[dict[str, Any]]
+    solver_failures: int
+    skipped_steps: int
+    resumed_from: int
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _is_main() -> bool:
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def train(config: TrainConfig, problem: PhysicsProblem, *,
+          checkpoint: str | os.PathLike | None = None, resume: bool = False,
+          metrics: str | os.PathLike | None = None,
+          progress: Callable[[Iterable], Iterable] | None = None,
+          stop_after: int | None = None) -> TrainResult:
+    """Train the basis network of ``config.method`` on ``problem`` with the physics loss.
+
+    Adam (``config.lr``), gradient clipping, seeded batch order and collocation sampling.
+    ``checkpoint``: file written atomically every ``config.checkpoint_every`` steps and at the
+    end; with ``resume=True`` a run continues from it bit for bit (model, optimizer, both
+    random streams). ``metrics``: a JSONL file, one line per step (loss terms, gradient norm,
+    step time, LM iterations, converged share, failures). A step whose loss is not finite is
+    skipped (no update) and counted; solver failures are counted, never hidden.
+    The batch order is a function of (seed, step) alone (epoch e is a permutation seeded by
+    e), so a resumed run draws the same batches without replaying a stream.
+    ``progress`` wraps the step range (e.g. a tqdm bar); ``stop_after`` ends the call after
+    that many steps (an interruption, for tests). With ``torch.distributed`` initialized the
+    backbone is wrapped in DDP and the experts are sharded over the ranks.
+    """
+    if not isinstance(problem, PhysicsProblem):
+        raise TypeError(f"problem must be a PhysicsProblem, got {type(problem).__name__}")
+    torch.manual_seed(config.seed)
+    model = ConstrainedModel(config, problem.pde, problem.grid)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        model.use_data_parallel()
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    sample_gen = torch.Generator().manual_seed(config.seed * 7919 + 2)
+    start, history = 0, []
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    if resume and ckpt is not None and ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        if state["config"] != asdict(config):
+            raise ValueError(f"checkpoint {ckpt} was written with a different configuration")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        sample_gen.set_state(state["sample_generator"])
+        start, history = state["step"], state["history"]
+    metrics_path = Path(metrics) if metrics is not None else None
+    if metrics_path is not None and _is_main():
+        metrics_path.parent.mkdir(parents=True, exist_ok=True)
+        # Keep only the lines of steps the checkpoint covers, then append.
+        kept = [json.dumps(h) for h in history]
+        metrics_path.write_text("".join(line + "\n" for line in kept))
+
+    n_train = len(problem.train_initial)
+    batch_size = min(config.batch_size, n_train)
+    # The batch order is a pure function of (seed, step), so a resumed run sees the same
+    # batches without replaying the stream: epoch e uses randperm from a generator seeded by e.
+    per_epoch = max(1, n_train // batch_size)
+
+    def batch_indices(step: int) -> torch.Tensor:
+        epoch, slot = divmod(step, per_epoch)
+        g = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+        order = torch.randperm(n_train, generator=g)
+        return order[slot * batch_size:(slot + 1) * batch_size]
+
+    failures = sum(h["solver_failures"] for h in history)
+    skipped = sum(int(h["skipped"]) for h in history)
+    steps = range(start, config.steps)
+    if progress is not None:
+        steps = progress(steps)
+    done = 0
+    for step in steps:
+        began = time.perf_counter()
+        initial = problem.train_initial[batch_indices(step)]
+        optimizer.zero_grad(set_to_none=True)
+        u, solution, terms = model(initial, sample_gen)
+        loss, parts = physics_loss(model, initial, u, solution, terms)
+        record: dict[str, Any] = {"step": step + 1, "loss": float(loss.detach()), **parts}
+        if solution is not None:
+            record["solver_steps"] = float(solution.steps.double().mean())
+            record["converged_fraction"] = solution.converged_fraction
+            record["solver_failures"] = int((~solution.converged).sum())
+        else:
+            record["solver_failures"] = 0
+        finite = bool(torch.isfinite(loss))
+        if finite:
+            loss.backward()
+            # max_norm = inf measures the norm without clipping.
+            norm = torch.nn.utils.clip_grad_norm_(
+                model.parameters(), math.inf if config.clip is None else config.clip)
+            finite = bool(torch.isfinite(norm))
+            record["grad_norm"] = float(norm)
+            if finite:
+                optimizer.step()
+        record["skipped"] = not finite
+        skipped += int(not finite)
+        failures += record["solver_failures"]
+        record["step_seconds"] = time.perf_counter() - began
+        history.append(record)
+        if metrics_path is not None and _is_main():
+            with metrics_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+        done += 1
+        last = step + 1 == config.steps
+        if ckpt is not None and _is_main() and (last or (
+                config.checkpoint_every and (step + 1) % config.checkpoint_every == 0)):
+            _atomic_save({"config": asdict(config), "model": model.state_dict(),
+                          "optimizer": optimizer.state_dict(), "step": step + 1,
+                          "sample_generator": sample_gen.get_state(), "history": history}, ckpt)
+        if stop_after is not None and done >= stop_after:
+            break
+    times = [h["step_seconds"] for h in history[start:]] or [float("nan")]
+    return TrainResult(model=model, history=history, solver_failures=failures,
+                       skipped_steps=skipped, resumed_from=start,
+                       stats={"median_step_seconds": statistics.median(times)})
+
+
+@torch.no_grad()
+def evaluate(model: ConstrainedModel, problem: PhysicsProblem, *, batch_size: int = 4,
+             seed: int = 12345) -> dict[str, Any]:
+    """Relative L2 error ‖u − u_ref‖/‖u_ref‖ per held-out initial condition (mean, std, all),
+    inference seconds per sample, and the constrained solves' iterations and converged share."""
+    errors, solver_steps, converged, seconds = [], [], [], 0.0
+    generator = torch.Generator().manual_seed(seed)
+    for start in range(0, len(problem.test_initial), batch_size):
+        initial = problem.test_initial[start:start + batch_size]
+        reference = problem.test_solution[start:start + batch_size]
+        began = time.perf_counter()
+        u, solution, _ = model(initial, generator)
+        seconds += time.perf_counter() - began
+        diff = (u - reference).flatten(1).norm(dim=1) / reference.flatten(1).norm(dim=1)
+        errors += diff.tolist()
+        if solution is not None:
+            solver_steps += solution.steps.double().flatten().tolist()
+            converged += solution.converged.flatten().tolist()
+    finite = [e for e in errors if math.isfinite(e)]
+    return {
+        "relative_l2_mean": statistics.fmean(finite) if finite else float("nan"),
+        "relative_l2_std": statistics.pstdev(finite) if len(finite) > 1 else 0.0,
+        "relative_l2": errors,
+        "nonfinite_predictions": len(errors) - len(finite),
+        "inference_seconds_per_sample": seconds / len(problem.test_initial),
+        "solver_steps_mean": statistics.fmean(solver_steps) if solver_steps else None,
+        "converged_fraction": (sum(converged) / len(converged)) if converged else None,
+    }

@@ -1,0 +1,98 @@
+"""The trainer: one configuration switch between methods, bit-for-bit resume, honest
+failure counts, metrics on disk."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from diffnum.constrain import PhysicsProblem, TrainConfig, evaluate, train
+from diffnum.pde import Heat1D, uniform_grid
+
+
+def heat_problem(n_train=8, n_test=4):
+    """Heat equation with Dirichlet zeros: sums of three sine modes, exact references."""
+    grid = uniform_grid({"x": (0.0, 1.0, 16), "t": (0.0, 0.5, 8)})
+    pde = Heat1D(0.1, boundary="dirichlet")
+    x, t = grid.mesh()
+    g = torch.Generator().manual_seed(0)
+    k = math.pi * torch.arange(1, 4, dtype=torch.float64)
+
+    def sample(n):
+        a = torch.randn(n, 3, dtype=torch.float64, generator=g)
+        u0 = (a[:, :, None] * torch.sin(k[:, None] * grid.coordinates[0])).sum(1)
+        modes = torch.sin(k[:, None, None] * x) * torch.exp(-0.1 * k[:, None, None] ** 2 * t)
+        return u0, (a[:, :, None, None] * modes).sum(1)
+
+    train_u0, _ = sample(n_train)
+    test_u0, reference = sample(n_test)
+    return PhysicsProblem(pde, grid, train_u0, test_u0, reference)
+
+
+SMALL = {"n_basis": 6, "n_sampled": 64, "width": 6, "modes": 4, "depth": 1, "batch_size": 2}
+
+
+@pytest.mark.parametrize("method,experts", [("soft", None), ("hard", None), ("moe", (2, 1))])
+def test_resume_continues_bit_for_bit(tmp_path, method, experts):
+    problem = heat_problem()
+    config = TrainConfig(method=method, experts=experts, steps=6, checkpoint_every=2, **SMALL)
+    whole = train(config, problem)
+    ckpt = tmp_path / "run.pt"
+    metrics = tmp_path / "metrics.jsonl"
+    first = train(config, problem, checkpoint=ckpt, metrics=metrics, stop_after=3)
+    assert len(first.history) == 3  # interrupted after step 3; the checkpoint holds step 2
+    second = train(config, problem, checkpoint=ckpt, metrics=metrics, resume=True)
+    assert second.resumed_from == 2
+    for a, b in zip(whole.model.state_dict().values(), second.model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert [h["loss"] for h in whole.history] == [h["loss"] for h in second.history]
+    lines = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert [line["step"] for line in lines] == list(range(1, 7))
+
+
+def test_a_different_configuration_does_not_resume(tmp_path):
+    problem = heat_problem()
+    ckpt = tmp_path / "run.pt"
+    train(TrainConfig(method="hard", steps=2, **SMALL), problem, checkpoint=ckpt)
+    with pytest.raises(ValueError, match="different configuration"):
+        train(TrainConfig(method="hard", steps=3, **SMALL), problem, checkpoint=ckpt,
+              resume=True)
+
+
+def test_nonfinite_loss_skips_the_step_and_is_counted():
+    problem = heat_problem()
+    bad = PhysicsProblem(problem.pde, problem.grid,
+                         problem.train_initial.clone().index_fill_(1, torch.tensor([3]), math.nan),
+                         problem.test_initial, problem.test_solution)
+    result = train(TrainConfig(method="hard", steps=3, batch_size=8,
+                               **{k: v for k, v in SMALL.items() if k != "batch_size"}), bad)
+    assert result.skipped_steps == 3
+    assert all(h["skipped"] for h in result.history)
+    assert result.solver_failures > 0
+    # The parameters never moved.
+    fresh = train(TrainConfig(method="hard", steps=1, batch_size=8,
+                              **{k: v for k, v in SMALL.items() if k != "batch_size"}),
+                  bad, stop_after=0)
+    for a, b in zip(result.model.state_dict().values(), fresh.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_training_lowers_the_physics_loss_and_evaluates():
+    problem = heat_problem()
+    result = train(TrainConfig(method="moe", experts=(2, 1), steps=25, lr=1e-2, **SMALL),
+                   problem)
+    losses = [h["loss"] for h in result.history]
+    assert min(losses[-5:]) < 0.5 * losses[0]
+    report = evaluate(result.model, problem)
+    assert len(report["relative_l2"]) == 4 and report["converged_fraction"] == 1.0
+    assert math.isfinite(report["relative_l2_mean"])
+
+
+def test_bad_configuration_is_named():
+    with pytest.raises(ValueError, match="experts"):
+        TrainConfig(method="moe")
+    with pytest.raises(ValueError, match="method"):
+        TrainConfig(method="pinn")
+    with pytest.raises(ValueError, match="lr"):
+        TrainConfig(lr=-1.0)
