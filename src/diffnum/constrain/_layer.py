@@ -82,16 +82,16 @@ def _pde_partials(pde, names: tuple[str, ...], fields: torch.Tensor) -> torch.Te
 
 
 class _ExpertProblem:
-    """r(w) = [F(T w) at the sampled rows; C w − c; λ w] and its Jacobian
-    J = [Σ_j diag(∂F/∂f_j) T_j; C; λ I] for every (batch, expert) at once.
+    """r(w) = [s F(T w) at the sampled rows; C w − c; λ w] and its Jacobian
+    J = [s Σ_j diag(∂F/∂f_j) T_j; C; λ I] for every (batch, expert) at once.
 
     T ``(b, K, n_terms, M, N)`` holds the basis terms at each expert's sampled rows, C
     ``(b, K, R, N)`` / c ``(b, K, R)`` the constraint rows routed to it (zero rows pad experts
     with fewer); they are passed as ``args`` of the solve so that gradients reach the basis.
     """
 
-    def __init__(self, pde, names: tuple[str, ...], ridge: float) -> None:
-        self.pde, self.names, self.ridge = pde, names, ridge
+    def __init__(self, pde, names: tuple[str, ...], ridge: float, scale: float) -> None:
+        self.pde, self.names, self.ridge, self.scale = pde, names, ridge, scale
 
     def _fields(self, w: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
         return (T @ w[..., None, :, None]).squeeze(-1)
@@ -99,11 +99,12 @@ class _ExpertProblem:
     def residual(self, w: torch.Tensor, T: torch.Tensor, C: torch.Tensor, c: torch.Tensor
                  ) -> torch.Tensor:
         F = self.pde.pointwise_residual(dict(zip(self.names, self._fields(w, T).unbind(-2))))
-        return torch.cat([F, (C @ w.unsqueeze(-1)).squeeze(-1) - c, self.ridge * w], dim=-1)
+        return torch.cat([self.scale * F, (C @ w.unsqueeze(-1)).squeeze(-1) - c,
+                          self.ridge * w], dim=-1)
 
     def jacobian(self, w: torch.Tensor, T: torch.Tensor, C: torch.Tensor, c: torch.Tensor
                  ) -> torch.Tensor:
-        partials = _pde_partials(self.pde, self.names, self._fields(w, T))
+        partials = self.scale * _pde_partials(self.pde, self.names, self._fields(w, T))
         J_pde = partials[..., 0, :, None] * T[..., 0, :, :]
         for j in range(1, T.shape[-3]):
             J_pde = J_pde + partials[..., j, :, None] * T[..., j, :, :]
@@ -168,6 +169,9 @@ class HardConstraint(nn.Module):
         adjoint: ``ImplicitAdjoint()`` (default) or ``UnrollAdjoint()``.
         ridge: λ ≥ 0.
         max_steps: iteration limit of each solve.
+        residual_scale: s > 0 multiplying the PDE rows, r = [s F; C w − c; λ w] — the unit
+            of the residual relative to the initial/boundary rows (e.g. the time horizon T
+            for a residual written in τ = t/T).
 
     ``forward(basis, grid, initial, *, terms=None, generator=None, pde=None)``: ``basis``
     ``(*batch, P, N)``, ``initial`` u₀ at the initial points (broadcastable), ``terms`` the
@@ -178,8 +182,13 @@ class HardConstraint(nn.Module):
     def __init__(self, pde, n_sampled: int | None = None, *,
                  solver: LevenbergMarquardt | GaussNewton | None = None,
                  adjoint: ImplicitAdjoint | UnrollAdjoint | None = None,
-                 ridge: float = 1e-4, max_steps: int = 50) -> None:
+                 ridge: float = 1e-4, max_steps: int = 50, residual_scale: float = 1.0
+                 ) -> None:
         super().__init__()
+        residual_scale = float(residual_scale)
+        if not (math.isfinite(residual_scale) and residual_scale > 0):
+            raise ValueError(f"residual_scale must be finite and > 0, got {residual_scale}")
+        self.residual_scale = residual_scale
         if n_sampled is not None and (isinstance(n_sampled, bool) or not isinstance(
                 n_sampled, int) or n_sampled < 1):
             raise ValueError(f"n_sampled must be an int >= 1 or None, got {n_sampled!r}")
@@ -317,7 +326,7 @@ def solve_experts(layer: HardConstraint, basis: torch.Tensor, grid: Grid, initia
     C, c = _route_rows(C_all, c_all, points, grid, layout, routing, K)
     C, c = C[:, start:stop], c[:, start:stop]
 
-    problem = _ExpertProblem(pde, names, layer.ridge)
+    problem = _ExpertProblem(pde, names, layer.ridge, layer.residual_scale)
     w0 = flat_basis.new_zeros(b, stop - start, N)
     solution = least_squares(problem.residual, w0, (T, C, c), solver=layer.solver,
                              max_steps=layer.max_steps, adjoint=layer.adjoint,

@@ -105,6 +105,8 @@ class TrainConfig:
                              f"{self.checkpoint_every!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be finite and > 0, got {self.lr}")
+        if not (self.pde_weight > 0 and math.isfinite(self.pde_weight)):
+            raise ValueError(f"pde_weight must be finite and > 0, got {self.pde_weight}")
         if self.clip is not None and not self.clip > 0:
             raise ValueError(f"clip must be > 0 or None, got {self.clip}")
 
@@ -128,8 +130,10 @@ class ConstrainedModel(nn.Module):
                             append_grid=True, padding=config.padding, dtype=torch.float64)
         self.layer: nn.Module | None = None
         if config.method != "soft":
+            # The layer weighs its PDE rows as the loss does (√pde_weight per row).
             hard = HardConstraint(pde, config.n_sampled, ridge=config.ridge,
                                   max_steps=config.max_solver_steps,
+                                  residual_scale=math.sqrt(config.pde_weight),
                                   solver=LevenbergMarquardt(rtol=1e-8, atol=1e-8))
             self.layer = hard if config.method == "hard" else MixtureOfExperts(
                 hard, config.experts, routing=config.routing)

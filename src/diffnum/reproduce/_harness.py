@@ -39,6 +39,13 @@ class Context:
     quick: bool
     seed: int
     show_progress: bool = True
+    resume: bool = False  # experiments with long runs continue from their own checkpoints
+
+    def checkpoint_path(self, name: str) -> Path:
+        """Where an experiment keeps the checkpoint ``name`` of a long run (under .cache)."""
+        path = self.out / ".cache" / "checkpoints" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
 
     def progress(self, iterable: Iterable, desc: str, total: int | None = None) -> Iterable:
         """Wrap ``iterable`` in a progress bar (silent when progress is off)."""
@@ -142,7 +149,7 @@ def run(
         raise ValueError(f"unknown experiment(s) {unknown}; available: {sorted(registry)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    ctx = Context(out=out, quick=quick, seed=seed, show_progress=show_progress)
+    ctx = Context(out=out, quick=quick, seed=seed, show_progress=show_progress, resume=resume)
     sections: dict[str, Section] = {}
     timings: dict[str, float] = {}
     for name in names:

@@ -1,0 +1,200 @@
+"""hard_constraints: PI-HC vs PI-HC-MoE (K = 4) training step and inference, the MoE step on
+2 processes vs 1, and layer time vs the number of sampled points M.
+
+Problem: diffusion–sorption on a 256 × 128 (x, t) grid (P = 32 768 points), an FNO basis
+(width 16, depth 2) of N = 16 functions, batch 2, float64, M = 16 384 sampled points in all
+(PI-HC: one solve of 16 384 PDE rows; MoE: 4 experts along x with 4 096 each, initial and
+boundary rows replicated). A training step is FNO forward → basis terms → solves → physics
+loss → implicit backward → Adam; inference is the forward alone without gradients. The
+2-process run is launched by ``torchrun`` (gloo, 1 thread per process, DDP, experts sharded
+2 + 2) and compared with one process using both cores (2 threads). Layer time vs M is the
+layer alone (solve + implicit backward) on a fixed basis.
+
+Run from the repository root: ``diffnum bench hard_constraints [--quick]``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from diffnum._bench import interleaved_times, write_results
+from diffnum._core.markdown import markdown_table
+from diffnum.constrain import (
+    ConstrainedModel,
+    HardConstraint,
+    MixtureOfExperts,
+    TrainConfig,
+    physics_loss,
+)
+from diffnum.pde import DiffusionSorption1D, pdebench_initial_condition, uniform_grid
+
+GOAL_MOE = 0.5  # MoE (K = 4) / PI-HC step time
+GOAL_TWO_PROCESSES = 0.65  # MoE step, 2 processes / 1 process
+
+
+def _setting(quick: bool) -> dict:
+    if quick:
+        return dict(nx=128, nt=64, m=4096, ms=(1024, 4096), repeats=3, batch=2)
+    return dict(nx=256, nt=128, m=16384, ms=(1024, 2048, 4096, 8192, 16384, 32768), repeats=7,
+                batch=2)
+
+
+def _config(method: str, m: int) -> TrainConfig:
+    return TrainConfig(method=method, experts=(4, 1) if method == "moe" else None,
+                       n_basis=16, n_sampled=m, width=16, modes=(12, 8), depth=2, padding=8,
+                       pde_weight=500.0**2, seed=0)
+
+
+def _model(method: str, s: dict):
+    pde = DiffusionSorption1D()
+    grid = uniform_grid({"x": (0.0, 1.0, s["nx"]), "t": (0.0, 500.0, s["nt"])})
+    torch.manual_seed(0)
+    model = ConstrainedModel(_config(method, s["m"]), pde, grid)
+    initial = pdebench_initial_condition(s["batch"], s["nx"],
+                                         generator=torch.Generator().manual_seed(1))
+    return model, initial
+
+
+def _step_fn(model, initial):
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    generator = torch.Generator().manual_seed(2)
+    record = {}
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        u, solution, terms = model(initial, generator)
+        loss, _ = physics_loss(model, initial, u, solution, terms)
+        loss.backward()
+        optimizer.step()
+        record["steps"] = float(solution.steps.double().mean())
+        record["max_steps"] = int(solution.steps.max())
+        record["converged"] = solution.converged_fraction
+        record["loss"] = float(loss.detach())
+    return step, record
+
+
+def _inference_fn(model, initial):
+    generator = torch.Generator().manual_seed(3)
+
+    def infer():
+        with torch.no_grad():
+            model(initial, generator)
+    return infer
+
+
+def _worker(out: str, s: dict) -> None:
+    """One torchrun rank: the MoE training step with experts sharded and DDP."""
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo")
+    model, initial = _model("moe", s)
+    model.use_data_parallel()
+    step, record = _step_fn(model, initial)
+    step()  # warm-up
+    times = []
+    for _ in range(s["repeats"]):
+        torch.distributed.barrier()
+        began = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - began)
+    if torch.distributed.get_rank() == 0:
+        Path(out).write_text(json.dumps({"seconds": statistics.median(times), **record}))
+    torch.distributed.destroy_process_group()
+
+
+def _two_processes(s: dict, quick: bool) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "rank0.json"
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                   "--nproc_per_node=2", __file__, "--worker", str(out)]
+        if quick:
+            command.append("--quick")
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        subprocess.run(command, check=True, env=env, capture_output=True)
+        return json.loads(out.read_text())
+
+
+def _layer_vs_m(s: dict) -> dict[str, list[float]]:
+    model, initial = _model("hard", s)
+    with torch.no_grad():
+        basis = model.backbone(model.network_input(initial)).flatten(2).transpose(1, 2)
+    pde, grid = model.pde, model.grid
+    curves: dict[str, list[float]] = {}
+    for k in (1, 2, 4, 8):
+        name = "PI-HC" if k == 1 else f"PI-HC-MoE (K={k})"
+        curves[name] = []
+        for m in s["ms"]:
+            layer = MixtureOfExperts(HardConstraint(pde, m, residual_scale=500.0), (k, 1))
+            generator = torch.Generator().manual_seed(4)
+
+            def run(layer=layer, generator=generator):
+                b = basis.clone().requires_grad_(True)
+                layer(b, grid, initial, generator=generator).u.square().mean().backward()
+
+            curves[name].append(interleaved_times({"x": run}, repeats=s["repeats"])["x"])
+    return curves
+
+
+def main(quick: bool = False) -> None:
+    torch.set_num_threads(2)
+    s = _setting(quick)
+    models = {method: _model(method, s) for method in ("hard", "moe")}
+    steps, records = {}, {}
+    for method, (model, initial) in models.items():
+        steps[f"{method} step"], records[method] = _step_fn(model, initial)
+        steps[f"{method} inference"] = _inference_fn(model, initial)
+    times = interleaved_times(steps, repeats=s["repeats"])
+    two = _two_processes(s, quick)
+    curves = _layer_vs_m(s)
+
+    moe_ratio = times["moe step"] / times["hard step"]
+    inference_ratio = times["moe inference"] / times["hard inference"]
+    parallel_ratio = two["seconds"] / times["moe step"]
+    rows = [
+        ["PI-HC training step", times["hard step"], 1.0, records["hard"]["steps"],
+         records["hard"]["converged"]],
+        ["PI-HC-MoE (K=4) training step", times["moe step"], moe_ratio,
+         records["moe"]["steps"], records["moe"]["converged"]],
+        ["PI-HC inference", times["hard inference"], 1.0, "", ""],
+        ["PI-HC-MoE (K=4) inference", times["moe inference"], inference_ratio, "", ""],
+        ["PI-HC-MoE (K=4) step, 2 processes (torchrun, gloo, 1 thread each)", two["seconds"],
+         parallel_ratio, two["steps"], two["converged"]],
+    ]
+    records_out = [
+        {"case": r[0], "seconds": r[1], "ratio": r[2], "mean_lm_steps": r[3],
+         "converged": r[4]} for r in rows
+    ] + [{"time_vs_m": {"m": list(s["ms"]), "seconds": curves}},
+         {"goals": {"moe_over_hc_step": GOAL_MOE, "two_over_one_process": GOAL_TWO_PROCESSES},
+          "met": {"moe_over_hc_step": moe_ratio <= GOAL_MOE,
+                  "two_over_one_process": parallel_ratio <= GOAL_TWO_PROCESSES}}]
+    curve_rows = [[name, *values] for name, values in curves.items()]
+    notes = "\n".join([
+        f"Goals: MoE step ≤ {GOAL_MOE}× PI-HC (ratio column of the MoE rows against PI-HC); "
+        f"MoE step on 2 processes ≤ {GOAL_TWO_PROCESSES}× the same step in one process "
+        f"(ratio column of the last row against the MoE step row). Grid {s['nx']} × "
+        f"{s['nt']}, M = {s['m']}, N = 16, batch {s['batch']}, float64, median of "
+        f"{s['repeats']} interleaved repeats (one process: 2 threads). `LM steps` is the mean "
+        "over solves of the last timed step.",
+        "",
+        "Layer alone (solve + implicit backward, fixed basis), seconds by M:",
+        "",
+        markdown_table(["layer", *[f"M={m}" for m in s["ms"]]], curve_rows),
+    ])
+    write_results("hard_constraints", "diffnum bench hard_constraints"
+                  + (" --quick" if quick else ""), records_out,
+                  ["case", "seconds", "ratio", "LM steps", "converged"], rows, notes=notes)
+
+
+if __name__ == "__main__":
+    if "--worker" in sys.argv:
+        _worker(sys.argv[sys.argv.index("--worker") + 1], _setting("--quick" in sys.argv))
+    else:
+        main(quick="--quick" in sys.argv)
