@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import weakref
+from functools import partial
+
 import pytest
 import torch
 from hypothesis import given
@@ -521,3 +524,109 @@ def test_fused_jacobian_bad_output_raises_clear_errors():
         least_squares(lambda y: (y, torch.zeros(3, 2, 2)), y0, jacobian="fused")
     with pytest.raises(ValueError, match="'fused'"):
         least_squares(lambda y: y, y0, jacobian="numeric")
+
+
+def _plain_tanh_problem(batch: int = 6, m: int = 50, n: int = 3, seed: int = 19):
+    """The tanh-basis fit with nothing requiring grad, and start points spread out so that
+    the elements converge after different numbers of steps."""
+    g = torch.Generator().manual_seed(seed)
+    B = torch.randn(batch, m, n, dtype=DT, generator=g) / n**0.5
+    z = (B @ torch.randn(batch, n, 1, dtype=DT, generator=g)).squeeze(-1)
+    data = torch.tanh(z) + 0.05 * torch.randn(batch, m, dtype=DT, generator=g)
+    y0 = torch.randn(batch, n, dtype=DT, generator=g) * torch.linspace(0, 2, batch,
+                                                                        dtype=DT)[:, None]
+
+    def residual(w, B, data):
+        return torch.tanh((B @ w.unsqueeze(-1)).squeeze(-1)) - data
+
+    def jac(w, B, data):
+        t = torch.tanh((B @ w.unsqueeze(-1)).squeeze(-1))
+        return (1 - t * t).unsqueeze(-1) * B
+
+    return (B, data), y0, residual, jac
+
+
+@pytest.mark.parametrize("fused_form", [False, True])
+def test_at_most_one_jacobian_is_alive_when_the_next_is_evaluated(fused_form):
+    # The normal-equation form keeps JᵀJ and Jᵀr, not J: every Jacobian handed to the solver
+    # (the start one included) must be released before the next one is asked for.
+    args, y0, residual, jac = _plain_tanh_problem()
+    alive: list[weakref.ref] = []
+
+    def tracked(J):
+        assert all(ref() is None for ref in alive), "an earlier Jacobian is still referenced"
+        alive.append(weakref.ref(J))
+        return J
+
+    if fused_form:
+        def fn(w, *a):
+            r = residual(w, *a)
+            return r, tracked(jac(w, *a))
+        sol = least_squares(fn, y0, args, solver=TIGHT, jacobian="fused")
+    else:
+        sol = least_squares(residual, y0, args, solver=TIGHT,
+                            jacobian=lambda w, *a: tracked(jac(w, *a)))
+    assert sol.all_converged and len(alive) == sol.stats["jacobian_evaluations"] >= 3
+
+
+def test_no_reevaluation_when_nothing_requires_grad():
+    # With gradients enabled but nothing fn reaches requiring grad, the start-point evaluation
+    # shows it and the solution comes back without the adjoint's re-evaluation; once a tensor
+    # fn uses requires grad, the gradient is attached (and costs more evaluations).
+    (B, data), y0, residual, jac = _plain_tanh_problem()
+    calls = []
+
+    def counted(w, B, data):
+        calls.append(1)
+        return residual(w, B, data)
+
+    sol = least_squares(counted, y0, (B, data), solver=TIGHT, jacobian=jac)
+    assert not sol.value.requires_grad
+    assert len(calls) == sol.stats["function_evaluations"]
+    calls.clear()
+    data_g = data.clone().requires_grad_(True)
+    sol_g = least_squares(counted, y0, (B, data_g), solver=TIGHT, jacobian=jac)
+    assert sol_g.value.requires_grad and len(calls) > sol_g.stats["function_evaluations"]
+    assert torch.equal(sol.value, sol_g.value.detach())
+    grad = torch.autograd.grad(sol_g.value.sum(), data_g)[0]
+    assert torch.isfinite(grad).all() and grad.abs().max() > 0
+
+
+@pytest.mark.parametrize("fused_form", [False, True])
+def test_batched_solve_with_staggered_convergence_matches_solving_each_element(fused_form):
+    # Elements converge after different numbers of steps, so the normal equations are rebuilt
+    # for a varying subset (most of the batch, then a few): each element must follow the
+    # iterates it follows when solved alone.
+    args, y0, residual, jac = _plain_tanh_problem()
+    if fused_form:
+        def fn(w, *a):
+            return residual(w, *a), jac(w, *a)
+        solve = partial(least_squares, fn, solver=TIGHT, jacobian="fused")
+    else:
+        solve = partial(least_squares, residual, solver=TIGHT, jacobian=jac)
+    batched = solve(y0, args)
+    assert batched.all_converged and len(set(batched.steps.tolist())) >= 3
+    for b in range(y0.shape[0]):
+        alone = solve(y0[b:b + 1], tuple(a[b:b + 1] for a in args))
+        assert torch.equal(alone.steps[0], batched.steps[b])
+        torch.testing.assert_close(alone.value[0], batched.value[b], rtol=1e-12, atol=1e-14)
+
+
+def test_full_hessian_by_separate_backward_passes_matches_the_batched_pass(monkeypatch):
+    # Large problems build the implicit adjoint's Hessian column by column instead of in one
+    # batched backward pass: the gradients must not depend on which way it was built.
+    import diffnum.solve._least_squares as module
+
+    _, y, residual, jac, _ = _tanh_basis_problem(seed=20)
+    weights = torch.randn(5, 4, dtype=DT, generator=torch.Generator().manual_seed(21))
+
+    def gradient():
+        sol = least_squares(residual, torch.zeros(5, 4, dtype=DT), (y,), solver=TIGHT,
+                            jacobian=jac, throw=True)
+        return torch.autograd.grad((sol.value * weights).sum(), y)[0]
+
+    batched = gradient()
+    monkeypatch.setattr(module, "_BATCHED_HESSIAN_MAX", 0)
+    separate = gradient()
+    assert batched.abs().max() > 0
+    torch.testing.assert_close(separate, batched, rtol=1e-12, atol=1e-14)
