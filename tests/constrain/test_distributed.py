@@ -2,6 +2,7 @@
 process, and DDP training matches single-process training."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -28,6 +29,9 @@ def _layer_case():
 
 CONFIG = TrainConfig(method="moe", experts=(4, 1), steps=2, n_basis=6, n_sampled=64, width=6,
                      modes=4, depth=1, batch_size=2)
+# Batch sharding: every rank its own initial conditions; all points (no sampling), so that
+# the rows solved do not depend on how the batch is split.
+CONFIG_BATCH = replace(CONFIG, parallel="batch", n_sampled=None)
 
 
 def _run_layer(problem, basis, probe):
@@ -51,10 +55,13 @@ def _worker(rank, world, init_file, out_dir):
         dist.all_reduce(grad)
         grad /= world
         result = train(CONFIG, problem)
+        batch = train(CONFIG_BATCH, problem)
         torch.save({"u": out.u, "weights": out.weights, "status": out.status,
                     "sharded": out.stats["sharded"], "grad": grad,
                     "params": result.model.state_dict(),
-                    "losses": [h["loss"] for h in result.history]},
+                    "losses": [h["loss"] for h in result.history],
+                    "batch_params": batch.model.state_dict(),
+                    "batch_losses": [h["loss"] for h in batch.history]},
                    f"{out_dir}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -65,6 +72,7 @@ def test_two_gloo_processes_equal_one(tmp_path):
     problem, basis, probe = _layer_case()
     out, grad = _run_layer(problem, basis, probe)
     single = train(CONFIG, problem)
+    single_batch = train(CONFIG_BATCH, problem)
     for rank in range(2):
         got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=False)
         assert got["sharded"] and not out.stats["sharded"]
@@ -78,3 +86,7 @@ def test_two_gloo_processes_equal_one(tmp_path):
                                    rtol=1e-10, atol=0)
         for name, value in single.model.state_dict().items():
             torch.testing.assert_close(got["params"][name], value, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(got["batch_losses"],
+                                   [h["loss"] for h in single_batch.history], rtol=1e-10, atol=0)
+        for name, value in single_batch.model.state_dict().items():
+            torch.testing.assert_close(got["batch_params"][name], value, rtol=1e-9, atol=1e-12)

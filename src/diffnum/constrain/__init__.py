@@ -11,7 +11,8 @@ Map of the pillar (Négiar et al. 2023; Chalapathi, Du, Krishnapriyan, ICLR 2024
   PI-HC exactly.
 - The router: :func:`expert_index`, :func:`partition_domain`, :func:`unpartition_domain`.
 - :func:`expert_residual` — F(u) over the whole grid with each expert's own weights (the
-  physics loss of a constrained model).
+  physics loss of a constrained model); :func:`interior_mask` — where the PDE holds (no
+  initial or boundary condition there), the only points collocated or penalised.
 - Training: :class:`PhysicsProblem`, :class:`TrainConfig`, :func:`train` (→
   :class:`TrainResult`), :func:`evaluate`, :func:`physics_loss`, :class:`ConstrainedModel` —
   one trainer for PI-SC, PI-HC and PI-HC-MoE over the same FNO backbone, physics-only loss,
@@ -23,6 +24,7 @@ from diffnum.constrain._layer import (
     HardConstraint,
     MixtureOfExperts,
     expert_residual,
+    interior_mask,
 )
 from diffnum.constrain._partition import expert_index, partition_domain, unpartition_domain
 from diffnum.constrain._train import (
@@ -46,6 +48,7 @@ __all__ = [
     "evaluate",
     "expert_index",
     "expert_residual",
+    "interior_mask",
     "partition_domain",
     "physics_loss",
     "train",

@@ -12,12 +12,7 @@ from torch import nn
 
 from diffnum._core.validation import check_one_of, real_floating_dtype
 from diffnum.constrain._distributed import active_group, gather_experts, shard
-from diffnum.constrain._partition import (
-    expert_index,
-    expert_layout,
-    partition_domain,
-    unpartition_domain,
-)
+from diffnum.constrain._partition import expert_index, expert_layout, expert_owner
 from diffnum.pde import Grid
 from diffnum.solve import (
     GaussNewton,
@@ -85,26 +80,30 @@ class _ExpertProblem:
     """r(w) = [s F(T w) at the sampled rows; C w − c; λ w] and its Jacobian
     J = [s Σ_j diag(∂F/∂f_j) T_j; C; λ I] for every (batch, expert) at once.
 
+    s is a row weight ``(b, K, M)``: the residual scale on interior rows, 0 on rows that sit
+    where an initial or boundary condition holds instead of the PDE.
+
     T ``(b, K, n_terms, M, N)`` holds the basis terms at each expert's sampled rows, C
     ``(b, K, R, N)`` / c ``(b, K, R)`` the constraint rows routed to it (zero rows pad experts
     with fewer); they are passed as ``args`` of the solve so that gradients reach the basis.
     """
 
-    def __init__(self, pde, names: tuple[str, ...], ridge: float, scale: float) -> None:
-        self.pde, self.names, self.ridge, self.scale = pde, names, ridge, scale
+    def __init__(self, pde, names: tuple[str, ...], ridge: float) -> None:
+        self.pde, self.names, self.ridge = pde, names, ridge
 
     def _fields(self, w: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
         return (T @ w[..., None, :, None]).squeeze(-1)
 
-    def residual(self, w: torch.Tensor, T: torch.Tensor, C: torch.Tensor, c: torch.Tensor
-                 ) -> torch.Tensor:
+    def residual(self, w: torch.Tensor, T: torch.Tensor, row_weight: torch.Tensor,
+                 C: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         F = self.pde.pointwise_residual(dict(zip(self.names, self._fields(w, T).unbind(-2))))
-        return torch.cat([self.scale * F, (C @ w.unsqueeze(-1)).squeeze(-1) - c,
+        return torch.cat([row_weight * F, (C @ w.unsqueeze(-1)).squeeze(-1) - c,
                           self.ridge * w], dim=-1)
 
-    def jacobian(self, w: torch.Tensor, T: torch.Tensor, C: torch.Tensor, c: torch.Tensor
-                 ) -> torch.Tensor:
-        partials = self.scale * _pde_partials(self.pde, self.names, self._fields(w, T))
+    def jacobian(self, w: torch.Tensor, T: torch.Tensor, row_weight: torch.Tensor,
+                 C: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        partials = row_weight.unsqueeze(-2) * _pde_partials(self.pde, self.names,
+                                                            self._fields(w, T))
         J_pde = partials[..., 0, :, None] * T[..., 0, :, :]
         for j in range(1, T.shape[-3]):
             J_pde = J_pde + partials[..., j, :, None] * T[..., j, :, :]
@@ -120,10 +119,7 @@ def _route_rows(rows: torch.Tensor, values: torch.Tensor, points: torch.Tensor, 
     if routing == "replicate" or K == 1:
         return (rows.unsqueeze(1).expand(rows.shape[0], K, *rows.shape[1:]),
                 values.unsqueeze(1).expand(values.shape[0], K, values.shape[-1]))
-    owner = torch.empty(grid.size, dtype=torch.long, device=points.device)
-    index = expert_index(grid, experts).to(points.device)
-    owner[index] = torch.arange(K, device=points.device)[:, None]
-    row_owner = owner[points]
+    row_owner = expert_owner(grid, experts).to(points.device)[points]
     width = max(int((row_owner == k).sum()) for k in range(K))
     out_rows = rows.new_zeros(rows.shape[0], K, width, rows.shape[-1])
     out_values = values.new_zeros(values.shape[0], K, width)
@@ -143,12 +139,36 @@ def expert_residual(pde, terms: Mapping[str, torch.Tensor], weights: torch.Tenso
     ``weights`` ``(*batch, K, N)``; ``experts=None`` means K = 1 (then it is F(Bw)).
     """
     names = tuple(pde.terms)
-    stacked = torch.stack([terms[n] for n in names], dim=-3)  # (*batch, n_terms, P, N)
     layout = (1,) * grid.ndim if experts is None else experts
-    blocks = partition_domain(stacked, grid, layout)  # (*batch, n_terms, K, P_k, N)
-    fields = (blocks @ weights.unsqueeze(-3).unsqueeze(-1)).squeeze(-1)  # (*b, n_terms, K, P_k)
-    F = pde.pointwise_residual(dict(zip(names, fields.unbind(-3))))
-    return unpartition_domain(F, grid, layout, dim=-2).unflatten(-1, grid.shape)
+    owner = expert_owner(grid, layout).to(weights.device)
+    fields = {n: _select_expert(terms[n], weights, owner) for n in names}
+    return pde.pointwise_residual(fields).unflatten(-1, grid.shape)
+
+
+def interior_mask(pde, grid: Grid) -> torch.Tensor:
+    """Where the PDE itself holds: ``True`` at every grid point that carries no initial or
+    boundary condition (``pde.constraint_rows``), shape ``grid.shape``.
+
+    The residual at the initial time and at constrained ends is not a condition of the
+    problem (there u₀ and 𝓑 hold instead) and, where u₀ and the boundary values disagree at
+    a corner, is as large as the grid is fine; the layer's collocation rows and the physics
+    loss use the interior only.
+    """
+    probe = torch.zeros(1, grid.size, 1, dtype=grid.dtype, device=grid.coordinates[0].device)
+    _, _, points = pde.constraint_rows(probe, grid, 0.0)
+    mask = torch.ones(grid.size, dtype=torch.bool, device=points.device)
+    mask[points] = False
+    return mask.reshape(grid.shape)
+
+
+def _select_expert(matrix: torch.Tensor, weights: torch.Tensor, owner: torch.Tensor
+                   ) -> torch.Tensor:
+    """(A w_{k(p)})_p for A ``(*batch, P, N)``, w ``(*batch, K, N)``, k(p) = ``owner[p]``:
+    A wᵀ for every expert (a P × K product), then each point's own column — no copy of A."""
+    products = matrix @ weights.mT  # (*batch, P, K)
+    if products.shape[-1] == 1:
+        return products.squeeze(-1)
+    return products.gather(-1, owner.expand(*products.shape[:-1]).unsqueeze(-1)).squeeze(-1)
 
 
 class HardConstraint(nn.Module):
@@ -297,22 +317,11 @@ def solve_experts(layer: HardConstraint, basis: torch.Tensor, grid: Grid, initia
     names = tuple(pde.terms)
     flat_basis = basis.reshape(-1, P, N)
     b = flat_basis.shape[0]
-    stacked = torch.stack([terms[n].reshape(b, P, N) for n in names], dim=1)  # (b, nt, P, N)
-    blocks = partition_domain(stacked, grid, layout).transpose(1, 2)  # (b, K, nt, P_k, N)
+    index = expert_index(grid, layout).to(basis.device)  # (K, P_k) flat grid points
 
     group = active_group(distributed, group)
     start, stop = (0, K) if group is None else shard(K, group)
 
-    # Every rank draws the same numbers for all K experts, so a sharded run samples exactly
-    # the rows a single process would.
-    if M_k < P_k:
-        scores = torch.rand(b, K, P_k, generator=generator, dtype=torch.float64)
-        rows = scores.topk(M_k, dim=-1, sorted=False).indices.to(basis.device)
-        rows = rows[:, start:stop]
-        T = blocks[:, start:stop].gather(
-            -2, rows[:, :, None, :, None].expand(-1, -1, len(names), -1, N))
-    else:
-        T = blocks[:, start:stop]
     initial_shape = tuple(pde.initial_points(grid).shape)
     initial = torch.as_tensor(initial, dtype=basis.dtype, device=basis.device)
     try:
@@ -323,12 +332,30 @@ def solve_experts(layer: HardConstraint, basis: torch.Tensor, grid: Grid, initia
             f"got shape {tuple(initial.shape)}"
         ) from None
     C_all, c_all, points = pde.constraint_rows(flat_basis, grid, initial)
+    interior = interior_mask(pde, grid).reshape(-1).to(basis.device)
+    interior_blocks = interior[index]  # (K, P_k)
+
+    # Every rank draws the same numbers for all K experts, so a sharded run samples exactly
+    # the rows a single process would. Interior points are drawn first; only the sampled
+    # rows of the terms are copied.
+    if M_k < P_k:
+        scores = torch.rand(b, K, P_k, generator=generator, dtype=torch.float64)
+        scores = torch.where(interior_blocks.to(scores.device), scores, -1.0)
+        local = scores.topk(M_k, dim=-1, sorted=False).indices.to(basis.device)
+        rows = index.expand(b, K, P_k).gather(-1, local)  # (b, K, M_k)
+    else:
+        rows = index.expand(b, K, P_k)
+    rows = rows[:, start:stop]
+    row_weight = torch.where(interior[rows], layer.residual_scale, 0.0).to(basis.dtype)
+    rows = rows.reshape(b, -1, 1).expand(-1, -1, N)
+    T = torch.stack([terms[n].reshape(b, P, N).gather(1, rows) for n in names], dim=1)
+    T = T.unflatten(2, (stop - start, M_k)).transpose(1, 2)  # (b, K_local, n_terms, M_k, N)
     C, c = _route_rows(C_all, c_all, points, grid, layout, routing, K)
     C, c = C[:, start:stop], c[:, start:stop]
 
-    problem = _ExpertProblem(pde, names, layer.ridge, layer.residual_scale)
+    problem = _ExpertProblem(pde, names, layer.ridge)
     w0 = flat_basis.new_zeros(b, stop - start, N)
-    solution = least_squares(problem.residual, w0, (T, C, c), solver=layer.solver,
+    solution = least_squares(problem.residual, w0, (T, row_weight, C, c), solver=layer.solver,
                              max_steps=layer.max_steps, adjoint=layer.adjoint,
                              jacobian=problem.jacobian)
     weights, status, steps, norm = (solution.value, solution.status, solution.steps,
@@ -337,9 +364,7 @@ def solve_experts(layer: HardConstraint, basis: torch.Tensor, grid: Grid, initia
         weights = gather_experts(weights, group)
         status, steps, norm = (gather_experts(t, group) for t in (status, steps, norm))
 
-    basis_blocks = partition_domain(flat_basis, grid, layout)  # (b, K, P_k, N)
-    u_blocks = (basis_blocks @ weights.unsqueeze(-1)).squeeze(-1)
-    u = unpartition_domain(u_blocks, grid, layout, dim=1)
+    u = _select_expert(flat_basis, weights, expert_owner(grid, layout).to(basis.device))
     stats = {"experts": K, "sampled_per_expert": M_k, "constraint_rows_per_expert": C.shape[-2],
              "function_evaluations": solution.stats.get("function_evaluations"),
              "jacobian_evaluations": solution.stats.get("jacobian_evaluations"),

@@ -53,6 +53,15 @@ def expert_index(grid: Grid, experts: Sequence[int] | Mapping[str, int]) -> torc
     return index.reshape(split).permute(order).reshape(math.prod(layout), -1)
 
 
+def expert_owner(grid: Grid, experts: Sequence[int] | Mapping[str, int]) -> torch.Tensor:
+    """The expert that owns each flat grid point, shape ``(P,)`` (inverse of
+    :func:`expert_index`)."""
+    index = expert_index(grid, experts)
+    owner = torch.empty(grid.size, dtype=torch.long, device=index.device)
+    owner[index] = torch.arange(index.shape[0], device=index.device)[:, None]
+    return owner
+
+
 def _point_dim(x: torch.Tensor, dim: int, name: str) -> int:
     if not -x.ndim <= dim < x.ndim:
         raise ValueError(f"{name}: dim={dim} is out of range for a tensor of {x.ndim} dims")

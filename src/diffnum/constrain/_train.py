@@ -19,7 +19,12 @@ import torch.distributed as dist
 from torch import nn
 
 from diffnum._core.validation import check_one_of
-from diffnum.constrain._layer import HardConstraint, MixtureOfExperts, expert_residual
+from diffnum.constrain._layer import (
+    HardConstraint,
+    MixtureOfExperts,
+    expert_residual,
+    interior_mask,
+)
 from diffnum.models import FNO
 from diffnum.pde import Grid
 from diffnum.solve import LevenbergMarquardt
@@ -68,6 +73,10 @@ class TrainConfig:
             of the physics loss.
         seed: model initialisation, batch order and collocation sampling.
         checkpoint_every: steps between atomic checkpoints (0: only at the end).
+        parallel: with ``torch.distributed`` initialized, ``"experts"`` (every rank takes the
+            whole batch and solves its share of the experts, as the paper) or ``"batch"``
+            (every rank takes its share of the batch — the FNO work is divided too — and
+            solves all of its experts; ``batch_size`` must divide by the world size).
     """
 
     method: str = "hard"
@@ -90,10 +99,12 @@ class TrainConfig:
     boundary_weight: float = 1.0
     seed: int = 0
     checkpoint_every: int = 50
+    parallel: str = "experts"
 
     def __post_init__(self) -> None:
         check_one_of("method", self.method, METHODS)
         check_one_of("routing", self.routing, ("replicate", "partition"))
+        check_one_of("parallel", self.parallel, ("experts", "batch"))
         if self.method == "moe" and not self.experts:
             raise ValueError("method='moe' needs experts, e.g. experts=(4, 1)")
         for name in ("n_basis", "width", "depth", "steps", "batch_size", "max_solver_steps"):
@@ -136,7 +147,8 @@ class ConstrainedModel(nn.Module):
                                   residual_scale=math.sqrt(config.pde_weight),
                                   solver=LevenbergMarquardt(rtol=1e-8, atol=1e-8))
             self.layer = hard if config.method == "hard" else MixtureOfExperts(
-                hard, config.experts, routing=config.routing)
+                hard, config.experts, routing=config.routing,
+                distributed=None if config.parallel == "experts" else False)
 
     def use_data_parallel(self) -> None:
         """Run the backbone through DistributedDataParallel (kept outside the module tree, so
@@ -167,8 +179,9 @@ def _mean_square(x: torch.Tensor) -> torch.Tensor:
 
 def physics_loss(model: ConstrainedModel, initial: torch.Tensor, u: torch.Tensor, solution,
                  terms) -> tuple[torch.Tensor, dict[str, float]]:
-    """Weighted mean squares of the PDE residual over the whole grid, the initial residual and
-    the boundary residual of u (no data term). Constrained models use each expert's own
+    """Weighted mean squares of the PDE residual over the interior of the grid
+    (:func:`interior_mask`), the initial residual and the boundary residual of u (no data
+    term). Constrained models use each expert's own
     weights on the basis derivatives (:func:`expert_residual`)."""
     cfg, pde, grid = model.config, model.pde, model.grid
     if solution is None:
@@ -176,7 +189,7 @@ def physics_loss(model: ConstrainedModel, initial: torch.Tensor, u: torch.Tensor
     else:
         experts = None if cfg.method == "hard" else cfg.experts
         F = expert_residual(pde, terms, solution.weights, grid, experts)
-    parts = {"pde": _mean_square(F),
+    parts = {"pde": _mean_square(F[..., interior_mask(pde, grid)]),
              "initial": _mean_square(pde.initial_residual(u, grid, initial)),
              "boundary": _mean_square(pde.boundary_residual(u, grid))}
     loss = (cfg.pde_weight * parts["pde"] + cfg.initial_weight * parts["initial"]
@@ -229,13 +242,17 @@ def train(config: TrainConfig, problem: PhysicsProblem, *,
     e), so a resumed run draws the same batches without replaying a stream.
     ``progress`` wraps the step range (e.g. a tqdm bar); ``stop_after`` ends the call after
     that many steps (an interruption, for tests). With ``torch.distributed`` initialized the
-    backbone is wrapped in DDP and the experts are sharded over the ranks.
+    backbone is wrapped in DDP and the work is shared as ``config.parallel`` says; the loss
+    terms and failure counts logged are those of the whole batch on every rank.
     """
     if not isinstance(problem, PhysicsProblem):
         raise TypeError(f"problem must be a PhysicsProblem, got {type(problem).__name__}")
     torch.manual_seed(config.seed)
     model = ConstrainedModel(config, problem.pde, problem.grid)
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    world, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
+    share = world if config.parallel == "batch" else 1
+    if distributed:
         model.use_data_parallel()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     sample_gen = torch.Generator().manual_seed(config.seed * 7919 + 2)
@@ -258,6 +275,10 @@ def train(config: TrainConfig, problem: PhysicsProblem, *,
 
     n_train = len(problem.train_initial)
     batch_size = min(config.batch_size, n_train)
+    if batch_size % share:
+        raise ValueError(f"parallel='batch' on {world} ranks needs a batch size divisible by "
+                         f"{world}, got {batch_size}")
+    local = batch_size // share
     # The batch order is a pure function of (seed, step), so a resumed run sees the same
     # batches without replaying the stream: epoch e uses randperm from a generator seeded by e.
     per_epoch = max(1, n_train // batch_size)
@@ -276,18 +297,33 @@ def train(config: TrainConfig, problem: PhysicsProblem, *,
     done = 0
     for step in steps:
         began = time.perf_counter()
-        initial = problem.train_initial[batch_indices(step)]
+        indices = batch_indices(step)
+        initial = problem.train_initial[indices[rank * local:(rank + 1) * local]
+                                        if share > 1 else indices]
         optimizer.zero_grad(set_to_none=True)
         u, solution, terms = model(initial, sample_gen)
         loss, parts = physics_loss(model, initial, u, solution, terms)
-        record: dict[str, Any] = {"step": step + 1, "loss": float(loss.detach()), **parts}
+        summary = torch.tensor(
+            [float(loss.detach()), parts["pde"], parts["initial"], parts["boundary"],
+             0.0 if solution is None else float(solution.steps.double().sum()),
+             0.0 if solution is None else float(solution.converged.sum()),
+             0.0 if solution is None else solution.status.numel()], dtype=torch.float64)
+        if share > 1:  # every rank logs the whole batch's numbers
+            dist.all_reduce(summary)
+            summary[:4] /= share
+        record: dict[str, Any] = {"step": step + 1, "loss": float(summary[0]),
+                                  "pde": float(summary[1]), "initial": float(summary[2]),
+                                  "boundary": float(summary[3])}
+        solves = int(summary[6])
         if solution is not None:
-            record["solver_steps"] = float(solution.steps.double().mean())
-            record["converged_fraction"] = solution.converged_fraction
-            record["solver_failures"] = int((~solution.converged).sum())
-        else:
-            record["solver_failures"] = 0
+            record["solver_steps"] = float(summary[4]) / solves
+            record["converged_fraction"] = float(summary[5]) / solves
+        record["solver_failures"] = solves - int(summary[5])
         finite = bool(torch.isfinite(loss))
+        if distributed:  # all ranks skip together, or DDP's all-reduce would wait forever
+            flag = torch.tensor([1.0 if finite else 0.0])
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            finite = bool(flag[0] == 1)
         if finite:
             loss.backward()
             # max_norm = inf measures the norm without clipping.
