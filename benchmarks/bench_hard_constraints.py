@@ -191,7 +191,8 @@ def main(quick: bool = False) -> None:
         {"case": r[0], "seconds": r[1], "ratio": r[2], "mean_lm_steps": r[3],
          "converged": r[4]} for r in rows
     ] + [{"two_processes_over_one_thread": {"experts_sharded": scaling_experts,
-                                           "batch_sharded": scaling_batch}},{"time_vs_m": {"m": list(s["ms"]), "seconds": curves}},
+                                           "batch_sharded": scaling_batch}},
+         {"time_vs_m": {"m": list(s["ms"]), "seconds": curves}},
          {"goals": {"moe_over_hc_step": GOAL_MOE, "two_over_one_process": GOAL_TWO_PROCESSES},
           "met": {"moe_over_hc_step": moe_ratio <= GOAL_MOE,
                   "two_over_one_process_experts_sharded": parallel_ratio <= GOAL_TWO_PROCESSES,
