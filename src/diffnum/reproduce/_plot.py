@@ -19,3 +19,13 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(ctx, fig, name: str) -> str:
+    """Lay out, write ``figures/NAME`` under the run's output directory, close the figure, and
+    return its path relative to the output directory (as the report links it)."""
+    fig.tight_layout()
+    path = ctx.figure_path(name)
+    fig.savefig(path, dpi=110)
+    pyplot().close(fig)
+    return str(path.relative_to(ctx.out))

@@ -12,7 +12,7 @@ import diffnum.interp as interp
 import diffnum.snn as snn
 from diffnum._core.markdown import markdown_table
 from diffnum.reproduce._harness import Context, Experiment, Section
-from diffnum.reproduce._plot import pyplot
+from diffnum.reproduce._plot import pyplot, save_figure
 
 
 def _sizes(quick: bool) -> dict[str, int]:
@@ -245,11 +245,7 @@ def _figures(ctx: Context, rec_curves: dict, cls_curves: dict, snn_curves: dict)
                 ylabel="position")
     for ax in axes:
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = ctx.figure_path("dcls_recovery.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    names.append(str(path.relative_to(ctx.out)))
+    names.append(save_figure(ctx, fig, "dcls_recovery.png"))
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for name, c in cls_curves.items():
@@ -262,11 +258,7 @@ def _figures(ctx: Context, rec_curves: dict, cls_curves: dict, snn_curves: dict)
     for ax in axes:
         ax.legend(fontsize=8)
         ax.set_ylim(0, 1.02)
-    fig.tight_layout()
-    path = ctx.figure_path("dcls_accuracy.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    names.append(str(path.relative_to(ctx.out)))
+    names.append(save_figure(ctx, fig, "dcls_accuracy.png"))
     return names
 
 
