@@ -175,7 +175,8 @@ class HardConstraint(nn.Module):
     r"""PI-HC: u = B w* with w* = argmin_w ½‖r(w; B, φ)‖² (Négiar et al. 2023).
 
     r stacks the PDE residual F(Bw) at ``n_sampled`` collocation points drawn anew at every
-    call, the initial and boundary conditions as rows C w = c
+    call from the interior (:func:`interior_mask`; if a block has fewer interior points than
+    its share of M, the rest get weight 0), the initial and boundary conditions as rows C w = c
     (``pde.constraint_rows``), and the ridge λw. The solve is
     :func:`diffnum.solve.least_squares` (Levenberg–Marquardt, float64 recommended), batched
     over the leading dimensions of the basis; its gradient is implicit (one N×N solve and one
