@@ -13,6 +13,7 @@ import diffnum
 
 def _reproduce(args: argparse.Namespace) -> int:
     from diffnum import reproduce
+    from diffnum.reproduce._harness import OutputLockedError
 
     registry = reproduce.available_experiments()
     targets = list(args.targets) or ["all"]
@@ -26,8 +27,12 @@ def _reproduce(args: argparse.Namespace) -> int:
             return 2
         names = targets
     out = Path(args.out)
-    reproduce.run(names, out=out, quick=args.quick, seed=args.seed, resume=args.resume,
-        show_progress=not args.no_progress)
+    try:
+        reproduce.run(names, out=out, quick=args.quick, seed=args.seed, resume=args.resume,
+                      show_progress=not args.no_progress)
+    except OutputLockedError as error:  # another run owns --out: a message, not a traceback
+        print(f"diffnum reproduce: {error}", file=sys.stderr)
+        return 2
     print(f"wrote {out / 'report.md'} and {out / 'results.json'}")
     return 0
 

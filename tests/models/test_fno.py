@@ -85,7 +85,7 @@ def test_depth_one_is_resolution_invariant(d, coarse, modes):
     # Depth 1: the one spectral convolution sees the lifted input, still band-limited; σ and
     # every other map act point by point and commute with restriction to the coarse points.
     torch.manual_seed(1)
-    model = FNO(2, 3, modes, 6, 1, d).double()
+    model = FNO(2, 3, modes, 6, 1, d, append_grid=False).double()
     u_coarse, u_fine = _inputs(coarse, band=1)
     with torch.no_grad():
         y_coarse, y_fine = model(u_coarse), model(u_fine)
@@ -95,7 +95,7 @@ def test_depth_one_is_resolution_invariant(d, coarse, modes):
 
 def test_linear_activation_any_depth_is_resolution_invariant():
     torch.manual_seed(2)
-    model = FNO(2, 3, (3, 2), 5, 4, 2, activation=nn.Identity).double()
+    model = FNO(2, 3, (3, 2), 5, 4, 2, activation=nn.Identity, append_grid=False).double()
     u_coarse, u_fine = _inputs((8, 6), band=2)
     with torch.no_grad():
         y_coarse, y_fine = model(u_coarse), model(u_fine)
@@ -108,7 +108,7 @@ def test_deep_nonlinear_fno_converges_under_refinement():
     # σ of a band-limited field is analytic, its spectrum decays exponentially, and so does
     # the discrepancy: measured here 1.6e-3 (8→16), 7e-7 (16→32), 1.5e-12 (32→64).
     torch.manual_seed(0)
-    model = FNO(2, 3, 4, 8, 3, 1).double()
+    model = FNO(2, 3, 4, 8, 3, 1, append_grid=False).double()
     outputs = []
     for n in (8, 16, 32):
         u, _ = _inputs((n,), band=2, seed=1)

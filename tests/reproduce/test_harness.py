@@ -47,7 +47,7 @@ def test_resume_reuses_finished_experiments_only_with_equal_settings(tmp_path, t
     _harness.run(["tiny"], out=tmp_path, quick=True, seed=2, resume=True, show_progress=False)
     assert CALLS == [1, 2]  # another seed is another experiment
     # A corrupted cache entry is ignored, never trusted.
-    (tmp_path / ".cache" / "tiny.json").write_text("{not json")
+    (tmp_path / ".cache" / "tiny-quick-seed2.json").write_text("{not json")
     _harness.run(["tiny"], out=tmp_path, quick=True, seed=2, resume=True, show_progress=False)
     assert CALLS == [1, 2, 2]
     assert not list((tmp_path / ".cache").glob("*.tmp"))

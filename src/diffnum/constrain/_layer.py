@@ -31,13 +31,22 @@ class ConstrainedSolution:
     """Output of :class:`HardConstraint` / :class:`MixtureOfExperts`.
 
     Attributes:
-        u: the constrained prediction u = b(x, t)ᵀ w_k on expert k's block, shape
-            ``(*batch, *grid.shape)``.
+        u: the constrained prediction u = u_p + b̃(x, t)ᵀ w_k on expert k's block (u_p = 0 and
+            b̃ = b with ``constraints="rows"``), shape ``(*batch, *grid.shape)``.
         weights: w*, shape ``(*batch, K, N)`` (K = 1 for PI-HC); differentiable.
         status: :class:`~diffnum.solve.Status` code per solve, shape ``(*batch, K)``.
         steps: Levenberg–Marquardt iterations per solve, shape ``(*batch, K)``.
         residual_norm: ‖r(w*)‖₂ of each solve (sampled PDE rows, constraint rows, ridge),
             shape ``(*batch, K)``.
+        violation: per constraint family, per solve ``(*batch, K)``: ``"pde"`` the RMS of the
+            weighted PDE residual at the solve's sampled rows, ``"initial"`` and
+            ``"boundary"`` the largest |violation| of the initial / boundary conditions on
+            the expert's block. A solve that reports CONVERGED with a large initial or boundary
+            violation (possible with ``constraints="rows"``, which fits them in a
+            least-squares sense) shows here.
+        terms: the derivative terms of the basis b̃ the weights multiply, full grid,
+            ``{name: (*batch, P, N)}`` (for :func:`expert_residual`).
+        particular: the terms of u_p, ``{name: (*batch, P)}`` (zeros with ``"rows"``).
         stats: sampled points per expert, constraint rows per expert, solver counters.
     """
 
@@ -46,6 +55,9 @@ class ConstrainedSolution:
     status: torch.Tensor
     steps: torch.Tensor
     residual_norm: torch.Tensor
+    violation: dict[str, torch.Tensor] = field(default_factory=dict)
+    terms: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    particular: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     stats: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -64,51 +76,86 @@ class ConstrainedSolution:
                 if s is not Status.CONVERGED}
 
 
-def _pde_partials(pde, names: tuple[str, ...], fields: torch.Tensor) -> torch.Tensor:
-    """∂F/∂f_j pointwise: F depends on the fields f_j = T_j w only point by point, so one
-    backward pass of ΣF gives every partial at every point. Differentiable when gradients are
-    on (an unrolled solve differentiates through the Jacobian)."""
+def _pointwise_derivatives(pde, names: tuple[str, ...], fields: torch.Tensor, second: bool
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """F, ∂F/∂f_j and (``second``) ∂²F/∂f_j∂f_k at every point, for F acting pointwise on the
+    fields f_j ``(..., n_terms, M)``: one backward pass of ΣF gives every first partial, one
+    more per term every second partial (``(..., n_terms, n_terms, M)``). Differentiable in
+    the fields when gradients are on (an unrolled solve differentiates through J)."""
     differentiable = torch.is_grad_enabled() and fields.requires_grad
     with torch.enable_grad():
         f = fields if differentiable else fields.detach().requires_grad_(True)
         F = pde.pointwise_residual(dict(zip(names, f.unbind(-2))))
-        (partials,) = torch.autograd.grad(F.sum(), f, create_graph=differentiable)
-    return partials
+        (d1,) = torch.autograd.grad(F.sum(), f, create_graph=differentiable or second)
+        d2 = None
+        if second:
+            d2 = torch.stack([
+                torch.autograd.grad(d1[..., j, :].sum(), f, retain_graph=True,
+                                    allow_unused=True, materialize_grads=True)[0]
+                if d1.requires_grad else torch.zeros_like(f) for j in range(len(names))], -3)
+    if not differentiable:
+        F, d1 = F.detach(), d1.detach()
+    return F, d1, d2
 
 
 class _ExpertProblem:
-    """r(w) = [s F(T w) at the sampled rows; C w − c; λ w] and its Jacobian
-    J = [s Σ_j diag(∂F/∂f_j) T_j; C; λ I] for every (batch, expert) at once.
+    """r(w) = [s F(f) at the sampled rows; C w − c; λ w] with the fields f_j = T_j w + p_j, its
+    Jacobian J = [s Σ_j diag(∂F/∂f_j) T_j; C; λ I] and its exact Hessian for every
+    (batch, expert) at once.
 
-    s is a row weight ``(b, K, M)``: the residual scale on interior rows, 0 on rows that sit
-    where an initial or boundary condition holds instead of the PDE.
-
-    T ``(b, K, n_terms, M, N)`` holds the basis terms at each expert's sampled rows, C
-    ``(b, K, R, N)`` / c ``(b, K, R)`` the constraint rows routed to it (zero rows pad experts
-    with fewer); they are passed as ``args`` of the solve so that gradients reach the basis.
+    s is a row weight ``(b, K, M)``: the residual scale on collocated rows, 0 on padding rows.
+    T ``(b, K, n_terms, M, N)`` holds the basis terms at each expert's sampled rows, p
+    ``(b, K, n_terms, M)`` the terms of the particular solution u_p there; C ``(b, K, R, N)``
+    / c ``(b, K, R)`` the constraint rows routed to it (R = 0 when the conditions are
+    eliminated). They are passed as ``args`` of the solve so that gradients reach the basis.
     """
 
     def __init__(self, pde, names: tuple[str, ...], ridge: float) -> None:
         self.pde, self.names, self.ridge = pde, names, ridge
 
-    def _fields(self, w: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
-        return (T @ w[..., None, :, None]).squeeze(-1)
+    @staticmethod
+    def _fields(w: torch.Tensor, T: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        return (T @ w[..., None, :, None]).squeeze(-1) + p
 
-    def residual(self, w: torch.Tensor, T: torch.Tensor, row_weight: torch.Tensor,
-                 C: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        F = self.pde.pointwise_residual(dict(zip(self.names, self._fields(w, T).unbind(-2))))
+    def residual(self, w, T, p, row_weight, C, c) -> torch.Tensor:
+        F = self.pde.pointwise_residual(dict(zip(self.names, self._fields(w, T, p).unbind(-2))))
         return torch.cat([row_weight * F, (C @ w.unsqueeze(-1)).squeeze(-1) - c,
                           self.ridge * w], dim=-1)
 
-    def jacobian(self, w: torch.Tensor, T: torch.Tensor, row_weight: torch.Tensor,
-                 C: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        partials = row_weight.unsqueeze(-2) * _pde_partials(self.pde, self.names,
-                                                            self._fields(w, T))
-        J_pde = partials[..., 0, :, None] * T[..., 0, :, :]
+    @staticmethod
+    def _combine(coefficients: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
+        """Σ_j diag(a_j) T_j for a ``(..., n_terms, M)``, T ``(..., n_terms, M, N)``."""
+        out = coefficients[..., 0, :, None] * T[..., 0, :, :]
         for j in range(1, T.shape[-3]):
-            J_pde = J_pde + partials[..., j, :, None] * T[..., j, :, :]
+            out = out + coefficients[..., j, :, None] * T[..., j, :, :]
+        return out
+
+    def _pde_jacobian(self, d1: torch.Tensor, T: torch.Tensor, row_weight: torch.Tensor
+                      ) -> torch.Tensor:
+        return self._combine(row_weight.unsqueeze(-2) * d1, T)
+
+    def _ridge_rows(self, w: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
         eye = self.ridge * torch.eye(w.shape[-1], dtype=w.dtype, device=w.device)
-        return torch.cat([J_pde, C, eye.expand(*C.shape[:-2], *eye.shape)], dim=-2)
+        return eye.expand(*C.shape[:-2], *eye.shape)
+
+    def jacobian(self, w, T, p, row_weight, C, c) -> torch.Tensor:
+        _, d1, _ = _pointwise_derivatives(self.pde, self.names, self._fields(w, T, p), False)
+        return torch.cat([self._pde_jacobian(d1, T, row_weight), C, self._ridge_rows(w, C)],
+                         dim=-2)
+
+    def hessian(self, w, T, p, row_weight, C, c) -> torch.Tensor:
+        """H = JᵀJ + Σ_jk T_jᵀ diag(s² F ∂²F/∂f_j∂f_k) T_k — the constraint and ridge rows are
+        linear, so only the PDE rows have a second-order term; terms whose second partials
+        vanish everywhere (F linear in them) cost nothing."""
+        F, d1, d2 = _pointwise_derivatives(self.pde, self.names, self._fields(w, T, p), True)
+        J = self._pde_jacobian(d1, T, row_weight)
+        H = J.mT @ J + C.mT @ C + self.ridge**2 * torch.eye(
+            w.shape[-1], dtype=w.dtype, device=w.device)
+        weight = (row_weight * row_weight * F).unsqueeze(-2).unsqueeze(-2) * d2
+        for j in range(T.shape[-3]):
+            if bool((weight[..., j, :, :] != 0).any()):
+                H = H + T[..., j, :, :].mT @ self._combine(weight[..., j, :, :], T)
+        return H
 
 
 def _route_rows(rows: torch.Tensor, values: torch.Tensor, points: torch.Tensor, grid: Grid,
@@ -131,34 +178,32 @@ def _route_rows(rows: torch.Tensor, values: torch.Tensor, points: torch.Tensor, 
 
 
 def expert_residual(pde, terms: Mapping[str, torch.Tensor], weights: torch.Tensor, grid: Grid,
-                    experts: Experts | None = None) -> torch.Tensor:
-    """PDE residual F(u) on the whole grid for u = b(x, t)ᵀ w_k on block k, shape
-    ``(*batch, *grid.shape)``; derivatives are those of the basis (``terms`` from
-    ``pde.basis_terms`` on the full grid), so no difference quotient straddles two experts.
+                    experts: Experts | None = None,
+                    particular: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """PDE residual F(u) on the whole grid for u = u_p + b̃(x, t)ᵀ w_k on block k, shape
+    ``(*batch, *grid.shape)``; derivatives are those of the basis (``terms``: the full-grid
+    terms of the basis the weights multiply, e.g. :attr:`ConstrainedSolution.terms`) and of
+    u_p (``particular``, ``{name: (*batch, P)}``; None for u_p = 0), so no difference quotient
+    straddles two experts.
 
-    ``weights`` ``(*batch, K, N)``; ``experts=None`` means K = 1 (then it is F(Bw)).
+    ``weights`` ``(*batch, K, N)``; ``experts=None`` means K = 1 (then it is F(u_p + B̃w)).
     """
     names = tuple(pde.terms)
     layout = (1,) * grid.ndim if experts is None else experts
     owner = expert_owner(grid, layout).to(weights.device)
     fields = {n: _select_expert(terms[n], weights, owner) for n in names}
+    if particular is not None:
+        fields = {n: fields[n] + particular[n] for n in names}
     return pde.pointwise_residual(fields).unflatten(-1, grid.shape)
 
 
 def interior_mask(pde, grid: Grid) -> torch.Tensor:
-    """Where the PDE itself holds: ``True`` at every grid point that carries no initial or
-    boundary condition (``pde.constraint_rows``), shape ``grid.shape``.
-
-    The residual at the initial time and at constrained ends is not a condition of the
-    problem (there u₀ and 𝓑 hold instead) and, where u₀ and the boundary values disagree at
-    a corner, is as large as the grid is fine; the layer's collocation rows and the physics
-    loss use the interior only.
-    """
-    probe = torch.zeros(1, grid.size, 1, dtype=grid.dtype, device=grid.coordinates[0].device)
-    _, _, points = pde.constraint_rows(probe, grid, 0.0)
-    mask = torch.ones(grid.size, dtype=torch.bool, device=points.device)
-    mask[points] = False
-    return mask.reshape(grid.shape)
+    """Where the PDE itself is collocated and penalised, shape ``grid.shape``:
+    ``pde.collocation_mask(grid)`` — every grid point that carries no initial or boundary
+    condition (there u₀ and 𝓑 hold instead of the PDE; where they disagree at a corner the
+    residual there is as large as the grid is fine), less any window the PDE declares
+    unresolved (see :class:`~diffnum.pde.DiffusionSorption1D`)."""
+    return pde.collocation_mask(grid)
 
 
 def _select_expert(matrix: torch.Tensor, weights: torch.Tensor, owner: torch.Tensor
@@ -171,93 +216,147 @@ def _select_expert(matrix: torch.Tensor, weights: torch.Tensor, owner: torch.Ten
     return products.gather(-1, owner.expand(*products.shape[:-1]).unsqueeze(-1)).squeeze(-1)
 
 
-class HardConstraint(nn.Module):
-    r"""PI-HC: u = B w* with w* = argmin_w ½‖r(w; B, φ)‖² (Négiar et al. 2023).
+def _check_count(name: str, value: Any, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1{' or None' if allow_none else ''}, "
+                         f"got {value!r}")
 
-    r stacks the PDE residual F(Bw) at ``n_sampled`` collocation points drawn anew at every
-    call from the interior (:func:`interior_mask`; if a block has fewer interior points than
-    its share of M, the rest get weight 0), the initial and boundary conditions as rows C w = c
-    (``pde.constraint_rows``), and the ridge λw. The solve is
-    :func:`diffnum.solve.least_squares` (Levenberg–Marquardt, float64 recommended), batched
-    over the leading dimensions of the basis; its gradient is implicit (one N×N solve and one
-    VJP, memory independent of the iteration count) unless ``adjoint=UnrollAdjoint()``.
+
+def _check_scalar(name: str, value: Any, *, positive: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
+        raise ValueError(f"{name} must be finite and {'> 0' if positive else '>= 0'}, "
+                         f"got {value}")
+    return value
+
+
+class HardConstraint(nn.Module):
+    r"""PI-HC: u = u_p + B̃ w* with w* = argmin_w ½‖r(w; B, φ)‖² (Négiar et al. 2023).
+
+    r stacks the PDE residual F(u) at ``n_sampled`` collocation points drawn anew at every
+    call where the PDE is collocated (:func:`interior_mask`; if a block has fewer such points
+    than its share of M, the rest get weight 0) and the ridge λw. The initial and boundary
+    conditions are handled as ``constraints`` says:
+
+    - ``"eliminate"`` (default): they hold exactly for every w. ``pde.lift`` turns the network's
+      basis B into B̃ (B − B(·, t₀), with the homogeneous boundary conditions imposed at the
+      constrained ends) and a particular solution u_p (u₀ along t, boundary values at the
+      ends), so u = u_p + B̃w satisfies C u = c by construction and the solve fits only the
+      PDE. This is the null-space parametrization w ↦ u_p + B̃ w of {u : C u = c}; with N ≪
+      the number of conditions (nx initial values alone for N = 16), fitting them as rows can
+      only satisfy them in a least-squares sense, which is what the paper's layer does.
+    - ``"rows"``: the paper's formulation, rows C w = c (``pde.constraint_rows``) stacked
+      into r with weight 1, u = B w; kept for comparison. The violation left is reported per
+      solve in :attr:`ConstrainedSolution.violation`.
+
+    The solve is :func:`diffnum.solve.least_squares` (Levenberg–Marquardt), batched over the
+    leading dimensions of the basis; its gradient is implicit (one N×N solve and one VJP,
+    memory independent of the iteration count; the Hessian is built from pointwise second
+    derivatives of F in a few batched products) unless ``adjoint=UnrollAdjoint()``.
 
     Args:
         pde: a PDE object (``Heat1D``, ``DiffusionSorption1D``, ``NavierStokes2D``, …).
         n_sampled: collocation points M per solve (all experts together in a mixture), or
             None for every grid point.
-        solver: ``LevenbergMarquardt`` (default, rtol = atol = 1e-8) or ``GaussNewton``.
+        solver: ``LevenbergMarquardt()`` (default; tolerances by dtype: 1e-8 in float64, 1e-4
+            in float32) or ``GaussNewton()``.
         adjoint: ``ImplicitAdjoint()`` (default) or ``UnrollAdjoint()``.
         ridge: λ ≥ 0.
         max_steps: iteration limit of each solve.
-        residual_scale: s > 0 multiplying the PDE rows, r = [s F; C w − c; λ w] — the unit
-            of the residual relative to the initial/boundary rows (e.g. the time horizon T
-            for a residual written in τ = t/T).
+        residual_scale: s > 0 multiplying the PDE rows, r = [s F; …; λ w] — the unit of the
+            residual relative to the ridge (and to the condition rows with ``"rows"``).
+        constraints: ``"eliminate"`` or ``"rows"`` (above).
 
-    ``forward(basis, grid, initial, *, terms=None, generator=None, pde=None)``: ``basis``
-    ``(*batch, P, N)``, ``initial`` u₀ at the initial points (broadcastable), ``terms`` the
-    precomputed ``pde.basis_terms(basis, grid)`` (computed if None), ``pde`` overrides the
-    PDE (its parameters) for this call. Returns a :class:`ConstrainedSolution` with K = 1.
+    ``forward(basis, grid, initial, *, generator=None, pde=None)``: ``basis``
+    ``(*batch, P, N)``, ``initial`` u₀ at the initial points (broadcastable), ``pde``
+    overrides the PDE (its parameters) for this call. Returns a :class:`ConstrainedSolution`
+    with K = 1.
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.pde import Heat1D, uniform_grid
+        >>> grid = uniform_grid({"x": (0.0, 1.0, 16), "t": (0.0, 0.2, 9)})
+        >>> x, t = grid.mesh()
+        >>> basis = torch.stack([x**i * t**j for i in range(3) for j in range(2)], -1)
+        >>> layer = HardConstraint(Heat1D(0.1, boundary="dirichlet"))
+        >>> out = layer(basis.reshape(1, grid.size, 6), grid, torch.sin(torch.pi * x[:, 0]))
+        >>> float(out.violation["initial"].max()) == 0.0
+        True
     """
 
     def __init__(self, pde, n_sampled: int | None = None, *,
                  solver: LevenbergMarquardt | GaussNewton | None = None,
                  adjoint: ImplicitAdjoint | UnrollAdjoint | None = None,
-                 ridge: float = 1e-4, max_steps: int = 50, residual_scale: float = 1.0
-                 ) -> None:
+                 ridge: float = 1e-4, max_steps: int = 50, residual_scale: float = 1.0,
+                 constraints: str = "eliminate") -> None:
         super().__init__()
-        residual_scale = float(residual_scale)
-        if not (math.isfinite(residual_scale) and residual_scale > 0):
-            raise ValueError(f"residual_scale must be finite and > 0, got {residual_scale}")
-        self.residual_scale = residual_scale
-        if n_sampled is not None and (isinstance(n_sampled, bool) or not isinstance(
-                n_sampled, int) or n_sampled < 1):
-            raise ValueError(f"n_sampled must be an int >= 1 or None, got {n_sampled!r}")
-        ridge = float(ridge)
-        if not (math.isfinite(ridge) and ridge >= 0):
-            raise ValueError(f"ridge must be finite and >= 0, got {ridge}")
-        if not isinstance(max_steps, int) or max_steps < 1:
-            raise ValueError(f"max_steps must be an int >= 1, got {max_steps!r}")
+        self.residual_scale = _check_scalar("residual_scale", residual_scale, positive=True)
+        _check_count("n_sampled", n_sampled, allow_none=True)
+        self.ridge = _check_scalar("ridge", ridge, positive=False)
+        _check_count("max_steps", max_steps)
+        check_one_of("constraints", constraints, ("eliminate", "rows"))
+        if solver is not None and not isinstance(solver, (LevenbergMarquardt, GaussNewton)):
+            raise TypeError(f"solver must be LevenbergMarquardt(...) or GaussNewton(...), got "
+                            f"{type(solver).__name__}")
         self.pde = pde
         self.n_sampled = n_sampled
-        self.solver = LevenbergMarquardt(rtol=1e-8, atol=1e-8) if solver is None else solver
+        self.solver = LevenbergMarquardt() if solver is None else solver
         self.adjoint = ImplicitAdjoint() if adjoint is None else adjoint
-        self.ridge = ridge
         self.max_steps = max_steps
+        self.constraints = constraints
 
     def forward(self, basis: torch.Tensor, grid: Grid, initial: torch.Tensor, *,
-                terms: Mapping[str, torch.Tensor] | None = None,
                 generator: torch.Generator | None = None, pde=None) -> ConstrainedSolution:
         """Solve the constrained least squares for every batch element (see the class)."""
-        return solve_experts(self, basis, grid, initial, (1,) * grid.ndim, terms=terms,
+        return solve_experts(self, basis, grid, initial, (1,) * grid.ndim,
                              generator=generator, pde=pde, routing="replicate",
                              distributed=False)
 
     def extra_repr(self) -> str:
         return (f"pde={type(self.pde).__name__}, n_sampled={self.n_sampled}, ridge={self.ridge}, "
-                f"max_steps={self.max_steps}")
+                f"max_steps={self.max_steps}, constraints={self.constraints!r}")
 
 
 class MixtureOfExperts(nn.Module):
     r"""PI-HC-MoE: K hard constraints, one per space–time block Ω_k of a fixed router.
 
     Expert k solves w_k* = argmin ½‖r_k(w)‖² over the shared basis restricted to Ω_k with
-    its own n_sampled/K collocation points; u = b(x, t)ᵀ w_k* on Ω_k (Chalapathi et al.
-    2024). The implicit Jacobian is block diagonal, so every expert's backward is its own.
-    Experts are solved as one vectorized batch; with ``torch.distributed`` initialized (or
-    ``distributed=True``) they are sharded over the ranks, solved locally and all-gathered
-    (train the basis network with DDP: the gather's backward is written for DDP's gradient
-    averaging). K = 1 is exactly :class:`HardConstraint`.
+    its own n_sampled/K collocation points; u = u_p + b̃(x, t)ᵀ w_k* on Ω_k (Chalapathi et
+    al. 2024). With the conditions eliminated (the default of :class:`HardConstraint`) every
+    expert satisfies the initial and boundary conditions on its block exactly; with
+    ``constraints="rows"`` the rows reach the experts as ``routing`` says. The implicit
+    Jacobian is block diagonal, so every expert's backward is its own. Experts are solved as
+    one vectorized batch; with ``torch.distributed`` initialized (or ``distributed=True``)
+    they are sharded over the ranks, solved locally and all-gathered (train the basis network
+    with DDP: the gather's backward is written for DDP's gradient averaging). K = 1 is
+    exactly :class:`HardConstraint`.
 
     Args:
         hard_constraint: the :class:`HardConstraint` whose settings every expert uses.
         experts: blocks per grid axis in grid order, e.g. ``(4, 1)`` on an (x, t) grid, or a
             mapping ``{"x": 4}``.
-        routing: how the initial/boundary rows reach the experts: ``"replicate"`` (every
-            expert fits all of them, as the paper for diffusion–sorption) or ``"partition"``
-            (each row to the expert whose block holds its point, as for Navier–Stokes).
+        routing: how initial/boundary rows reach the experts with ``constraints="rows"``:
+            ``"replicate"`` (every expert fits all of them, as the paper for
+            diffusion–sorption) or ``"partition"`` (each row to the expert whose block holds
+            its point, as for Navier–Stokes).
         distributed: None (shard when a multi-rank process group is initialized), True, False.
         process_group: the group to shard over (default: the world).
+
+    Example::
+
+        >>> from diffnum.pde import DiffusionSorption1D
+        >>> moe = MixtureOfExperts(HardConstraint(DiffusionSorption1D(), 1024), (4, 1))
+        >>> moe
+        MixtureOfExperts(
+          experts=(4, 1), routing='replicate'
+          (hard_constraint): HardConstraint(pde=DiffusionSorption1D, n_sampled=1024, \
+ridge=0.0001, max_steps=50, constraints='eliminate')
+        )
     """
 
     def __init__(self, hard_constraint: HardConstraint, experts: Experts, *,
@@ -270,26 +369,91 @@ class MixtureOfExperts(nn.Module):
         check_one_of("routing", routing, ("replicate", "partition"))
         self.hard_constraint = hard_constraint
         self.experts = dict(experts) if isinstance(experts, Mapping) else tuple(experts)
+        counts = self.experts.values() if isinstance(self.experts, dict) else self.experts
+        for count in counts:
+            _check_count("experts (blocks per axis)", count)
+        K = math.prod(counts)
+        n_sampled = hard_constraint.n_sampled
+        if n_sampled is not None and n_sampled % K:
+            raise ValueError(f"n_sampled={n_sampled} must be a multiple of the {K} experts "
+                             f"(every expert samples n_sampled / {K} points)")
         self.routing = routing
         self.distributed = distributed
         self.process_group = process_group
 
     def forward(self, basis: torch.Tensor, grid: Grid, initial: torch.Tensor, *,
-                terms: Mapping[str, torch.Tensor] | None = None,
                 generator: torch.Generator | None = None, pde=None) -> ConstrainedSolution:
         """As :meth:`HardConstraint.forward`, with K = ∏ experts solves per batch element."""
         return solve_experts(self.hard_constraint, basis, grid, initial, self.experts,
-                             terms=terms, generator=generator, pde=pde, routing=self.routing,
+                             generator=generator, pde=pde, routing=self.routing,
                              distributed=self.distributed, group=self.process_group)
 
     def extra_repr(self) -> str:
         return f"experts={self.experts}, routing={self.routing!r}"
 
 
+def _samples_per_expert(layer: HardConstraint, K: int, P_k: int) -> int:
+    if layer.n_sampled is None:
+        return P_k
+    if K == 1 and layer.n_sampled > P_k:
+        raise ValueError(f"n_sampled={layer.n_sampled} is more than the grid's {P_k} points")
+    if layer.n_sampled % K or layer.n_sampled // K > P_k:
+        raise ValueError(f"n_sampled={layer.n_sampled} must be a multiple of the {K} experts "
+                         f"and at most {K * P_k} (each expert's block has {P_k} points)")
+    return layer.n_sampled // K
+
+
+def _sample_rows(interior: torch.Tensor, index: torch.Tensor, b: int, M_k: int,
+                 generator: torch.Generator | None) -> torch.Tensor:
+    """Flat grid indices ``(b, K, M_k)`` of each expert's collocation rows: collocated points
+    first, at random. Every rank draws the same numbers for all K experts, so a sharded run
+    samples exactly the rows a single process would."""
+    K, P_k = index.shape
+    if M_k >= P_k:
+        return index.expand(b, K, P_k)
+    scores = torch.rand(b, K, P_k, generator=generator, dtype=torch.float64)
+    scores = torch.where(interior[index].to(scores.device), scores, -1.0)
+    local = scores.topk(M_k, dim=-1, sorted=False).indices.to(index.device)
+    return index.expand(b, K, P_k).gather(-1, local)
+
+
+def _lifted(pde, basis: torch.Tensor, grid: Grid, initial: torch.Tensor, eliminate: bool
+            ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor],
+                       dict[str, torch.Tensor]]:
+    """The basis the weights multiply ``(b, P, N)``, u_p ``(b, P)``, and their full-grid
+    derivative terms."""
+    b = basis.shape[0]
+    if not eliminate:
+        terms = pde.basis_terms(basis, grid)
+        return (basis, basis.new_zeros(b, grid.size), terms,
+                {n: basis.new_zeros(b, grid.size) for n in terms})
+    lifted, particular = pde.lift(basis, grid, initial)
+    fields = pde.field_terms(particular.reshape(b, *grid.shape), grid)
+    return (lifted, particular, pde.basis_terms(lifted, grid),
+            {n: v.reshape(b, -1) for n, v in fields.items()})
+
+
+def _violations(pde, u: torch.Tensor, grid: Grid, initial: torch.Tensor, owner: torch.Tensor,
+                K: int) -> dict[str, torch.Tensor]:
+    """Largest |violation| of the initial and boundary conditions per (batch, block), from
+    the condition rows of u itself (u as a one-column basis)."""
+    rows, values, points = pde.constraint_rows(u.unsqueeze(-1), grid, initial)
+    gap = (rows.squeeze(-1) - values).abs()
+    n_initial = int(pde.initial_free(grid).sum())
+    block = owner.to(points.device)[points]
+    out = {}
+    for name, part in (("initial", slice(0, n_initial)), ("boundary", slice(n_initial, None))):
+        worst = gap.new_zeros(gap.shape[0], K)
+        if gap[:, part].shape[-1]:
+            worst = worst.scatter_reduce(1, block[part].expand_as(gap[:, part]), gap[:, part],
+                                         "amax")
+        out[name] = worst
+    return out
+
+
 def solve_experts(layer: HardConstraint, basis: torch.Tensor, grid: Grid, initial: torch.Tensor,
-                  experts: Experts, *, terms=None, generator=None, pde=None,
-                  routing: str = "replicate", distributed: bool | None = None, group=None
-                  ) -> ConstrainedSolution:
+                  experts: Experts, *, generator=None, pde=None, routing: str = "replicate",
+                  distributed: bool | None = None, group=None) -> ConstrainedSolution:
     """The shared engine of :class:`HardConstraint` and :class:`MixtureOfExperts`."""
     pde = layer.pde if pde is None else pde
     real_floating_dtype("basis", basis)
@@ -303,23 +467,10 @@ def solve_experts(layer: HardConstraint, basis: torch.Tensor, grid: Grid, initia
     layout = expert_layout(grid, experts)
     K = math.prod(layout)
     batch, P, N = basis.shape[:-2], basis.shape[-2], basis.shape[-1]
-    P_k = P // K
-    if layer.n_sampled is None:
-        M_k = P_k
-    else:
-        if layer.n_sampled % K or layer.n_sampled // K > P_k:
-            raise ValueError(
-                f"n_sampled={layer.n_sampled} must be a multiple of the {K} experts and at most "
-                f"{P} (the grid's points)"
-            )
-        M_k = layer.n_sampled // K
-    if terms is None:
-        terms = pde.basis_terms(basis, grid)
-    names = tuple(pde.terms)
+    M_k = _samples_per_expert(layer, K, P // K)
     flat_basis = basis.reshape(-1, P, N)
     b = flat_basis.shape[0]
     index = expert_index(grid, layout).to(basis.device)  # (K, P_k) flat grid points
-
     group = active_group(distributed, group)
     start, stop = (0, K) if group is None else shard(K, group)
 
@@ -332,40 +483,47 @@ def solve_experts(layer: HardConstraint, basis: torch.Tensor, grid: Grid, initia
             f"initial must broadcast to (*batch, *initial points) = {(*batch, *initial_shape)}, "
             f"got shape {tuple(initial.shape)}"
         ) from None
-    C_all, c_all, points = pde.constraint_rows(flat_basis, grid, initial)
+    eliminate = layer.constraints == "eliminate"
+    lifted, u_p, terms, particular = _lifted(pde, flat_basis, grid, initial, eliminate)
+    names = tuple(pde.terms)
     interior = interior_mask(pde, grid).reshape(-1).to(basis.device)
-    interior_blocks = interior[index]  # (K, P_k)
 
-    # Every rank draws the same numbers for all K experts, so a sharded run samples exactly
-    # the rows a single process would. Interior points are drawn first; only the sampled
-    # rows of the terms are copied.
-    if M_k < P_k:
-        scores = torch.rand(b, K, P_k, generator=generator, dtype=torch.float64)
-        scores = torch.where(interior_blocks.to(scores.device), scores, -1.0)
-        local = scores.topk(M_k, dim=-1, sorted=False).indices.to(basis.device)
-        rows = index.expand(b, K, P_k).gather(-1, local)  # (b, K, M_k)
-    else:
-        rows = index.expand(b, K, P_k)
-    rows = rows[:, start:stop]
+    rows = _sample_rows(interior, index, b, M_k, generator)[:, start:stop]
     row_weight = torch.where(interior[rows], layer.residual_scale, 0.0).to(basis.dtype)
-    rows = rows.reshape(b, -1, 1).expand(-1, -1, N)
-    T = torch.stack([terms[n].reshape(b, P, N).gather(1, rows) for n in names], dim=1)
+    flat_rows = rows.reshape(b, -1)
+    T = torch.stack([terms[n].gather(1, flat_rows.unsqueeze(-1).expand(-1, -1, N))
+                     for n in names], dim=1)
     T = T.unflatten(2, (stop - start, M_k)).transpose(1, 2)  # (b, K_local, n_terms, M_k, N)
-    C, c = _route_rows(C_all, c_all, points, grid, layout, routing, K)
-    C, c = C[:, start:stop], c[:, start:stop]
+    p = torch.stack([particular[n].gather(1, flat_rows) for n in names], dim=1)
+    p = p.unflatten(2, (stop - start, M_k)).transpose(1, 2)  # (b, K_local, n_terms, M_k)
+    if eliminate:
+        C = flat_basis.new_zeros(b, stop - start, 0, N)
+        c = flat_basis.new_zeros(b, stop - start, 0)
+    else:
+        C_all, c_all, points = pde.constraint_rows(flat_basis, grid, initial)
+        C, c = _route_rows(C_all, c_all, points, grid, layout, routing, K)
+        C, c = C[:, start:stop], c[:, start:stop]
 
     problem = _ExpertProblem(pde, names, layer.ridge)
     w0 = flat_basis.new_zeros(b, stop - start, N)
-    solution = least_squares(problem.residual, w0, (T, row_weight, C, c), solver=layer.solver,
-                             max_steps=layer.max_steps, adjoint=layer.adjoint,
-                             jacobian=problem.jacobian)
+    solution = least_squares(problem.residual, w0, (T, p, row_weight, C, c),
+                             solver=layer.solver, max_steps=layer.max_steps,
+                             adjoint=layer.adjoint, jacobian=problem.jacobian,
+                             hessian=problem.hessian)
+    with torch.no_grad():
+        F_rows = problem.residual(solution.value, T, p, row_weight, C, c)[..., :M_k]
+        pde_rms = F_rows.square().mean(-1).sqrt()
     weights, status, steps, norm = (solution.value, solution.status, solution.steps,
                                     solution.residual_norm)
     if group is not None:
         weights = gather_experts(weights, group)
-        status, steps, norm = (gather_experts(t, group) for t in (status, steps, norm))
+        status, steps, norm, pde_rms = (gather_experts(t, group)
+                                        for t in (status, steps, norm, pde_rms))
 
-    u = _select_expert(flat_basis, weights, expert_owner(grid, layout).to(basis.device))
+    owner = expert_owner(grid, layout).to(basis.device)
+    u = u_p + _select_expert(lifted, weights, owner)
+    with torch.no_grad():
+        violation = {"pde": pde_rms, **_violations(pde, u.detach(), grid, initial, owner, K)}
     stats = {"experts": K, "sampled_per_expert": M_k, "constraint_rows_per_expert": C.shape[-2],
              "function_evaluations": solution.stats.get("function_evaluations"),
              "jacobian_evaluations": solution.stats.get("jacobian_evaluations"),
@@ -376,5 +534,8 @@ def solve_experts(layer: HardConstraint, basis: torch.Tensor, grid: Grid, initia
         status=status.reshape(*batch, K),
         steps=steps.reshape(*batch, K),
         residual_norm=norm.reshape(*batch, K),
+        violation={k: v.reshape(*batch, K) for k, v in violation.items()},
+        terms={k: v.reshape(*batch, P, N) for k, v in terms.items()},
+        particular={k: v.reshape(*batch, P) for k, v in particular.items()},
         stats=stats,
     )

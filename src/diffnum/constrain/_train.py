@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import logging
 import math
@@ -27,7 +29,6 @@ from diffnum.constrain._layer import (
 )
 from diffnum.models import FNO
 from diffnum.pde import Grid
-from diffnum.solve import LevenbergMarquardt
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,10 @@ class TrainConfig:
             ``"hard"`` (PI-HC: the FNO predicts ``n_basis`` functions, u = B w* from
             :class:`HardConstraint`), ``"moe"`` (PI-HC-MoE with ``experts``).
         experts: blocks per grid axis (``moe`` only), e.g. ``(4, 1)`` on an (x, t) grid.
-        routing: initial/boundary rows to experts, ``"replicate"`` or ``"partition"``.
+        routing: initial/boundary rows to experts, ``"replicate"`` or ``"partition"`` (with
+            ``constraints="rows"``).
+        constraints: ``"eliminate"`` (the initial and boundary conditions hold exactly) or
+            ``"rows"`` (the paper's least-squares rows); see :class:`HardConstraint`.
         n_basis, n_sampled, ridge, max_solver_steps: the layer (N, M, λ, LM iterations).
         width, modes, depth, padding: the FNO backbone (same for every method).
         steps, batch_size, lr, clip: Adam for ``steps`` steps on batches of initial
@@ -82,6 +86,7 @@ class TrainConfig:
     method: str = "hard"
     experts: tuple[int, ...] | None = None
     routing: str = "replicate"
+    constraints: str = "eliminate"
     n_basis: int = 16
     n_sampled: int | None = 2048
     ridge: float = 1e-4
@@ -104,6 +109,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_one_of("method", self.method, METHODS)
         check_one_of("routing", self.routing, ("replicate", "partition"))
+        check_one_of("constraints", self.constraints, ("eliminate", "rows"))
         check_one_of("parallel", self.parallel, ("experts", "batch"))
         if self.method == "moe" and not self.experts:
             raise ValueError("method='moe' needs experts, e.g. experts=(4, 1)")
@@ -128,10 +134,21 @@ class TrainConfig:
             return f"{METHOD_NAMES['moe']} (K={math.prod(self.experts)})"
         return METHOD_NAMES[self.method]
 
+    @property
+    def digest(self) -> str:
+        """12 hex digits of SHA-256 over the sorted-key JSON of every field (seed included).
+
+        Checkpoint names carry it, so a run with other settings (``--seed 1`` in a seed-0
+        output directory) starts its own checkpoint instead of finding another run's one;
+        JSON of the dataclass fields is stable across processes and Python versions, unlike
+        ``hash()``."""
+        text = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
 
 class ConstrainedModel(nn.Module):
     """FNO backbone + (for ``hard``/``moe``) the hard-constraint layer; ``forward`` returns
-    ``(u, solution or None, terms or None)`` for initial conditions ``(b, *initial shape)``."""
+    ``(u, solution or None)`` for initial conditions ``(b, *initial shape)``."""
 
     def __init__(self, config: TrainConfig, pde, grid: Grid) -> None:
         super().__init__()
@@ -145,7 +162,15 @@ class ConstrainedModel(nn.Module):
             hard = HardConstraint(pde, config.n_sampled, ridge=config.ridge,
                                   max_steps=config.max_solver_steps,
                                   residual_scale=math.sqrt(config.pde_weight),
-                                  solver=LevenbergMarquardt(rtol=1e-8, atol=1e-8))
+                                  constraints=config.constraints)
+            if config.constraints == "eliminate":
+                # A constant added to every basis column is removed by the elimination
+                # (B − B(·, t₀)): the output bias has no effect, and Adam would turn its
+                # rounding-level gradient into updates. It stays at zero.
+                bias = self.backbone.projection_out.linear.bias
+                with torch.no_grad():
+                    bias.zero_()
+                bias.requires_grad_(False)
             self.layer = hard if config.method == "hard" else MixtureOfExperts(
                 hard, config.experts, routing=config.routing,
                 distributed=None if config.parallel == "experts" else False)
@@ -166,29 +191,29 @@ class ConstrainedModel(nn.Module):
         network = self.__dict__.get("_data_parallel") or self.backbone
         out = network(self.network_input(initial))
         if self.layer is None:
-            return out[:, 0], None, None
+            return out[:, 0], None
         basis = out.flatten(2).transpose(1, 2)  # (b, P, N)
-        terms = self.pde.basis_terms(basis, self.grid)
-        solution = self.layer(basis, self.grid, initial, terms=terms, generator=generator)
-        return solution.u, solution, terms
+        solution = self.layer(basis, self.grid, initial, generator=generator)
+        return solution.u, solution
 
 
 def _mean_square(x: torch.Tensor) -> torch.Tensor:
     return (x * x).mean() if x.numel() else x.new_zeros(())
 
 
-def physics_loss(model: ConstrainedModel, initial: torch.Tensor, u: torch.Tensor, solution,
-                 terms) -> tuple[torch.Tensor, dict[str, float]]:
-    """Weighted mean squares of the PDE residual over the interior of the grid
+def physics_loss(model: ConstrainedModel, initial: torch.Tensor, u: torch.Tensor, solution
+                 ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Weighted mean squares of the PDE residual where it is collocated
     (:func:`interior_mask`), the initial residual and the boundary residual of u (no data
-    term). Constrained models use each expert's own
-    weights on the basis derivatives (:func:`expert_residual`)."""
+    term). Constrained models use each expert's own weights on the basis derivatives
+    (:func:`expert_residual`), so no difference quotient straddles two experts."""
     cfg, pde, grid = model.config, model.pde, model.grid
     if solution is None:
         F = pde.residual(u, grid)
     else:
         experts = None if cfg.method == "hard" else cfg.experts
-        F = expert_residual(pde, terms, solution.weights, grid, experts)
+        F = expert_residual(pde, solution.terms, solution.weights, grid, experts,
+                            solution.particular)
     parts = {"pde": _mean_square(F[..., interior_mask(pde, grid)]),
              "initial": _mean_square(pde.initial_residual(u, grid, initial)),
              "boundary": _mean_square(pde.boundary_residual(u, grid))}
@@ -221,6 +246,76 @@ def _atomic_save(obj: Any, path: Path) -> None:
         raise
 
 
+_CHECKPOINT_KEYS = frozenset({"config", "model", "optimizer", "step", "sample_generator",
+                              "history"})
+
+
+def _checkpoint_problem(state: Any, config: TrainConfig) -> str | None:
+    """None if ``state`` has the layout :func:`train` writes for ``config``, else what is wrong.
+
+    Checked before anything is restored, so a file that is not one of ours never half-loads
+    a model, and the history (summed over right after) is known to hold what the loop wrote."""
+    if not isinstance(state, dict) or not _CHECKPOINT_KEYS <= state.keys():
+        return f"not a training checkpoint (keys {sorted(_CHECKPOINT_KEYS)} expected)"
+    if state["config"] != asdict(config):
+        return "it was written with a different configuration"
+    step, history = state["step"], state["history"]
+    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= config.steps:
+        return f"step {step!r} is not in [0, {config.steps}]"
+    if not (isinstance(history, list) and len(history) == step and all(
+            isinstance(h, dict) and {"solver_failures", "skipped"} <= h.keys()
+            for h in history)):
+        return "its history does not hold one record per step"
+    return None
+
+
+def _load_checkpoint(path: Path, config: TrainConfig) -> dict[str, Any] | None:
+    """The state saved in ``path`` if it is a readable checkpoint of ``config``; else None,
+    logged with the file's name, and the run starts afresh.
+
+    ``weights_only=True``: the unpickler rebuilds only tensors and plain containers, so a
+    crafted file under ``--out`` cannot run code on ``--resume``. Any failure to read
+    (truncated, empty, garbage, a forbidden pickle global) means "no usable checkpoint": the
+    loader raises many exception types for these, and a long reproduction should start the
+    run again rather than stop with a traceback."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # deliberately broad: see the docstring
+        logger.warning("checkpoint %s is unreadable or unsafe to load (%s: %s); starting this "
+                       "run afresh (it will be overwritten)", path, type(error).__name__,
+                       str(error).splitlines()[0] if str(error) else "")
+        return None
+    problem = _checkpoint_problem(state, config)
+    if problem is not None:
+        logger.warning("checkpoint %s is not used: %s; starting this run afresh (it will be "
+                       "overwritten)", path, problem)
+        return None
+    return state
+
+
+def _restore(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
+             sample_gen: torch.Generator, path: Path) -> bool:
+    """Load ``state`` into the fresh model, optimizer and generator; True on success.
+
+    On failure (tensors of the wrong shape, a malformed optimizer or generator state) the
+    fresh state is put back, so the run starts afresh exactly as without the file."""
+    fresh = (copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()),
+             sample_gen.get_state())
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        sample_gen.set_state(state["sample_generator"])
+    except (RuntimeError, KeyError, TypeError, ValueError, IndexError) as error:
+        logger.warning("checkpoint %s does not fit this model (%s: %s); starting this run "
+                       "afresh (it will be overwritten)", path, type(error).__name__,
+                       str(error).splitlines()[0] if str(error) else "")
+        model.load_state_dict(fresh[0])
+        optimizer.load_state_dict(fresh[1])
+        sample_gen.set_state(fresh[2])
+        return False
+    return True
+
+
 def _is_main() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
@@ -235,9 +330,12 @@ def train(config: TrainConfig, problem: PhysicsProblem, *,
     Adam (``config.lr``), gradient clipping, seeded batch order and collocation sampling.
     ``checkpoint``: file written atomically every ``config.checkpoint_every`` steps and at the
     end; with ``resume=True`` a run continues from it bit for bit (model, optimizer, both
-    random streams). ``metrics``: a JSONL file, one line per step (loss terms, gradient norm,
-    step time, LM iterations, converged share, failures). A step whose loss is not finite is
-    skipped (no update) and counted; solver failures are counted, never hidden.
+    random streams). It is read with ``weights_only=True`` (no code runs); a checkpoint that is
+    unreadable, not one of ours or of another configuration is logged and the run starts
+    afresh (name checkpoints with :attr:`TrainConfig.digest`). ``metrics``: a JSONL file, one
+    line per step (loss terms, gradient norm, step time, LM iterations, converged share,
+    failures). A step whose loss is not finite is skipped (no update) and counted; solver
+    failures are counted, never hidden.
     The batch order is a function of (seed, step) alone (epoch e is a permutation seeded by
     e), so a resumed run draws the same batches without replaying a stream.
     ``progress`` wraps the step range (e.g. a tqdm bar); ``stop_after`` ends the call after
@@ -259,13 +357,10 @@ def train(config: TrainConfig, problem: PhysicsProblem, *,
     start, history = 0, []
     ckpt = Path(checkpoint) if checkpoint is not None else None
     if resume and ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
-        if state["config"] != asdict(config):
-            raise ValueError(f"checkpoint {ckpt} was written with a different configuration")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        sample_gen.set_state(state["sample_generator"])
-        start, history = state["step"], state["history"]
+        state = _load_checkpoint(ckpt, config)
+        if state is not None and _restore(state, model, optimizer, sample_gen, ckpt):
+            start, history = state["step"], state["history"]
+            logger.info("resuming %s from step %d of %s", config.name, start, ckpt)
     metrics_path = Path(metrics) if metrics is not None else None
     if metrics_path is not None and _is_main():
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
@@ -301,8 +396,8 @@ def train(config: TrainConfig, problem: PhysicsProblem, *,
         initial = problem.train_initial[indices[rank * local:(rank + 1) * local]
                                         if share > 1 else indices]
         optimizer.zero_grad(set_to_none=True)
-        u, solution, terms = model(initial, sample_gen)
-        loss, parts = physics_loss(model, initial, u, solution, terms)
+        u, solution = model(initial, sample_gen)
+        loss, parts = physics_loss(model, initial, u, solution)
         summary = torch.tensor(
             [float(loss.detach()), parts["pde"], parts["initial"], parts["boundary"],
              0.0 if solution is None else float(solution.steps.double().sum()),
@@ -367,7 +462,7 @@ def evaluate(model: ConstrainedModel, problem: PhysicsProblem, *, batch_size: in
         initial = problem.test_initial[start:start + batch_size]
         reference = problem.test_solution[start:start + batch_size]
         began = time.perf_counter()
-        u, solution, _ = model(initial, generator)
+        u, solution = model(initial, generator)
         seconds += time.perf_counter() - began
         diff = (u - reference).flatten(1).norm(dim=1) / reference.flatten(1).norm(dim=1)
         errors += diff.tolist()

@@ -73,8 +73,10 @@ class FNO(nn.Module):
     default) and L = ``depth``. The output has shape ``(*batch, out_channels, n_1, …, n_d)``;
     in the hard-constraint layer its channels are the basis functions B_θ ∈ R^{P×N}.
 
-    Options: ``append_grid=True`` appends the d coordinates of :func:`grid_coordinates`
-    (i_j/n_j ∈ [0, 1)) as input channels; ``padding`` appends that many zero points at the
+    Options: ``append_grid=True`` (default, as neuraloperator) appends the d coordinates of
+    :func:`grid_coordinates` (i_j/n_j ∈ [0, 1)) as input channels — without them a spatially
+    constant input (diffusion–sorption's u₀) gives a basis constant in space, on which a
+    hard constraint cannot fit any boundary layer; ``padding`` appends that many zero points at the
     end of every grid dimension after lifting and crops them before projection (for
     non-periodic problems; the Fourier layers see a periodic domain otherwise).
 
@@ -98,7 +100,7 @@ class FNO(nn.Module):
         *,
         activation: nn.Module | type[nn.Module] | Callable | None = None,
         padding: int = 0,
-        append_grid: bool = False,
+        append_grid: bool = True,
         projection_channels: int | None = None,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,

@@ -27,9 +27,11 @@ FORMAT_VERSION = 1
 KINDS: dict[str, dict[str, Any]] = {
     # PDEBench's setting: 1024 cells, t ∈ [0, 500], 101 saved times.
     "diffusion-sorption": {"nx": 1024, "num_times": 101, "t_end": 500.0},
-    # Periodic box of side 2π, ν = 1e-3, Gaussian random field ω₀ (α = 2.5, τ = 7), dt = 1e-2.
+    # Periodic box of side 2π, ν = 1e-3, Gaussian random field ω₀ (α = 2.5, τ = 7), dt = 1e-2;
+    # truncate_product=False makes the modes outside the 2/3 band follow the pointwise
+    # equation a training residual uses (see solve_navier_stokes_2d).
     "navier-stokes": {"grid": 64, "viscosity": 1e-3, "dt": 1e-2, "steps": 500, "save_every": 50,
-                      "alpha": 2.5, "tau": 7.0},
+                      "alpha": 2.5, "tau": 7.0, "truncate_product": True},
     # Periodic x ∈ [−1, 1), random smooth zero-mean u₀ (modes k ≤ 4), exact Cole–Hopf.
     "burgers": {"nx": 256, "num_times": 51, "t_end": 1.0, "viscosity": 0.05, "modes": 4,
                 "amplitude": 0.5},
@@ -82,7 +84,8 @@ def _navier_stokes(n: int, seed: int, s: dict[str, Any]) -> dict[str, torch.Tens
                                                  generator=_sample_generator(seed, i))
                            for i in range(n)])
     traj = solve_navier_stokes_2d(initial, viscosity=s["viscosity"], dt=s["dt"],
-                                  steps=s["steps"], save_every=s["save_every"])
+                                  steps=s["steps"], save_every=s["save_every"],
+                                  truncate_product=bool(s["truncate_product"]))
     if traj.cfl > 0.5:
         logger.warning("navier-stokes data: largest CFL number %.3g > 0.5; reduce dt", traj.cfl)
     x = 2 * math.pi * torch.arange(s["grid"], dtype=torch.float64) / s["grid"]
@@ -246,26 +249,48 @@ class PDEDataset(Dataset):
         return {"initial": self.initial[index], "solution": self.solution[index]}
 
 
+def _read_tensors(data_path: Path, n: int) -> tuple[dict[str, torch.Tensor] | None, str | None]:
+    """(tensors, None) if ``data_path`` holds the n samples :func:`generate_dataset` writes,
+    else (None, reason). Read with ``weights_only=True``, so no code runs even if the file and
+    its checksum were both crafted; a file that passed the checksum but does not load or has
+    the wrong layout is a reason to regenerate, not a traceback."""
+    try:
+        tensors = torch.load(data_path, map_location="cpu", weights_only=True)
+    except Exception as error:  # deliberately broad: any failure means "not usable"
+        return None, f"{data_path} does not load ({type(error).__name__})"
+    names = ("initial", "solution", "times", "x")
+    if not isinstance(tensors, dict) or not all(isinstance(tensors.get(k), torch.Tensor)
+                                                for k in names):
+        return None, f"{data_path} lacks one of the tensors {list(names)}"
+    if tensors["solution"].ndim == 0 or tensors["initial"].ndim == 0:
+        return None, f"{data_path} holds scalar initial/solution tensors"
+    if tensors["solution"].shape[0] != n or tensors["initial"].shape[0] != n:
+        return None, f"{data_path} holds {tensors['solution'].shape[0]} samples, expected {n}"
+    return tensors, None
+
+
 def load_dataset(kind: str, n: int, seed: int, out_dir: str | os.PathLike, *,
                  generate: bool = True, **sizes: Any) -> PDEDataset:
     """Load a dataset made by :func:`generate_dataset` with the same arguments.
 
     The sidecar, settings and checksum are verified before the file is read (with
-    ``weights_only=True``); a missing, partial, corrupted or mismatched dataset is logged and
-    regenerated (``generate=True``) or raises ``RuntimeError`` (``generate=False``); it is never
-    used as it is.
+    ``weights_only=True``); a missing, partial, corrupted or mismatched dataset, or one that
+    does not load as the expected tensors, is logged and regenerated (``generate=True``) or
+    raises ``RuntimeError`` (``generate=False``); it is never used as it is.
     """
     settings = _settings(kind, sizes)
     data_path, sidecar_path = dataset_paths(kind, n, seed, out_dir)
+    tensors = None
     reason = _validate(data_path, sidecar_path, _expected(kind, n, seed, settings))
+    if reason is None:
+        tensors, reason = _read_tensors(data_path, n)
     if reason is not None:
         if not generate:
             raise RuntimeError(f"dataset {data_path} is not usable: {reason}")
         if data_path.exists() or sidecar_path.exists():
             logger.warning("dataset %s is not usable (%s); regenerating", data_path, reason)
         generate_dataset(kind, n, seed, out_dir, overwrite=True, **sizes)
-    tensors = torch.load(data_path, map_location="cpu", weights_only=True)
-    if tensors["solution"].shape[0] != n or tensors["initial"].shape[0] != n:
-        raise RuntimeError(f"dataset {data_path} holds {tensors['solution'].shape[0]} samples, "
-                           f"expected {n}")
+        tensors, reason = _read_tensors(data_path, n)
+        if reason is not None:
+            raise RuntimeError(f"freshly generated dataset {data_path} is not usable: {reason}")
     return PDEDataset(data_path, tensors, settings)

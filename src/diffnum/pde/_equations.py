@@ -157,9 +157,11 @@ class PDE1D:
     def initial_residual(
         self, u: torch.Tensor, grid: Grid, initial: torch.Tensor
     ) -> torch.Tensor:
-        """u(x, t₀) − u₀(x) on the x axis, shape ``(..., nx)``; ``initial`` broadcasts."""
+        """u(x, t₀) − u₀(x) on the x axis, shape ``(..., nx)``; ``initial`` broadcasts; 0 at
+        an end that carries a boundary condition (the corner rule of :meth:`initial_free`)."""
         self._check_field(u, grid)
-        return u.select(u.ndim - 2 + grid.axis_index("t"), 0) - initial
+        r = u.select(u.ndim - 2 + grid.axis_index("t"), 0) - initial
+        return r * self.initial_free(grid).to(r.device)
 
     def boundary_residual(self, u: torch.Tensor, grid: Grid) -> torch.Tensor:
         """Dirichlet: (u(x_left, t) − g_left(t), u(x_right, t) − g_right(t)), shape
@@ -200,11 +202,69 @@ class PDE1D:
         """The linear conditions on u = B w as rows: C w = c with C ``(..., R, N)``, c
         ``(..., R)``, and the flat grid index of the point each row sits at ``(R,)``.
 
-        Rows are the initial condition (Bw)(x_i, t₀) = u₀(x_i), then the boundary conditions of
-        :meth:`boundary_residual`; a router uses the points to hand each row to the expert
-        whose block contains it.
+        Rows are the initial condition (Bw)(x_i, t₀) = u₀(x_i) where :meth:`initial_free`
+        holds, then the boundary conditions of :meth:`boundary_residual`; a router uses the
+        points to hand each row to the expert whose block contains it.
         """
         return linear_constraint_rows(self, basis, grid, initial)
+
+    def initial_free(self, grid: Grid) -> torch.Tensor:
+        """Where the initial condition is imposed, a mask of ``initial_points(grid).shape``.
+
+        The corner rule: at an end that carries a boundary condition, the boundary condition
+        holds at t₀ as well, so u₀ is imposed on the open interval only. Where u₀ and the
+        boundary data disagree (diffusion–sorption: u₀ = a < 1 beside u(0, t) = 1), this is what
+        the reference solvers do — their boundary face carries the boundary value from the
+        first instant — and it keeps the two families of conditions from contradicting each
+        other at one point.
+        """
+        free = torch.ones(self.initial_points(grid).shape, dtype=torch.bool,
+                          device=grid.coordinates[0].device)
+        for side in self._corner_sides():
+            free[0 if side == 0 else -1] = False
+        return free
+
+    def collocation_mask(self, grid: Grid) -> torch.Tensor:
+        """Where the PDE residual is collocated and penalised, a mask of ``grid.shape``: every
+        point except t₀ and the ends that carry a boundary condition (there the initial and
+        boundary conditions hold instead of the PDE)."""
+        self.check_grid(grid)
+        mask = torch.ones(grid.shape, dtype=torch.bool, device=grid.coordinates[0].device)
+        mask.select(grid.axis_index("t"), 0).fill_(False)
+        for side in self._corner_sides():
+            mask.select(grid.axis_index("x"), 0 if side == 0 else -1).fill_(False)
+        return mask
+
+    def lift(self, basis: torch.Tensor, grid: Grid, initial: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eliminate the initial and boundary conditions: (B̃, u_p) with u = u_p + B̃ w
+        satisfying every condition exactly, for every w.
+
+        B̃ = B − B(·, t₀) column by column, with the constrained ends overwritten so that the
+        homogeneous boundary conditions hold (Dirichlet ends 0); u_p = u₀ broadcast along t, with
+        the boundary values at constrained ends (the corner rule of :meth:`initial_free`). Both
+        are grid functions in flat layout: B̃ ``(..., P, N)``, u_p ``(..., P)``; the residual of
+        u is F(u_p + B̃ w), nonlinear in w only through F.
+        """
+        lifted, particular = lift_initial(self, basis, grid, initial)
+        return (self._impose_ends(lifted, grid, homogeneous=True),
+                self._impose_ends(particular.unsqueeze(-1), grid, homogeneous=False)[..., 0])
+
+    def _impose_ends(self, field: torch.Tensor, grid: Grid, *, homogeneous: bool
+                     ) -> torch.Tensor:
+        """Set the Dirichlet ends of flat fields ``(..., P, C)`` to g(t) (or 0)."""
+        points = self.boundary_points(grid).reshape(-1)
+        if points.numel() == 0:
+            return field
+        field = field.clone()
+        if homogeneous:
+            field[..., points, :] = 0
+        else:
+            field[..., points, :] = self.boundary_targets(grid).to(field).reshape(-1, 1)
+        return field
+
+    def _corner_sides(self) -> tuple[int, ...]:
+        return self._boundary_sides()
 
     def _boundary_sides(self) -> tuple[int, ...]:
         return () if self.boundary == "periodic" else (0, 1)
@@ -224,11 +284,42 @@ def linear_constraint_rows(
     u0 = torch.as_tensor(initial, dtype=basis.dtype, device=basis.device)
     u0 = u0.broadcast_to(torch.broadcast_shapes(u0.shape, initial_index.shape))
     u0 = u0.reshape(*u0.shape[: u0.ndim - initial_index.ndim], -1)
+    free = pde.initial_free(grid).reshape(-1).to(u0.device)
+    u0 = u0[..., free]
     boundary_index = pde.boundary_points(grid).reshape(-1)
     targets = pde.boundary_targets(grid).to(basis).reshape(-1)
-    points = torch.cat([initial_index.reshape(-1), boundary_index])
+    points = torch.cat([initial_index.reshape(-1)[free], boundary_index])
     values = torch.cat([u0, targets.expand(*u0.shape[:-1], targets.shape[0])], dim=-1)
     return basis[..., points, :], values, points
+
+
+def lift_initial(pde, basis: torch.Tensor, grid: Grid, initial: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B − B(·, t₀), u₀ broadcast along t) for a basis ``(..., P, N)`` and u₀ at
+    ``pde.initial_points(grid)``: the initial condition eliminated, u = u_p + B̃ w equals u₀ at
+    t₀ for every w. Flat layout, as the basis."""
+    real_floating_dtype("basis", basis)
+    if basis.ndim < 2 or basis.shape[-2] != grid.size:
+        raise ValueError(f"basis must have shape (..., {grid.size}, N) for a grid of shape "
+                         f"{grid.shape}, got {tuple(basis.shape)}")
+    initial_index = pde.initial_points(grid)
+    index = torch.arange(grid.size, device=basis.device).reshape(grid.shape)
+    t_axis = grid.axis_index("t")
+    # For every grid point, the flat index of the point with the same space coordinates at t₀,
+    # and that point's position among the initial points (the layout of u₀).
+    at_start = index.select(t_axis, 0).unsqueeze(t_axis).expand(grid.shape).reshape(-1)
+    position = torch.empty(grid.size, dtype=torch.long, device=basis.device)
+    position[initial_index.reshape(-1).to(basis.device)] = torch.arange(
+        initial_index.numel(), device=basis.device)
+    u0 = torch.as_tensor(initial, dtype=basis.dtype, device=basis.device)
+    try:
+        u0 = u0.broadcast_to(*u0.shape[: max(u0.ndim - initial_index.ndim, 0)],
+                             *initial_index.shape)
+    except RuntimeError:
+        raise ValueError(f"initial must broadcast to (..., {tuple(initial_index.shape)}), got "
+                         f"shape {tuple(u0.shape)}") from None
+    u0 = u0.reshape(*u0.shape[: u0.ndim - initial_index.ndim], -1)
+    return basis - basis[..., at_start, :], u0[..., position[at_start]]
 
 
 class Heat1D(PDE1D):

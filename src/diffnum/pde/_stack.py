@@ -52,6 +52,8 @@ def stacked_residual(
     r_initial = (basis[..., initial_index.reshape(-1), :] @ w).squeeze(-1) - torch.as_tensor(
         initial, dtype=basis.dtype, device=basis.device
     ).broadcast_to(initial_index.shape).reshape(-1)
+    # The corner rule (PDE1D.initial_free): at a constrained end the boundary row holds at t₀.
+    r_initial = r_initial * pde.initial_free(grid).reshape(-1).to(r_initial.device)
     boundary_index = pde.boundary_points(grid).reshape(-1)
     targets = pde.boundary_targets(grid).to(basis).reshape(-1)
     r_boundary = (basis[..., boundary_index, :] @ w).squeeze(-1) - targets

@@ -352,7 +352,8 @@ def least_squares(fn: Callable[..., torch.Tensor], y0: Any, args: Any = (), *,
                   max_steps: int = 100,
                   adjoint: ImplicitAdjoint | UnrollAdjoint | None = None,
                   throw: bool = False,
-                  jacobian: str | Callable[..., torch.Tensor] = "auto") -> Solution:
+                  jacobian: str | Callable[..., torch.Tensor] = "auto",
+                  hessian: Callable[..., torch.Tensor] | None = None) -> Solution:
     """Solve min_y ½‖r(y)‖² per batch element, r = ``fn(y, *args)``; differentiable in θ.
 
     ``fn`` maps y of shape ``(*batch, n)`` to residuals ``(*batch, m)``; batch elements must
@@ -387,6 +388,12 @@ def least_squares(fn: Callable[..., torch.Tensor], y0: Any, args: Any = (), *,
             evaluation). The iterates are the same as with ``fn`` returning ``r`` and a
             separate callable returning the same J. Gradients use autodiff of the residual
             part ``fn(y, *args)[0]`` (the J part is evaluated alongside but not used).
+        hessian: optional ``hessian(y, *args) -> (*batch, n, n)``, the exact Hessian
+            H = ∂_y(Jᵀr) = JᵀJ + Σᵢ rᵢ ∇²rᵢ of ½‖r‖² at y, for the full-Hessian implicit adjoint.
+            It is called once, at y* and without gradients, in place of the n autograd
+            backward passes that otherwise build H (for a residual F(Tw) that acts pointwise on
+            linear maps T of y, H is a few batched products; see ``diffnum.constrain``).
+            Ignored by ``ImplicitAdjoint(hessian="gauss_newton")`` and ``UnrollAdjoint``.
 
     Returns:
         :class:`Solution` with ``residual_norm`` = ‖r(y*)‖₂ per element and ``stats``
@@ -401,6 +408,9 @@ def least_squares(fn: Callable[..., torch.Tensor], y0: Any, args: Any = (), *,
     adjoint = ImplicitAdjoint() if adjoint is None else adjoint
     check_adjoint(adjoint)
     check_max_steps(max_steps)
+    if hessian is not None and not callable(hessian):
+        raise TypeError(f"hessian must be None or a callable hessian(y, *args) -> (*batch, n, n), "
+                        f"got {type(hessian).__name__}")
     if not callable(fn):
         raise TypeError(f"fn must be callable fn(y, *args) -> residuals, got {type(fn).__name__}")
     y0 = as_initial_value(y0)
@@ -469,7 +479,7 @@ def least_squares(fn: Callable[..., torch.Tensor], y0: Any, args: Any = (), *,
                 fn1, jac1, fused1, y0, start, solver, max_steps,
                 keep_jacobian=attach and adjoint.hessian == "gauss_newton")
         if attach:
-            y = _attach(residual_fn, args, y, J, status, adjoint, mode)
+            y = _attach(residual_fn, args, y, J, status, adjoint, mode, hessian)
         J = None
     solution = Solution(value=y, status=status, steps=steps,
                         residual_norm=torch.sqrt(2 * f.detach()), stats=stats)
@@ -482,8 +492,8 @@ def least_squares(fn: Callable[..., torch.Tensor], y0: Any, args: Any = (), *,
 
 
 def _attach(fn: Callable, args: tuple, y: torch.Tensor, J: torch.Tensor | None,
-            status: torch.Tensor, adjoint: ImplicitAdjoint, mode: str | Callable
-            ) -> torch.Tensor:
+            status: torch.Tensor, adjoint: ImplicitAdjoint, mode: str | Callable,
+            hessian: Callable | None = None) -> torch.Tensor:
     """Attach the implicit derivative to y* (see :mod:`diffnum.solve._adjoint`)."""
     r = reevaluate(fn, y, args)
     if r is None:  # nothing fn depends on requires grad
@@ -501,6 +511,12 @@ def _attach(fn: Callable, args: tuple, y: torch.Tensor, J: torch.Tensor | None,
             yv = y.detach().requires_grad_(True)
             rv = fn(yv, *args)
             g = torch.autograd.grad(0.5 * (rv * rv).sum(), yv, create_graph=True)[0]
+        if hessian is not None:
+            with torch.no_grad():
+                H = _checked_hessian(hessian, y.detach(), args)
+            return attach_implicit(y, g, H, valid, symmetric=True,
+                                   method=adjoint.linear_solver)
+        with torch.enable_grad():
             # H = ∂_y g column by column: one batched backward pass through g's graph with
             # the unit cotangents e_j (elements independent, so e_j broadcast over the batch
             # gives column j of every element's Hessian).
@@ -520,6 +536,19 @@ def _attach(fn: Callable, args: tuple, y: torch.Tensor, J: torch.Tensor | None,
             H = H.detach()
             H = 0.5 * (H + H.mT)
     return attach_implicit(y, g, H, valid, symmetric=True, method=adjoint.linear_solver)
+
+
+def _checked_hessian(hessian: Callable, y: torch.Tensor, args: tuple) -> torch.Tensor:
+    """``hessian(y, *args)``, checked for shape and dtype and symmetrized."""
+    H = hessian(y, *args)
+    want = (*y.shape, y.shape[-1])
+    if not isinstance(H, torch.Tensor) or tuple(H.shape) != want or H.dtype != y.dtype:
+        got = (f"{tuple(H.shape)} {H.dtype}" if isinstance(H, torch.Tensor)
+               else type(H).__name__)
+        raise ValueError(f"least_squares: hessian(y, *args) must return a tensor of shape "
+                         f"(*batch, n, n) = {want} and dtype {y.dtype}, got {got}")
+    H = H.detach()
+    return 0.5 * (H + H.mT)
 
 
 def _evaluate_fused(fn: Callable, y0: torch.Tensor, args: tuple

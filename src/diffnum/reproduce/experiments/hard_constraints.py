@@ -122,7 +122,7 @@ def _configs(pde: str, s: dict[str, Any], seed: int) -> list[TrainConfig]:
 # -------------------------------------------------------------------------- runs
 def _run_method(ctx: Context, label: str, problem: PhysicsProblem, config: TrainConfig
                 ) -> dict[str, Any]:
-    name = f"hc-{label}-{config.method}.pt"
+    name = f"hc-{label}-{config.method}-{config.digest}.pt"
     result = train(config, problem, checkpoint=ctx.checkpoint_path(name), resume=ctx.resume,
                    metrics=ctx.out / "metrics" / f"{label}-{config.method}.jsonl",
                    progress=lambda r: ctx.progress(r, desc=f"{label}: {config.name}",
