@@ -75,8 +75,8 @@ def _step_fn(model, initial):
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        u, solution, terms = model(initial, generator)
-        loss, _ = physics_loss(model, initial, u, solution, terms)
+        u, solution = model(initial, generator)
+        loss, _ = physics_loss(model, initial, u, solution)
         loss.backward()
         optimizer.step()
         record["steps"] = float(solution.steps.double().mean())

@@ -23,8 +23,13 @@ def test_toy_run_writes_tables_figures_and_resumes(tmp_path, monkeypatch):
     section = hard_constraints.run(ctx)
     for name in ("PI-SC", "PI-HC", "PI-HC-MoE (K=4)"):
         assert f"| {name} |" in section.markdown
-    assert set(section.results) == {"ds", "ns", "time_vs_m", "verdicts",
+    assert set(section.results) == {"ds", "ns", "baselines", "time_vs_m", "verdicts",
                                     "reference_physics_loss", "findings"}
+    assert "| persistence (u = u₀) |" in section.markdown
+    # The hard-constrained predictions meet u₀ at t = 0 (the conditions are eliminated).
+    for label in ("ds", "ns"):
+        for row in section.results[label][1:]:
+            assert row["relative_l2_initial"] <= 1e-12
     assert "Why, where the results differ" in section.markdown
     assert len(section.results["ds"][0]["relative_l2"]) == 2
     assert all((tmp_path / f).exists() for f in section.figures)

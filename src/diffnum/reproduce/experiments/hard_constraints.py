@@ -29,6 +29,7 @@ from diffnum.pde import (
     gaussian_random_field,
     load_dataset,
     pdebench_initial_condition,
+    solve_diffusion_sorption_1d,
     uniform_grid,
 )
 from diffnum.reproduce._harness import Context, Experiment, Section
@@ -43,7 +44,7 @@ def _sizes(quick: bool) -> dict[str, Any]:
         return {
             "ds": dict(nx=64, nt=32, cells=256, n_train=16, n_test=16, steps=120, n_basis=16,
                        n_sampled=1024, width=16, modes=(12, 8), depth=3, padding=8),
-            "ns": dict(n=16, nt=6, steps_ref=100, n_train=16, n_test=16, steps=80, n_basis=16,
+            "ns": dict(n=16, nt=11, steps_ref=100, n_train=16, n_test=16, steps=80, n_basis=16,
                        n_sampled=1024, width=12, modes=(6, 6, 3), depth=2, padding=2),
             "scaling": dict(nx=128, nt=64, ms=(1024, 2048, 4096, 8192), ks=(2, 4, 8),
                             repeats=3),
@@ -51,7 +52,7 @@ def _sizes(quick: bool) -> dict[str, Any]:
     return {
         "ds": dict(nx=128, nt=64, cells=1024, n_train=64, n_test=32, steps=800, n_basis=16,
                    n_sampled=4096, width=24, modes=(16, 12), depth=4, padding=8),
-        "ns": dict(n=32, nt=11, steps_ref=200, n_train=64, n_test=16, steps=500, n_basis=32,
+        "ns": dict(n=32, nt=21, steps_ref=200, n_train=64, n_test=16, steps=500, n_basis=32,
                    n_sampled=4096, width=16, modes=(8, 8, 4), depth=3, padding=2),
         "scaling": dict(nx=256, nt=128, ms=(1024, 2048, 4096, 8192, 16384, 32768),
                         ks=(2, 4, 8), repeats=5),
@@ -62,7 +63,7 @@ def _sizes(quick: bool) -> dict[str, Any]:
 def _diffusion_sorption(ctx: Context, s: dict[str, Any]) -> PhysicsProblem:
     """Nodes x_j = j/(nx − 1) (both ends, where the boundary conditions live), t ∈ [0, 500];
     references from the finite-volume solver on ``cells`` cells, linearly interpolated to the
-    nodes with the face values u(0) = 1 and u(1) from the Cauchy ghost cell."""
+    nodes, the end values from the boundary conditions on the training grid."""
     pde = DiffusionSorption1D()
     grid = uniform_grid({"x": (0.0, 1.0, s["nx"]), "t": (0.0, T_END, s["nt"])})
     data = load_dataset("diffusion-sorption", s["n_test"], ctx.seed + 1, ctx.out / "data",
@@ -74,6 +75,9 @@ def _diffusion_sorption(ctx: Context, s: dict[str, Any]) -> PhysicsProblem:
     nodes = grid.coordinates[0].numpy()
     on_nodes = np.apply_along_axis(lambda row: np.interp(nodes, where, row), -1, faces)
     reference = torch.from_numpy(on_nodes).transpose(1, 2).contiguous()  # (n, nx, nt)
+    # The solver's face value at x = 1 is that of its own sub-cell Cauchy layer (D ≪ h): state
+    # the ends in the training grid's discretization, the interior untouched.
+    reference = pde.enforce_boundary(reference, grid)
     test_initial = data.initial[:, :1].expand(-1, s["nx"]).contiguous()  # constant u₀ = a
     train_initial = pdebench_initial_condition(s["n_train"], s["nx"],
                                                generator=ctx.generator(501))
@@ -83,6 +87,11 @@ def _diffusion_sorption(ctx: Context, s: dict[str, Any]) -> PhysicsProblem:
 def _navier_stokes(ctx: Context, s: dict[str, Any]) -> PhysicsProblem:
     """Periodic box of side 2π, ν = 1e-3, Gaussian random initial vorticity; references from
     the pseudo-spectral solver (dt = 0.01) at nt equally spaced times.
+
+    The solver keeps the product's modes outside the 2/3 band (``truncate_product=False``)
+    so that they follow the pointwise equation of the training residual, and states are saved
+    every 0.1 time units: with the default solver and saves 0.2 apart the reference's own
+    physics loss was 0.045 (n = 16), as large as trained models'.
 
     The field is smoother than the dataset default (α = 4, τ = 3 instead of 2.5, 7, which on
     a 16² or 32² grid is close to white noise): its spectrum decays within the modes an FNO of
@@ -95,7 +104,7 @@ def _navier_stokes(ctx: Context, s: dict[str, Any]) -> PhysicsProblem:
                          "t": (0.0, dt * save_every * (nt - 1), nt)}, periodic=("x", "y"))
     data = load_dataset("navier-stokes", s["n_test"], ctx.seed + 1, ctx.out / "data", grid=n,
                         viscosity=1e-3, dt=dt, steps=s["steps_ref"], save_every=save_every,
-                        alpha=GRF_ALPHA, tau=GRF_TAU)
+                        alpha=GRF_ALPHA, tau=GRF_TAU, truncate_product=False)
     reference = data.solution.permute(0, 2, 3, 1).contiguous()  # (n, nx, ny, nt)
     g = ctx.generator(502)
     train_initial = torch.stack([gaussian_random_field(n, alpha=GRF_ALPHA, tau=GRF_TAU,
@@ -139,6 +148,7 @@ def _run_method(ctx: Context, label: str, problem: PhysicsProblem, config: Train
         "relative_l2_mean": report["relative_l2_mean"],
         "relative_l2_std": report["relative_l2_std"],
         "relative_l2": report["relative_l2"],
+        "relative_l2_initial": report["relative_l2_initial_mean"],
         "train_step_seconds": statistics.median(steps_timed),
         "inference_seconds_per_sample": report["inference_seconds_per_sample"],
         "solver_steps_mean": report["solver_steps_mean"],
@@ -154,6 +164,49 @@ def _run_method(ctx: Context, label: str, problem: PhysicsProblem, config: Train
         "loss_curve": [h["loss"] for h in history],
         "model": result.model,
     }
+
+
+def _field_row(name: str, u: torch.Tensor, problem: PhysicsProblem, soft) -> dict[str, Any]:
+    """A table row for a field that is not trained: its errors and its own physics loss."""
+    t_axis = problem.grid.axis_index("t")
+    ref = problem.test_solution
+    errors = ((u - ref).flatten(1).norm(dim=1) / ref.flatten(1).norm(dim=1)).tolist()
+    first = u.select(1 + t_axis, 0) - ref.select(1 + t_axis, 0)
+    at_start = first.flatten(1).norm(dim=1) / ref.select(1 + t_axis, 0).flatten(1).norm(dim=1)
+    loss, _ = physics_loss(soft, problem.test_initial, u, None)
+    return {"method": name, "relative_l2_mean": statistics.fmean(errors),
+            "relative_l2_std": statistics.pstdev(errors), "relative_l2": errors,
+            "relative_l2_initial": float(at_start.mean()), "final_loss": float(loss)}
+
+
+def _baselines(ctx: Context, label: str, problem: PhysicsProblem, s: dict[str, Any], soft
+               ) -> list[dict[str, Any]]:
+    """Persistence (u = u₀ at every time) and, for diffusion–sorption, the reference solver
+    run with as many cells as the training grid has nodes (the reference itself is computed
+    on ``cells`` cells; for Navier–Stokes it is already at the training resolution)."""
+    grid = problem.grid
+    t_axis = grid.axis_index("t")
+    persistence = problem.test_initial.unsqueeze(1 + t_axis).expand(-1, *grid.shape)
+    rows = [_field_row("persistence (u = u₀)", persistence, problem, soft)]
+    if label == "ds":
+        coarse = replace_cells(ctx, problem, s)
+        rows.append(_field_row(f"reference solver, {s['nx']} cells", coarse, problem, soft))
+    return rows
+
+
+def replace_cells(ctx: Context, problem: PhysicsProblem, s: dict[str, Any]) -> torch.Tensor:
+    """The finite-volume reference on nx cells, on the training grid's nodes."""
+    pde, grid = problem.pde, problem.grid
+    initial = problem.test_initial[:, :1].expand(-1, s["nx"]).contiguous()
+    traj = solve_diffusion_sorption_1d(initial, pde=pde, num_times=s["nt"], t_end=T_END)
+    cells = traj.solution.numpy()
+    faces = np.concatenate([np.ones((*cells.shape[:2], 1)), cells, traj.right_face.numpy()[
+        ..., None]], -1)
+    where = np.concatenate([[0.0], traj.x.numpy(), [1.0]])
+    nodes = grid.coordinates[0].numpy()
+    on_nodes = np.apply_along_axis(lambda row: np.interp(nodes, where, row), -1, faces)
+    u = torch.from_numpy(on_nodes).transpose(1, 2).contiguous()
+    return pde.enforce_boundary(u, grid)
 
 
 def _time_vs_m(ctx: Context, s: dict[str, Any]) -> dict[str, Any]:
@@ -215,7 +268,7 @@ def _figures(ctx: Context, runs: dict[str, list[dict]], problems: dict[str, Phys
         problem = problems[label]
         model = rows[-1]["model"]
         with torch.no_grad():
-            u, _, _ = model(problem.test_initial[:1], torch.Generator().manual_seed(0))
+            u, _ = model(problem.test_initial[:1], torch.Generator().manual_seed(0))
         ref = problem.test_solution[0]
         pred = u[0]
         if label == "ns":  # last time slice of the (x, y, t) field
@@ -236,22 +289,25 @@ def _figures(ctx: Context, runs: dict[str, list[dict]], problems: dict[str, Phys
 
 # -------------------------------------------------------------------------- report
 def _table(rows: list[dict]) -> str:
-    def fmt(v, spec):
+    def fmt(row, key, spec):
+        v = row.get(key)
         return "—" if v is None else format(v, spec)
 
     return markdown_table(
-        ["method", "rel. L2 (mean ± std)", "train step s", "inference s/sample",
-         "LM iterations", "solves converged (train)", "final loss", "loss spread (last ¼)"],
+        ["method", "rel. L2 (mean ± std)", "rel. L2 at t = 0", "physics loss",
+         "train step s", "inference s/sample", "LM iterations", "solves converged (train)",
+         "loss spread (last ¼)"],
         [[r["method"], f"{r['relative_l2_mean']:.4f} ± {r['relative_l2_std']:.4f}",
-          f"{r['train_step_seconds']:.4f}", f"{r['inference_seconds_per_sample']:.4f}",
-          fmt(r["solver_steps_mean"], ".2f"), fmt(r["converged_fraction_train"], ".3f"),
-          f"{r['final_loss']:.3g}", fmt(r["loss_tail_spread"], ".3f")] for r in rows])
+          fmt(r, "relative_l2_initial", ".2e"), fmt(r, "final_loss", ".3g"),
+          fmt(r, "train_step_seconds", ".4f"), fmt(r, "inference_seconds_per_sample", ".4f"),
+          fmt(r, "solver_steps_mean", ".2f"), fmt(r, "converged_fraction_train", ".3f"),
+          fmt(r, "loss_tail_spread", ".3f")] for r in rows])
 
 
 def _reference_loss(rows: list[dict], problem: PhysicsProblem) -> float:
     """The physics loss of the reference solutions themselves (same terms and weights)."""
     soft = rows[0]["model"]
-    loss, _ = physics_loss(soft, problem.test_initial, problem.test_solution, None, None)
+    loss, _ = physics_loss(soft, problem.test_initial, problem.test_solution, None)
     return float(loss)
 
 
@@ -274,22 +330,17 @@ def _findings(label: str, rows: list[dict], reference_loss: float,
                    f"{reference_loss:.3g}, below every method's final loss (lowest "
                    f"{lowest:.3g}): the objective still separates the methods from the "
                    "truth, so training is not converged.")
-    if hard["final_initial_term"] > 2 * soft["final_initial_term"]:
-        out.append(
-            f"The initial-condition term dominates the hard-constrained losses "
-            f"({hard['final_initial_term']:.3g} for PI-HC, {moe['final_initial_term']:.3g} "
-            f"for the MoE, {soft['final_initial_term']:.3g} for PI-SC): the N-function basis "
-            "cannot yet represent u₀, which the FNO has to learn to emit; until it does, the "
-            "layer's solve fits the PDE rows and the initial rows only in a least-squares sense.")
+    worst_start = max(hard["relative_l2_initial"], moe["relative_l2_initial"])
+    out.append(f"With the conditions eliminated, the hard-constrained predictions meet the "
+               f"reference at t = 0 to a relative {worst_start:.1e} (PI-SC: "
+               f"{soft['relative_l2_initial']:.1e}).")
     if hard["solver_steps_mean"] and moe["solver_steps_mean"]:
         out.append(
             f"Per solve the MoE took {moe['solver_steps_mean']:.1f} LM iterations against "
-            f"{hard['solver_steps_mean']:.1f} for PI-HC. K solves of M/K rows do the same "
-            "O(M N²) work per iteration as one solve of M rows, and the batched loop runs until "
-            "its slowest solve is done, so in one CPU process fewer iterations per expert buy "
-            "little and the step times stay close "
-            f"(MoE/PI-HC = {moe['train_step_seconds'] / hard['train_step_seconds']:.2f} here). "
-            "The paper's speed-up comes from running experts on separate GPUs.")
+            f"{hard['solver_steps_mean']:.1f} for PI-HC; its training step took "
+            f"{moe['train_step_seconds'] / hard['train_step_seconds']:.2f}× PI-HC's here "
+            "(one process, experts batched; the batched loop runs until its slowest solve "
+            "is done).")
     if scaling is not None:
         growth = {name: v[-1] / v[0] for name, v in scaling["seconds"].items()}
         out.append(
@@ -300,9 +351,11 @@ def _findings(label: str, rows: list[dict], reference_loss: float,
     return out
 
 
-def _verdicts(rows: list[dict]) -> dict[str, bool]:
+def _verdicts(rows: list[dict], persistence: dict) -> dict[str, bool]:
     soft, hard, moe = rows
     return {
+        "every method below persistence": all(
+            r["relative_l2_mean"] < persistence["relative_l2_mean"] for r in rows),
         "error: MoE < HC": moe["relative_l2_mean"] < hard["relative_l2_mean"],
         "error: HC < SC": hard["relative_l2_mean"] < soft["relative_l2_mean"],
         "train step: MoE < HC": moe["train_step_seconds"] < hard["train_step_seconds"],
@@ -319,10 +372,12 @@ def run(ctx: Context) -> Section:
     for label, problem in problems.items():
         runs[label] = [_run_method(ctx, label, problem, config)
                        for config in _configs(label, sizes[label], ctx.seed)]
+    baselines = {label: _baselines(ctx, label, problems[label], sizes[label], rows[0]["model"])
+                 for label, rows in runs.items()}
     scaling = _time_vs_m(ctx, sizes["scaling"])
     figures = _figures(ctx, runs, problems, scaling)
 
-    verdicts = {label: _verdicts(rows) for label, rows in runs.items()}
+    verdicts = {label: _verdicts(rows, baselines[label][0]) for label, rows in runs.items()}
     reference_losses = {label: _reference_loss(rows, problems[label])
                         for label, rows in runs.items()}
     findings = {label: _findings(label, rows, reference_losses[label],
@@ -332,6 +387,7 @@ def run(ctx: Context) -> Section:
         label: [{k: v for k, v in r.items() if k != "model"} for r in rows]
         for label, rows in runs.items()
     }
+    results["baselines"] = baselines
     results["time_vs_m"] = scaling
     results["verdicts"] = verdicts
     results["reference_physics_loss"] = reference_losses
@@ -343,9 +399,10 @@ def run(ctx: Context) -> Section:
     text = "\n".join([
         "Physics-only training (no data term) of the same FNO backbone as a soft constraint "
         "(PI-SC: the network predicts u), a global hard constraint (PI-HC: the network "
-        "predicts N basis functions, u = B w* with w* from a Levenberg–Marquardt solve of "
-        "the PDE residual at M sampled points plus initial/boundary rows and a ridge 1e-4, "
-        "implicit gradients) and a mixture of hard-constrained experts (PI-HC-MoE), same "
+        "predicts N basis functions, u = u_p + B̃ w* with the initial and boundary conditions "
+        "eliminated — they hold exactly for every w — and w* from a Levenberg–Marquardt solve "
+        "of the PDE residual at M sampled points plus a ridge 1e-4, implicit gradients) and a "
+        "mixture of hard-constrained experts (PI-HC-MoE), same "
         "step budget, Adam 1e-3, batch 4, float64. Relative L2 error against the reference "
         "solvers on held-out initial conditions.",
         "",
@@ -354,14 +411,14 @@ def run(ctx: Context) -> Section:
         f"{ds['n_basis']}, M = {ds['n_sampled']}, {ds['steps']} steps, {ds['n_test']} "
         "held-out u₀; MoE: 4 experts along x, initial/boundary rows replicated):",
         "",
-        _table(runs["ds"]),
+        _table(runs["ds"] + baselines["ds"]),
         "",
         f"**Navier–Stokes 2-D** (vorticity, {ns['n']}² periodic box × {ns['nt']} times, "
         f"ν = 1e-3, Gaussian random ω₀; N = {ns['n_basis']}, M = {ns['n_sampled']}, "
         f"{ns['steps']} steps, {ns['n_test']} held-out ω₀; MoE: 2 × 2 spatial quadrants, "
         "each with its part of ω₀):",
         "",
-        _table(runs["ns"]),
+        _table(runs["ns"] + baselines["ns"]),
         "",
         "**Time vs M** (one layer step, forward solve + implicit backward, batch 2, N = 16, "
         "diffusion–sorption grid; seconds, median of repeats):",
@@ -378,12 +435,6 @@ def run(ctx: Context) -> Section:
         + " ".join(findings["ds"]),
         "",
         "Navier–Stokes: " + " ".join(findings["ns"]),
-        "",
-        "On the MoE's accuracy: an expert sees its own block's PDE rows and, with replicated "
-        "routing, the global initial/boundary rows; nothing couples neighbouring experts, so "
-        "for a diffusive PDE whose boundary data must travel through every block, each "
-        "expert's problem is well posed only through the shared basis, which the network has "
-        "to learn — a longer training budget than these CPU runs give.",
     ])
     return Section(title="Hard constraints with a mixture of experts (constrain)",
                    markdown=text, results=results, figures=tuple(figures),
