@@ -178,6 +178,13 @@ class DiffusionSorption1D(PDE1D):
         flat = u.reshape(*u.shape[:-2], grid.size, 1)
         return self._impose_ends(flat, grid, homogeneous=False).reshape(u.shape)
 
+    def _blend_targets(self, grid: Grid) -> tuple[tuple[int, ...], torch.Tensor]:
+        """The Dirichlet end, and the Cauchy end blended towards 0: u(1, t) = −D u_x(1, t) is
+        O(D) on resolved scales, so u_p meets the value the Cauchy row then gives without a
+        jump beside x = 1."""
+        _, targets = super()._blend_targets(grid)
+        return (0, 1), torch.cat([targets, torch.zeros_like(targets)])
+
     def _corner_sides(self) -> tuple[int, ...]:
         return (0, 1)  # the Dirichlet end and the Cauchy end
 

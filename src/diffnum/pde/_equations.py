@@ -247,8 +247,40 @@ class PDE1D:
         u is F(u_p + B̃ w), nonlinear in w only through F.
         """
         lifted, particular = lift_initial(self, basis, grid, initial)
+        particular = self._blend_ends(particular, grid)
         return (self._impose_ends(lifted, grid, homogeneous=True),
                 self._impose_ends(particular.unsqueeze(-1), grid, homogeneous=False)[..., 0])
+
+    def _blend_ends(self, particular: torch.Tensor, grid: Grid) -> torch.Tensor:
+        """u_p + Σ_e λ_e(x) (g_e(t) − u_p(x_e, t)) for t > t₀, λ_e linear, 1 at end e and 0 at
+        the other: the boundary values reach u_p without a jump next to the end (whose
+        difference quotient the basis would otherwise have to cancel); at t₀ u_p keeps u₀ on
+        the open interval (the corner rule)."""
+        sides, targets = self._blend_targets(grid)
+        if not sides:
+            return particular
+        x_axis, t_axis = grid.axis_index("x"), grid.axis_index("t")
+        x = grid.coordinates[x_axis].to(particular)
+        ramps = ((x[-1] - x) / (x[-1] - x[0]), (x - x[0]) / (x[-1] - x[0]))
+        field = particular.reshape(*particular.shape[:-1], *grid.shape)
+        x_dim = field.ndim - grid.ndim + x_axis
+        targets = targets.to(particular)  # (len(sides), nt)
+        later = torch.ones(grid.shape[t_axis], dtype=particular.dtype, device=particular.device)
+        later[0] = 0
+        shape_x = [1] * grid.ndim
+        shape_x[x_axis] = -1
+        shape_t = [1] * grid.ndim
+        shape_t[t_axis] = -1
+        blend = torch.zeros_like(field)
+        for row, side in enumerate(sides):
+            end = field.select(x_dim, 0 if side == 0 else -1).unsqueeze(x_dim)
+            gap = targets[row].reshape(shape_t) - end
+            blend = blend + ramps[side].reshape(shape_x) * gap * later.reshape(shape_t)
+        return (field + blend).reshape(particular.shape)
+
+    def _blend_targets(self, grid: Grid) -> tuple[tuple[int, ...], torch.Tensor]:
+        """The ends u_p is blended to and their values g(t), ``(len(sides), nt)``."""
+        return self._boundary_sides(), self.boundary_targets(grid)
 
     def _impose_ends(self, field: torch.Tensor, grid: Grid, *, homogeneous: bool
                      ) -> torch.Tensor:
