@@ -509,7 +509,7 @@ def solve_experts(layer: HardConstraint, basis: torch.Tensor, grid: Grid, initia
     solution = least_squares(problem.residual, w0, (T, p, row_weight, C, c),
                              solver=layer.solver, max_steps=layer.max_steps,
                              adjoint=layer.adjoint, jacobian=problem.jacobian,
-                             hessian=problem.hessian)
+                             hessian=problem.hessian, compact=True)
     with torch.no_grad():
         F_rows = problem.residual(solution.value, T, p, row_weight, C, c)[..., :M_k]
         pde_rms = F_rows.square().mean(-1).sqrt()

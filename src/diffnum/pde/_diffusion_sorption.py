@@ -48,13 +48,18 @@ class DiffusionSorption1D(PDE1D):
     Incompatible data and the initial layer: u₀ = a < 1 (PDEBench) beside u(0, t) = 1, and a
     flat u₀ beside the Cauchy condition, disagree at both corners. The corner nodes carry the
     boundary conditions from t₀ on (:meth:`PDE1D.initial_free`), as the reference solver's
-    boundary faces do, and the true solution starts with a layer in which u_t ~ t^(−1/2) near
-    x = 0: no finite difference on a training grid resolves it, and on a 65 × 33 grid the
-    reference's own physics loss is 0.072 with the first time levels collocated against
-    1.3e-5 without t < 62.5 (falling at the scheme's order under refinement outside the
-    window). So the residual is not collocated or penalised for t < ``initial_layer``
-    (:meth:`collocation_mask`; default 50, a tenth of PDEBench's horizon; 0 for smooth,
-    compatible data such as manufactured solutions).
+    boundary faces do. The true solution then starts with a layer in which u_t ~ t^(−1/2)
+    near the ends, which no finite difference on a training grid resolves: on a 65 × 33 grid
+    the reference's pointwise physics loss is 0.072, all of it in the first time levels near
+    the ends (1.4e-5 once t < 62.5 is left out, and falling at second order there). The
+    residual is still collocated there by default (``initial_layer=0``), because what decides
+    whether a physics-only loss is right is its minimizer: over all grid functions meeting
+    the conditions, the minimizer of the fully collocated loss is within 0.60 % (65 × 33;
+    0.96 % at 33 × 17) of the reference in relative L2, while leaving out t < 50
+    (``initial_layer=50``) decouples the later solution from u₀ — the minimizer is then 80 %
+    off at 33 × 17, and a hard-constrained model finds fields of lower loss than the truth that
+    are 68 % off. ``initial_layer`` > 0 is kept for measuring the residual away from the
+    layer.
 
     Interface as :class:`PDE1D` (x derivatives by finite differences; a grid with non-periodic
     x whose ends are x = 0 and x = 1 for the boundary terms to mean the conditions above).
@@ -81,7 +86,7 @@ class DiffusionSorption1D(PDE1D):
         cauchy_sign: int = -1,
         source: Source | None = None,
         accuracy: int = 2,
-        initial_layer: float = 50.0,
+        initial_layer: float = 0.0,
     ) -> None:
         left_value = float(left_value)
         if not math.isfinite(left_value):

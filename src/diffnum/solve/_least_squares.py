@@ -145,9 +145,47 @@ def _rebuild(J: torch.Tensor, r: torch.Tensor, gram: bool, rebuild: torch.Tensor
     return g, A, A.diagonal(dim1=-2, dim2=-1)
 
 
+class _Compactor:
+    """``fn`` and its Jacobian evaluated on the running elements only (``compact=True``).
+
+    Tensors in ``args`` whose leading dimensions are the batch shape are indexed by the
+    running mask; the indexed copies are made again only when the mask changes, which it does
+    only when elements finish (running elements never restart)."""
+
+    def __init__(self, fn: Callable, args: tuple, mode: str | Callable,
+                 batch: tuple[int, ...], m: int) -> None:
+        self.fn, self.args, self.mode, self.batch, self.m = fn, args, mode, batch, m
+        self._mask: torch.Tensor | None = None
+        self._subset_args = args
+
+    def _subset(self, mask: torch.Tensor) -> tuple:
+        if self._mask is None or not torch.equal(self._mask, mask):
+            self._subset_args = tuple(
+                a[mask] if isinstance(a, torch.Tensor)
+                and tuple(a.shape[:len(self.batch)]) == self.batch else a
+                for a in self.args)
+            self._mask = mask
+        return self._subset_args
+
+    def residual(self, y: torch.Tensor, mask: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        """r(y) where ``mask`` is set, ``r`` (the residual at the unchanged point) elsewhere."""
+        if bool(mask.all()):
+            return self.fn(y, *self.args)
+        return r.index_put((mask,), self.fn(y[mask], *self._subset(mask)))
+
+    def jacobian_rows(self, y: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor
+                      ) -> torch.Tensor:
+        """J(y) of the elements where ``rows`` is set (a subset of ``mask``), ``(count, m, n)``;
+        evaluated on the elements of ``mask``, whose indexed arguments are cached."""
+        if bool(mask.all()):
+            return make_jacobian_fn(self.fn, self.args, self.mode, self.m)(y)[rows]
+        J = make_jacobian_fn(self.fn, self._subset(mask), self.mode, self.m)(y[mask])
+        return J[rows[mask]]
+
+
 def _iterate(fn1: Callable | None, jac1: Callable | None, fused1: Callable | None,
              y: torch.Tensor, start: list, solver: LevenbergMarquardt | GaussNewton,
-             max_steps: int, keep_jacobian: bool = False
+             max_steps: int, keep_jacobian: bool = False, compact: _Compactor | None = None
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                         torch.Tensor | None, dict[str, Any]]:
     """The batched LM / GN loop. Returns y, status, steps, ½‖r‖², J(y) or None, stats.
@@ -171,6 +209,8 @@ def _iterate(fn1: Callable | None, jac1: Callable | None, fused1: Callable | Non
     batch = y.shape[:-1]
     m, n = r.shape[-1], y.shape[-1]
     gram = m < n
+    if gram:
+        compact = None  # the Gram form steps with J itself, kept for every element
 
     def code(value: int) -> torch.Tensor:
         return torch.tensor(value, dtype=torch.int64, device=device)
@@ -254,7 +294,9 @@ def _iterate(fn1: Callable | None, jac1: Callable | None, fused1: Callable | Non
         delta = _where(moving, delta, zero)
         # Finished elements get δ = 0: their trial point is y itself.
         y_try = y + delta
-        if fused1 is None:
+        if compact is not None:
+            r_try, J_try = compact.residual(y_try, active, r), None
+        elif fused1 is None:
             r_try, J_try = fn1(y_try), None
         else:
             r_try, J_try = fused1(y_try)
@@ -320,6 +362,10 @@ def _iterate(fn1: Callable | None, jac1: Callable | None, fused1: Callable | Non
                     J = _where(refused, J, J_try)
                 else:
                     J = None
+            elif count and compact is not None:
+                J = None
+                J_rows = compact.jacobian_rows(y, running, rebuild)
+                jevals += 1
             elif count:
                 J = None  # release the old Jacobian before evaluating the new one
                 J = jac1(y)
@@ -332,7 +378,14 @@ def _iterate(fn1: Callable | None, jac1: Callable | None, fused1: Callable | Non
                 J = None
             if J_try is not None or count:
                 jacobian_at_y = J is not None
-            if count:
+            if count and compact is not None:
+                g_rows, A_rows, _ = _normal_equations(J_rows, r[rebuild], gram)
+                J_rows = None
+                g = g.index_put((rebuild,), g_rows)
+                A = A.index_put((rebuild,), A_rows)
+                colsq = A.diagonal(dim1=-2, dim2=-1)
+                fresh = True
+            elif count:
                 J_new = J if J_try is None else J_try  # J(y) wherever rebuild is set
                 g, A, colsq = _rebuild(J_new, r, gram, rebuild, count, g, A, colsq)
                 J_new = None
@@ -353,7 +406,8 @@ def least_squares(fn: Callable[..., torch.Tensor], y0: Any, args: Any = (), *,
                   adjoint: ImplicitAdjoint | UnrollAdjoint | None = None,
                   throw: bool = False,
                   jacobian: str | Callable[..., torch.Tensor] = "auto",
-                  hessian: Callable[..., torch.Tensor] | None = None) -> Solution:
+                  hessian: Callable[..., torch.Tensor] | None = None,
+                  compact: bool = False) -> Solution:
     """Solve min_y ½‖r(y)‖² per batch element, r = ``fn(y, *args)``; differentiable in θ.
 
     ``fn`` maps y of shape ``(*batch, n)`` to residuals ``(*batch, m)``; batch elements must
@@ -394,6 +448,12 @@ def least_squares(fn: Callable[..., torch.Tensor], y0: Any, args: Any = (), *,
             backward passes that otherwise build H (for a residual F(Tw) that acts pointwise on
             linear maps T of y, H is a few batched products; see ``diffnum.constrain``).
             Ignored by ``ImplicitAdjoint(hessian="gauss_newton")`` and ``UnrollAdjoint``.
+        compact: evaluate ``fn`` and the Jacobian only on the elements still running, so
+            that finished ones cost nothing (a batch of experts of which most converge early
+            pays for the slow ones only). Tensors in ``args`` whose leading dimensions are the
+            batch shape are indexed along them; ``fn`` must not close over batched tensors.
+            The iterates are bitwise those of ``compact=False``. Used in the normal-equation
+            form (m ≥ n), without ``"fused"`` and with the implicit adjoint; ignored otherwise.
 
     Returns:
         :class:`Solution` with ``residual_norm`` = ‖r(y*)‖₂ per element and ``stats``
@@ -474,10 +534,14 @@ def least_squares(fn: Callable[..., torch.Tensor], y0: Any, args: Any = (), *,
         y, status, steps, f, J, stats = _iterate(fn1, jac1, fused1, y0, start, solver,
                                                  max_steps)
     else:
+        compactor = None
+        if compact and not fused:
+            compactor = _Compactor(fn, args, mode, tuple(y0.shape[:-1]), start[0].shape[-1])
         with torch.no_grad():
             y, status, steps, f, J, stats = _iterate(
                 fn1, jac1, fused1, y0, start, solver, max_steps,
-                keep_jacobian=attach and adjoint.hessian == "gauss_newton")
+                keep_jacobian=attach and adjoint.hessian == "gauss_newton",
+                compact=compactor)
         if attach:
             y = _attach(residual_fn, args, y, J, status, adjoint, mode, hessian)
         J = None

@@ -1,0 +1,77 @@
+"""compact=True: finished elements leave the batch, and nothing else changes — values,
+statuses, iteration counts and implicit gradients are bitwise those of compact=False."""
+
+import torch
+
+import diffnum.constrain._layer as layer_module
+from diffnum.constrain import HardConstraint, MixtureOfExperts
+from diffnum.pde import DiffusionSorption1D, uniform_grid
+from diffnum.solve import least_squares
+
+
+def _residual(y, B, target, scale):
+    z = (B @ y.unsqueeze(-1)).squeeze(-1)
+    return scale.unsqueeze(-1) * (torch.tanh(z) - target)
+
+
+def _problem(batch=6, m=40, n=5):
+    g = torch.Generator().manual_seed(0)
+    B = torch.randn(batch, m, n, dtype=torch.float64, generator=g) / n**0.5
+    w = torch.randn(batch, n, dtype=torch.float64, generator=g)
+    target = torch.tanh((B @ w.unsqueeze(-1)).squeeze(-1))
+    # Elements of different difficulty finish after different numbers of steps.
+    target = target + 0.05 * torch.arange(batch, dtype=torch.float64)[:, None] * torch.randn(
+        batch, m, dtype=torch.float64, generator=g)
+    scale = torch.linspace(0.5, 3.0, batch, dtype=torch.float64)
+    return B, target, scale
+
+
+def _solve(compact, B, target, scale):
+    B = B.clone().requires_grad_(True)
+    y0 = torch.zeros(B.shape[0], B.shape[-1], dtype=torch.float64)
+    out = least_squares(_residual, y0, (B, target, scale), compact=compact,
+                        jacobian=lambda y, B, t, s: s[:, None, None] * (
+                            1 - torch.tanh(B @ y.unsqueeze(-1)) ** 2) * B)
+    (grad,) = torch.autograd.grad(out.value.square().sum(), B)
+    return out, grad
+
+
+def test_compaction_changes_no_result():
+    B, target, scale = _problem()
+    plain, grad_plain = _solve(False, B, target, scale)
+    compact, grad_compact = _solve(True, B, target, scale)
+    assert len(set(plain.steps.tolist())) > 1  # elements finish at different steps
+    for name in ("value", "status", "steps", "residual_norm"):
+        assert torch.equal(getattr(plain, name), getattr(compact, name)), name
+    assert torch.equal(grad_plain, grad_compact)
+
+
+def test_compaction_in_the_mixture_changes_no_result(monkeypatch):
+    pde = DiffusionSorption1D()
+    grid = uniform_grid({"x": (0.0, 1.0, 32), "t": (0.0, 500.0, 12)})
+    x, t = grid.mesh()
+    g = torch.Generator().manual_seed(3)
+    mix = torch.randn(2, 6, 8, dtype=torch.float64, generator=g)
+    columns = torch.stack([x**i * (t / 500) ** j for i in range(3) for j in (1, 2)], -1)
+    basis0 = columns.reshape(grid.size, 6) @ mix
+    initial = torch.tensor([[0.05], [0.15]], dtype=torch.float64).expand(2, 32)
+    solve = layer_module.least_squares
+
+    def run(compact):
+        def forced(*args, **kwargs):
+            kwargs["compact"] = compact
+            return solve(*args, **kwargs)
+
+        monkeypatch.setattr(layer_module, "least_squares", forced)
+        basis = basis0.clone().requires_grad_(True)
+        moe = MixtureOfExperts(HardConstraint(pde, 96, residual_scale=500.0), (4, 1))
+        out = moe(basis, grid, initial, generator=torch.Generator().manual_seed(1))
+        (grad,) = torch.autograd.grad(out.u.square().sum(), basis)
+        return out, grad
+
+    plain, grad_plain = run(False)
+    compact, grad_compact = run(True)
+    assert len(set(plain.steps.flatten().tolist())) > 1
+    for name in ("u", "weights", "status", "steps", "residual_norm"):
+        assert torch.equal(getattr(plain, name), getattr(compact, name)), name
+    assert torch.equal(grad_plain, grad_compact)
