@@ -74,7 +74,7 @@ def test_two_gloo_processes_equal_one(tmp_path):
     single = train(CONFIG, problem)
     single_batch = train(CONFIG_BATCH, problem)
     for rank in range(2):
-        got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=False)
+        got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
         assert got["sharded"] and not out.stats["sharded"]
         # Every rank solves the rows a single process would: the same LM iterates.
         assert torch.equal(got["status"], out.status)
