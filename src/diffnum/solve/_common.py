@@ -16,7 +16,10 @@ _DEFAULT_TOL = {torch.float64: 1e-8, torch.float32: 1e-4}
 
 
 def as_initial_value(y0: Any) -> torch.Tensor:
-    """``y0`` as a floating tensor ``(*batch, n)`` (float64 when not given as a tensor)."""
+    """``y0`` as a new contiguous floating tensor ``(*batch, n)`` (float64 when not a tensor).
+
+    Always a copy, safe to write to, never ``y0`` itself (which the solve leaves untouched).
+    """
     if not isinstance(y0, torch.Tensor):
         try:
             y0 = torch.as_tensor(y0, dtype=torch.float64)
@@ -30,7 +33,12 @@ def as_initial_value(y0: Any) -> torch.Tensor:
             f"y0 must have shape (*batch, n) with n >= 1 unknowns, got {tuple(y0.shape)}"
         )
     check_finite("y0", y0)
-    return y0
+    # An expanded y0 (stride 0, e.g. ``torch.zeros(n).expand(batch, n)``) fails inside the
+    # solvers: making it a forward-mode dual tensor (the Jacobian's JVPs) writes to it, which
+    # PyTorch refuses for overlapping memory. A contiguous copy (one pass over y0) is always
+    # writable, never aliases the caller's tensor or NumPy array (a solve that stops at y0
+    # would otherwise return y0 itself as ``Solution.value``), and keeps y0's autograd graph.
+    return y0.clone(memory_format=torch.contiguous_format)
 
 
 def as_args(args: Any) -> tuple:

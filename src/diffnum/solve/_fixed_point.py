@@ -80,6 +80,31 @@ class FixedPointIteration:
         check_tolerances(self.rtol, self.atol)
 
 
+def checked_square(name: str, fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """``fn`` wrapped to check every evaluation returns a tensor of the shape and dtype of y.
+
+    The first evaluation is checked in full by ``evaluate_checked``; this catches an ``fn``
+    whose output changes later (a shape that would silently broadcast against y, one more
+    entry, another dtype) at the cost of a shape comparison per call.
+    """
+    def checked(y: torch.Tensor, *args: Any) -> torch.Tensor:
+        out = fn(y, *args)
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"{name}: fn must return a tensor, got {type(out).__name__}")
+        if out.shape != y.shape:
+            raise ValueError(
+                f"{name}: fn(y, *args) must return the shape of y, {tuple(y.shape)} = "
+                f"(*batch, n), got {tuple(out.shape)} during the solve"
+            )
+        if out.dtype != y.dtype:
+            raise TypeError(
+                f"{name}: fn(y, *args) must return dtype {y.dtype} like y, got {out.dtype} "
+                f"during the solve"
+            )
+        return out
+    return checked
+
+
 def _iterate(fn1: Callable, y: torch.Tensor, Ty: torch.Tensor,
              solver: AndersonAcceleration | FixedPointIteration, max_steps: int):
     dtype, device = y.dtype, y.device
@@ -175,6 +200,7 @@ def fixed_point(fn: Callable[..., torch.Tensor], y0: Any, args: Any = (), *,
     args = as_args(args)
     with torch.no_grad():
         T0 = evaluate_checked("fixed_point", fn, y0, args, square=True)
+    fn = checked_square("fixed_point", fn)
 
     def fn1(y: torch.Tensor) -> torch.Tensor:
         return fn(y, *args)

@@ -52,12 +52,19 @@ class LevenbergMarquardt:
     ½‖r‖² (Nielsen's rule: λ ← λ·max(1/3, 1 − (2ρ − 1)³) on acceptance, λ ← λ·ν, ν ← 2ν on
     rejection). For m ≥ n residuals the step solves the n×n normal equations by Cholesky; for
     m < n it uses the Gram form δ = −D^{-½} J̃ᵀ(J̃J̃ᵀ + λI)⁻¹ r with J̃ = J D^{-½} (an m×m
-    Cholesky). An element converges when an accepted step satisfies
-    ``|δ| <= atol + rtol·|y|`` componentwise and ``|Δ ½‖r‖²| <= rtol·½‖r‖² + atol²``, or
-    when ‖r‖ <= atol (an exact fit).
+    Cholesky). An element converges when an accepted step satisfies all of
+    ``‖δ‖ <= atol + rtol·‖y‖``, ``|Δ ½‖r‖²| <= rtol·½‖r‖² + ½atol²`` and the first-order
+    test ``max_j |J_jᵀ r| / (‖J_j‖ ‖r‖) <= rtol`` (MINPACK's gradient cosine: a heavily damped
+    step that barely moves is not convergence; or ‖Jᵀr‖∞ <= rtol·‖Jᵀr₀‖∞, which a
+    zero-residual problem meets at the rounding floor), or when ``‖r‖ <= atol + rtol·‖r₀‖``
+    (an exact fit, relative to the starting residual). Costs are computed as ½‖r/S‖²,
+    S = max|r₀| per element, and residuals beyond 2^±400 are divided by an exact power of two,
+    so residuals of any magnitude neither overflow nor underflow.
 
     Args:
-        rtol, atol: tolerances; ``None`` gives 1e-8 in float64 and 1e-4 in float32.
+        rtol, atol: tolerances; ``rtol=None`` gives 1e-8 in float64 and 1e-4 in float32;
+            ``atol=None`` is 0 — no absolute floor, every test relative to the problem's own
+            scale — unless set.
         damping: ``"marquardt"`` (D = running max of diag(JᵀJ), scale invariant, as MINPACK)
             or ``"identity"`` (D = I, the textbook μI).
         initial_damping: λ₀ (relative to D).
@@ -157,6 +164,7 @@ class _Compactor:
         self.fn, self.args, self.mode, self.batch, self.m = fn, args, mode, batch, m
         self._mask: torch.Tensor | None = None
         self._subset_args = args
+        self.inv_scale: torch.Tensor | None = None  # 1/σ per element (see _range_scale)
 
     def _subset(self, mask: torch.Tensor) -> tuple:
         if self._mask is None or not torch.equal(self._mask, mask):
@@ -169,18 +177,54 @@ class _Compactor:
 
     def residual(self, y: torch.Tensor, mask: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         """r(y) where ``mask`` is set, ``r`` (the residual at the unchanged point) elsewhere."""
+        inv = self.inv_scale
         if bool(mask.all()):
-            return self.fn(y, *self.args)
-        return r.index_put((mask,), self.fn(y[mask], *self._subset(mask)))
+            out = self.fn(y, *self.args)
+            return out if inv is None else out * inv
+        out = self.fn(y[mask], *self._subset(mask))
+        return r.index_put((mask,), out if inv is None else out * inv[mask])
 
     def jacobian_rows(self, y: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor
                       ) -> torch.Tensor:
         """J(y) of the elements where ``rows`` is set (a subset of ``mask``), ``(count, m, n)``;
         evaluated on the elements of ``mask``, whose indexed arguments are cached."""
+        inv = self.inv_scale
         if bool(mask.all()):
-            return make_jacobian_fn(self.fn, self.args, self.mode, self.m)(y)[rows]
+            J = make_jacobian_fn(self.fn, self.args, self.mode, self.m)(y)
+            return (J if inv is None else J * inv.unsqueeze(-1))[rows]
         J = make_jacobian_fn(self.fn, self._subset(mask), self.mode, self.m)(y[mask])
+        J = J if inv is None else J * inv[mask].unsqueeze(-1)
         return J[rows[mask]]
+
+
+# Beyond 2^±400 (about 1e±120) squares of residuals and Jacobian entries leave the range.
+_RANGE_EXPONENT = 400
+
+
+def _range_scale(r: torch.Tensor) -> torch.Tensor | None:
+    """σ = 2^k per element with |r/σ| near 1 where max|r| is outside 2^±400, else 1; None
+    when no element needs it."""
+    size = r.detach().abs().amax(-1)
+    exponent = torch.where(torch.isfinite(size) & (size > 0), torch.log2(size), 0.0).round()
+    if not bool((exponent.abs() > _RANGE_EXPONENT).any()):
+        return None
+    exponent = torch.where(exponent.abs() > _RANGE_EXPONENT, exponent, 0.0)
+    return torch.pow(torch.full_like(size, 2.0), exponent)  # exact powers of two
+
+
+def _rescaled(sigma: torch.Tensor, fn1, jac1, fused1, compact):
+    """The evaluation functions of :func:`_iterate` for r/σ."""
+    inv = (1 / sigma).unsqueeze(-1)
+    scaled_fn = None if fn1 is None else (lambda y: fn1(y) * inv)
+    scaled_jac = None if jac1 is None else (lambda y: jac1(y) * inv.unsqueeze(-1))
+
+    def scaled_fused(y):
+        r, J = fused1(y)
+        return r * inv, J * inv.unsqueeze(-1)
+
+    if compact is not None:
+        compact.inv_scale = inv
+    return scaled_fn, scaled_jac, None if fused1 is None else scaled_fused, compact
 
 
 def _iterate(fn1: Callable | None, jac1: Callable | None, fused1: Callable | None,
@@ -188,7 +232,7 @@ def _iterate(fn1: Callable | None, jac1: Callable | None, fused1: Callable | Non
              max_steps: int, keep_jacobian: bool = False, compact: _Compactor | None = None
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                         torch.Tensor | None, dict[str, Any]]:
-    """The batched LM / GN loop. Returns y, status, steps, ½‖r‖², J(y) or None, stats.
+    """The batched LM / GN loop. Returns y, status, steps, ‖r‖, J(y) or None, stats.
 
     ``start`` is the list ``[r, J or None]`` of the residuals (and Jacobian) at the starting
     point; it is emptied here, so that the caller holds no reference to the start Jacobian
@@ -200,10 +244,19 @@ def _iterate(fn1: Callable | None, jac1: Callable | None, fused1: Callable | Non
     r, J = start
     start.clear()
     dtype, device = y.dtype, y.device
+    # Residuals near the ends of the float range (|r| ~ 1e154 makes JᵀJ overflow, ~1e-160
+    # makes it subnormal) are divided by an exact power of two σ per element: the iterates
+    # are those of r/σ, and the reported norm is σ‖r/σ‖. In range, nothing is rescaled.
+    sigma = _range_scale(r)
+    if sigma is not None:
+        fn1, jac1, fused1, compact = _rescaled(sigma, fn1, jac1, fused1, compact)
+        r = r / sigma.unsqueeze(-1)
+        J = None if J is None else J / sigma[..., None, None]
     eps = torch.finfo(dtype).eps
     tiny = torch.finfo(dtype).tiny
     rtol = check_tolerance("rtol", solver.rtol, dtype)
-    atol = check_tolerance("atol", solver.atol, dtype)
+    # No absolute floor unless the user sets one: tolerances are relative to the problem.
+    atol = 0.0 if solver.atol is None else check_tolerance("atol", solver.atol, dtype)
     damped = isinstance(solver, LevenbergMarquardt)
     marquardt = damped and solver.damping == "marquardt"
     batch = y.shape[:-1]
@@ -221,7 +274,19 @@ def _iterate(fn1: Callable | None, jac1: Callable | None, fused1: Callable | Non
     zero = torch.zeros((), dtype=dtype, device=device)
     status = torch.full(batch, RUNNING, dtype=torch.int64, device=device)
     steps = torch.zeros(batch, dtype=torch.int64, device=device)
-    f = _half_square_norm(r)
+    # Every cost is ½‖r/S‖² with S = max|r₀| per element: the same iterates, no overflow for
+    # residuals ~1e154 and no underflow for ~1e-160, and tolerances in the problem's own unit.
+    S = r.detach().abs().amax(-1)
+    S = torch.where(torch.isfinite(S) & (S > 0), S, 1.0)
+    inv_S = (1 / S).unsqueeze(-1)
+
+    def half_square(residual: torch.Tensor) -> torch.Tensor:
+        return _half_square_norm(residual * inv_S)
+
+    f = half_square(r)
+    # An exact fit: ‖r‖ <= atol + rtol ‖r₀‖ (rounding of r, not of ½‖r‖², then limits the gain
+    # ratio, and no step or gradient test can be met reliably).
+    exact_fit = 0.5 * (atol / S + rtol * torch.sqrt(2 * f)) ** 2
     if J is None:
         J = jac1(y)
     # Finiteness of J is checked through diag(JᵀJ) and Jᵀr in the loop (a NaN or inf in J
@@ -241,6 +306,7 @@ def _iterate(fn1: Callable | None, jac1: Callable | None, fused1: Callable | Non
     # normal-equation form needs J no more: it is released before the next evaluation, so
     # that at most one m×n Jacobian is alive at a time.
     g, A, colsq = _normal_equations(J, r, gram)
+    g_start = g.detach().abs().amax(-1)  # for the relative form of the gradient test
     if not gram:
         J = None
     # The finiteness test of g, diag(JᵀJ) and ½‖r‖², and the scaling D built from diag(JᵀJ),
@@ -278,8 +344,9 @@ def _iterate(fn1: Callable | None, jac1: Callable | None, fused1: Callable | Non
         if not gram:
             L, info = torch.linalg.cholesky_ex(A + torch.diag_embed(lam_scale))
             delta = torch.cholesky_solve(-g.unsqueeze(-1), L).squeeze(-1)
-            # ½(δᵀλDδ − gᵀδ): the decrease of ½‖r‖² predicted by the linear model.
-            pred = 0.5 * ((lam_scale * delta - g) * delta).sum(-1)
+            # ½(δᵀλDδ − gᵀδ)/S²: the decrease of ½‖r/S‖² predicted by the linear model.
+            scaled = delta * inv_S
+            pred = 0.5 * ((lam_scale * scaled - g * inv_S) * scaled).sum(-1)
         else:
             inv_sqrt = scale.rsqrt()
             Js = J * inv_sqrt.unsqueeze(-2)
@@ -287,8 +354,8 @@ def _iterate(fn1: Callable | None, jac1: Callable | None, fused1: Callable | Non
             L, info = torch.linalg.cholesky_ex(K)
             z = -(Js.mT @ torch.cholesky_solve(r.unsqueeze(-1), L)).squeeze(-1)
             delta = z * inv_sqrt
-            Jd = (J @ delta.unsqueeze(-1)).squeeze(-1)
-            pred = -(r * Jd).sum(-1) - 0.5 * (Jd * Jd).sum(-1)
+            Jd = (J @ delta.unsqueeze(-1)).squeeze(-1) * inv_S
+            pred = -(r * inv_S * Jd).sum(-1) - 0.5 * (Jd * Jd).sum(-1)
         solved = (info == 0) & _finite_rows(delta)
         moving = active & solved
         delta = _where(moving, delta, zero)
@@ -302,7 +369,7 @@ def _iterate(fn1: Callable | None, jac1: Callable | None, fused1: Callable | Non
             r_try, J_try = fused1(y_try)
             jevals += 1
         fevals += 1
-        f_try = _half_square_norm(r_try)
+        f_try = half_square(r_try)
 
         fd, ftd, pd = f.detach(), f_try.detach(), pred.detach()
         actual = fd - ftd
@@ -319,12 +386,18 @@ def _iterate(fn1: Callable | None, jac1: Callable | None, fused1: Callable | Non
                 ((pd > 0) & ratio_ok) | ((pd.abs() <= noise) & (actual >= -noise)))
         else:
             accept = moving & finite_try
-        step_small = (delta.detach().abs() <= atol + rtol * y_try.detach().abs()).all(-1)
-        cost_small = actual.abs() <= rtol * ftd + atol * atol
-        # ‖r‖ <= atol also counts: an exact fit, where rounding of r (not of ½‖r‖²) limits the
-        # gain ratio and no step test can be met reliably.
-        exact = torch.where(accept, ftd, fd) <= 0.5 * atol * atol
-        converged = active & ((accept & step_small & cost_small) | exact)
+        # A small step and a small change of cost are not enough (a heavily damped step barely
+        # moves): the gradient must vanish too, in MINPACK's scale-free form — the cosine
+        # between r and every column of J at most rtol.
+        step_small = torch.linalg.vector_norm(delta.detach(), dim=-1) <= (
+            atol + rtol * torch.linalg.vector_norm(y_try.detach(), dim=-1))
+        cost_small = actual.abs() <= rtol * ftd + 0.5 * (atol / S) ** 2
+        cosine = (g.detach().abs() * inv_S) / (colsq.detach().sqrt() * torch.sqrt(2 * fd)
+                                                .unsqueeze(-1))
+        gradient_small = (torch.nan_to_num(cosine, nan=0.0).amax(-1) <= rtol) | (
+            g.detach().abs().amax(-1) <= rtol * g_start)
+        exact = torch.where(accept, ftd, fd) <= exact_fit
+        converged = active & ((accept & step_small & cost_small & gradient_small) | exact)
 
         y = _where(accept, y_try, y)
         # Elements that did not accept a step either finished (δ = 0, so r_try = r) or were
@@ -397,7 +470,10 @@ def _iterate(fn1: Callable | None, jac1: Callable | None, fused1: Callable | Non
     status = torch.where(status == RUNNING, int(Status.MAX_STEPS), status)
     stats = {"function_evaluations": fevals, "jacobian_evaluations": jevals,
              "damping": lam.detach() if damped else None}
-    return y, status, steps, f, (J if keep_jacobian and jacobian_at_y else None), stats
+    # ‖r‖ = S √(2 f), in the residual's own unit (inf only when it truly overflows).
+    norm = S * torch.sqrt(2 * f) if sigma is None else sigma * (S * torch.sqrt(2 * f))
+    return y, status, steps, norm, (
+        J if keep_jacobian and jacobian_at_y else None), stats
 
 
 def least_squares(fn: Callable[..., torch.Tensor], y0: Any, args: Any = (), *,
@@ -531,14 +607,14 @@ def least_squares(fn: Callable[..., torch.Tensor], y0: Any, args: Any = (), *,
         start = [r0, J0]
     r0 = J0 = None
     if unroll:
-        y, status, steps, f, J, stats = _iterate(fn1, jac1, fused1, y0, start, solver,
+        y, status, steps, norm, J, stats = _iterate(fn1, jac1, fused1, y0, start, solver,
                                                  max_steps)
     else:
         compactor = None
         if compact and not fused:
             compactor = _Compactor(fn, args, mode, tuple(y0.shape[:-1]), start[0].shape[-1])
         with torch.no_grad():
-            y, status, steps, f, J, stats = _iterate(
+            y, status, steps, norm, J, stats = _iterate(
                 fn1, jac1, fused1, y0, start, solver, max_steps,
                 keep_jacobian=attach and adjoint.hessian == "gauss_newton",
                 compact=compactor)
@@ -546,7 +622,7 @@ def least_squares(fn: Callable[..., torch.Tensor], y0: Any, args: Any = (), *,
             y = _attach(residual_fn, args, y, J, status, adjoint, mode, hessian)
         J = None
     solution = Solution(value=y, status=status, steps=steps,
-                        residual_norm=torch.sqrt(2 * f.detach()), stats=stats)
+                        residual_norm=norm.detach(), stats=stats)
     if not solution.all_converged:
         logger.info("least_squares: %d of %d elements did not converge",
                     int((~solution.converged).sum()), status.numel())

@@ -17,7 +17,20 @@ Matvec = Callable[[torch.Tensor], torch.Tensor]
 
 
 def _norm(x: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.vector_norm(x, dim=-1)
+    """‖x‖₂ over the last dimension as s·‖x/s‖, s = max|x|: no overflow or underflow of the
+    squares (1e200 or 1e-200 entries are fine); 0 stays 0, NaN and ±inf propagate."""
+    s = x.detach().abs().amax(dim=-1)
+    s = torch.where((s > 0) & torch.isfinite(s), s, 1.0)
+    return s * torch.linalg.vector_norm(x / s.unsqueeze(-1), dim=-1)
+
+
+def _power_of_two_scale(v: torch.Tensor) -> torch.Tensor:
+    """Per element the power of two σ with max|v| ∈ [σ, 2σ) (1 where v = 0 or max|v| is not
+    finite): v/σ is exact and of order one."""
+    s = v.detach().abs().amax(dim=-1)
+    s = torch.where((s > 0) & torch.isfinite(s), s, 1.0)
+    mantissa = torch.frexp(s).mantissa  # s = mantissa·2^e, mantissa ∈ [0.5, 1)
+    return s / (2 * mantissa)  # 2^(e−1), exact (2^e itself overflows for s near the max)
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -44,11 +57,13 @@ def _cg(matvec: Matvec, b: torch.Tensor, x: torch.Tensor, precondition: Matvec, 
             break
         Ap = matvec(p)
         pAp = _dot(p, Ap)
-        # p·Ap <= 0 means A (or the preconditioner) is not positive definite: CG's
-        # assumptions fail for that element.
-        breakdown = active & ~(pAp.detach() > 0)
+        # A NaN/inf curvature is NONFINITE; a finite p·Ap <= 0 means A (or the
+        # preconditioner) is not positive definite: CG's assumptions fail for that element.
+        nonfinite = active & ~torch.isfinite(pAp.detach())
+        breakdown = active & ~nonfinite & ~(pAp.detach() > 0)
+        status = torch.where(nonfinite, int(Status.NONFINITE), status)
         status = torch.where(breakdown, int(Status.DIVERGED), status)
-        active = active & ~breakdown
+        active = active & ~breakdown & ~nonfinite
         alpha = torch.where(active, rz / torch.where(active, pAp, 1.0), zero)
         x = x + alpha.unsqueeze(-1) * p
         r = r - alpha.unsqueeze(-1) * Ap
@@ -60,6 +75,8 @@ def _cg(matvec: Matvec, b: torch.Tensor, x: torch.Tensor, precondition: Matvec, 
         res = torch.where(active, _norm(r.detach()), res)
         steps = steps + active.to(torch.int64)
     status = torch.where((status == RUNNING) & (res <= tol), int(Status.CONVERGED), status)
+    status = torch.where((status == RUNNING) & ~torch.isfinite(res), int(Status.NONFINITE),
+                         status)
     status = torch.where(status == RUNNING, int(Status.MAX_STEPS), status)
     return x, status, steps, res
 
@@ -90,6 +107,7 @@ def _gmres(matvec: Matvec, b: torch.Tensor, x: torch.Tensor, precondition: Matve
         columns: list[torch.Tensor] = []  # columns of the (m+1)×m Hessenberg matrix
         best = torch.zeros((*batch, m), dtype=dtype, device=device)
         done = ~active
+        nonfinite = torch.zeros_like(done)
         e1 = torch.zeros((*batch, m + 1), dtype=dtype, device=device)
         e1 = torch.cat([beta.unsqueeze(-1), e1[..., 1:]], dim=-1)
         for j in range(m):
@@ -107,8 +125,16 @@ def _gmres(matvec: Matvec, b: torch.Tensor, x: torch.Tensor, precondition: Matve
             V.append(w / torch.where(hnext.detach() > 0, hnext, 1.0).unsqueeze(-1))
             Hj = torch.stack(columns, -1)[..., : j + 2, :]  # (*batch, j+2, j+1)
             rhs = e1[..., : j + 2]
+            # An element whose Arnoldi step produced NaN/inf stops here (NONFINITE below);
+            # zeroing its least-squares problem keeps LAPACK from failing the whole batch.
+            bad = ~(torch.isfinite(Hj.detach()).flatten(-2).all(-1)
+                    & torch.isfinite(rhs.detach()).all(-1))
+            Hj = torch.where(bad[..., None, None], zero, Hj)
+            rhs = torch.where(bad.unsqueeze(-1), zero, rhs)
             y = torch.linalg.lstsq(Hj, rhs.unsqueeze(-1)).solution.squeeze(-1)
             est = _norm((rhs - (Hj @ y.unsqueeze(-1)).squeeze(-1)).detach())
+            nonfinite = nonfinite | (~done & bad)
+            done = done | bad
             take = ~done
             padded = torch.cat([y, torch.zeros((*batch, m - j - 1), dtype=dtype,
                                                device=device)], -1)
@@ -122,7 +148,25 @@ def _gmres(matvec: Matvec, b: torch.Tensor, x: torch.Tensor, precondition: Matve
         update = precondition((basis @ best[..., : len(columns)].unsqueeze(-1)).squeeze(-1))
         x = x + torch.where(active.unsqueeze(-1), update, zero)
         res = torch.where(active, _norm((b - matvec(x)).detach()), res)
+        status = torch.where(nonfinite, int(Status.NONFINITE), status)
     return x, status, steps, res
+
+
+def _krylov(method: str, matvec: Matvec, b: torch.Tensor, x0: torch.Tensor,
+            precondition: Matvec, rtol: float, atol: float, max_steps: int, restart: int):
+    """CG or GMRES to ‖b − A y‖ <= max(atol, rtol·‖b‖), run on b/σ (σ a power of two near
+    max|b|, per element) so that no norm or dot product over- or underflows for b ~ 1e±200;
+    y = σ·y', residual = σ·res'. An element with b = 0 starts, and so ends, at y = 0."""
+    scale = _power_of_two_scale(b)
+    zero_b = (b.detach() == 0).all(dim=-1, keepdim=True)
+    b = b / scale.unsqueeze(-1)
+    x0 = torch.where(zero_b, 0.0, x0 / scale.unsqueeze(-1))
+    tol = torch.maximum(rtol * _norm(b.detach()), atol / scale)
+    if method == "cg":
+        y, status, steps, res = _cg(matvec, b, x0, precondition, tol, max_steps)
+    else:
+        y, status, steps, res = _gmres(matvec, b, x0, precondition, tol, max_steps, restart)
+    return y * scale.unsqueeze(-1), status, steps, res * scale
 
 
 class _OperatorSolve(torch.autograd.Function):
@@ -149,8 +193,19 @@ def linear_solve(A: torch.Tensor | Matvec, b: torch.Tensor, *, method: str = "di
     Methods: ``"direct"`` (LU; A must be a tensor ``(*batch, n, n)``), ``"cg"`` (preconditioned
     conjugate gradients; A symmetric positive definite), ``"gmres"`` (right-preconditioned
     GMRES(restart)). ``A`` is a tensor or a batched matvec ``y -> A y``; ``preconditioner`` is
-    a batched ``r -> M r`` with M ≈ A⁻¹ (SPD for CG). Iterative methods stop when
-    ‖b − A y‖₂ <= max(atol, rtol·‖b‖₂).
+    a batched ``r -> M r`` with M ≈ A⁻¹ (SPD for CG).
+
+    Tolerances (iterative methods): an element is CONVERGED when ‖b − A y‖₂ <=
+    max(atol, rtol·‖b‖₂), i.e. relative to ‖b‖. ``rtol=None`` is the dtype default (1e-8 for
+    float64, 1e-4 for float32); ``atol=None`` is 0, no absolute floor (as scipy >= 1.12), so a
+    tiny b is solved to the same relative accuracy as any other. rtol and atol must not both
+    be 0. Norms are computed with scaling, and the iteration runs on b divided by a power of
+    two near max|b|, so b ~ 1e±200 solves as accurately as b ~ 1. An element with b = 0 gets
+    y = 0 exactly (CONVERGED, whatever ``x0``). ``"direct"`` ignores the tolerances.
+
+    Status is per batch element: NaN or ±inf in A (or from the matvec or preconditioner) makes
+    that element NONFINITE while the others are solved exactly as they would be alone; no
+    torch/LAPACK error is raised for it. b and x0 must be finite.
 
     Gradients with :class:`ImplicitAdjoint` (default): y* + (s − stop_gradient(s)) with
     s = A⁻¹(b − A_θ y*), so ∂L/∂θ = uᵀ ∂_θ(b − A_θ y*) with Aᵀ u = ∂L/∂y*, one more iterative
@@ -160,7 +215,8 @@ def linear_solve(A: torch.Tensor | Matvec, b: torch.Tensor, *, method: str = "di
 
     Returns:
         :class:`Solution` with ``residual_norm`` = ‖b − A y*‖₂; ``status`` DIVERGED marks a
-        singular matrix (direct) or a non-positive curvature pᵀAp (CG).
+        singular matrix (direct) or a non-positive curvature pᵀAp (CG), NONFINITE a NaN/inf
+        in the element's A, matvec or iterates (its ``value`` is then NaN or meaningless).
     """
     check_one_of("method", method, ("direct", "cg", "gmres"))
     real_floating_dtype("b", b)
@@ -172,15 +228,17 @@ def linear_solve(A: torch.Tensor | Matvec, b: torch.Tensor, *, method: str = "di
     check_adjoint(adjoint)
     check_tolerances(rtol, atol)
     rtol_v = check_tolerance("rtol", rtol, b.dtype)
-    atol_v = check_tolerance("atol", atol, b.dtype)
+    atol_v = 0.0 if atol is None else check_tolerance("atol", atol, b.dtype)
+    if method != "direct" and rtol_v == 0 and atol_v == 0:
+        raise ValueError("rtol = 0 needs atol > 0 (atol defaults to 0): with both 0 the "
+                         "solve could never converge")
     max_steps = check_max_steps(10 * n if max_steps is None else max_steps)
     if isinstance(A, torch.Tensor):
         real_floating_dtype("A", A)
         if A.ndim < 2 or A.shape[-1] != n or A.shape[-2] != n:
             raise ValueError(f"A must have shape (*batch, n, n) with n = {n} from b, "
                              f"got {tuple(A.shape)}")
-        check_finite("A", A)
-        matrix = A
+        matrix = A  # NaN/inf in A is not an input error: that element is NONFINITE
         matvec: Matvec = lambda y: (matrix @ y.unsqueeze(-1)).squeeze(-1)  # noqa: E731
     elif callable(A):
         matrix = None
@@ -196,12 +254,16 @@ def linear_solve(A: torch.Tensor | Matvec, b: torch.Tensor, *, method: str = "di
 
     if method == "direct":
         batch = torch.broadcast_shapes(matrix.shape[:-2], b.shape[:-1])
-        y, info = torch.linalg.solve_ex(matrix.expand(*batch, n, n),
-                                        b.expand(*batch, n).unsqueeze(-1))
-        y = y.squeeze(-1)
+        # Elements with NaN/inf in A solve the identity instead (so LAPACK never sees them) and
+        # get y = NaN: NONFINITE, the others untouched.
+        bad = ~torch.isfinite(matrix.detach()).flatten(-2).all(-1).expand(batch)
+        eye = torch.eye(n, dtype=matrix.dtype, device=matrix.device)
+        safe = torch.where(bad[..., None, None], eye, matrix.expand(*batch, n, n))
+        y, info = torch.linalg.solve_ex(safe, b.expand(*batch, n).unsqueeze(-1))
+        y = torch.where(bad.unsqueeze(-1), float("nan"), y.squeeze(-1))
         res = _norm((b - matvec(y)).detach())
         status = torch.where(torch.isfinite(res), int(Status.CONVERGED), int(Status.NONFINITE))
-        status = torch.where(info == 0, status, int(Status.DIVERGED))
+        status = torch.where((info == 0) | bad, status, int(Status.DIVERGED))
         steps = torch.ones_like(status)
         solution = Solution(y, status, steps, res, {"method": method})
         if throw:
@@ -212,18 +274,16 @@ def linear_solve(A: torch.Tensor | Matvec, b: torch.Tensor, *, method: str = "di
     x0 = torch.zeros_like(b) if x0 is None else x0
     if isinstance(x0, torch.Tensor):
         check_finite("x0", x0)
-    tol = torch.clamp(rtol_v * _norm(b.detach()), min=atol_v)
 
-    def run(mv: Matvec, rhs: torch.Tensor, start: torch.Tensor, pre: Matvec, tolerance):
-        if method == "cg":
-            return _cg(mv, rhs, start, pre, tolerance, max_steps)
-        return _gmres(mv, rhs, start, pre, tolerance, max_steps, restart)
+    def run(rhs: torch.Tensor, start: torch.Tensor):
+        return _krylov(method, matvec, rhs, start, precondition, rtol_v, atol_v, max_steps,
+                       restart)
 
     if isinstance(adjoint, UnrollAdjoint):
-        y, status, steps, res = run(matvec, b, x0, precondition, tol)
+        y, status, steps, res = run(b, x0)
     else:
         with torch.no_grad():
-            y, status, steps, res = run(matvec, b.detach(), x0.detach(), precondition, tol)
+            y, status, steps, res = run(b.detach(), x0.detach())
         if torch.is_grad_enabled():
             with torch.enable_grad():
                 residual = b - matvec(y.detach())
@@ -241,9 +301,6 @@ def _attach(residual: torch.Tensor, matvec: Matvec, matrix: torch.Tensor | None,
             rtol: float, atol: float) -> torch.Tensor:
     """y* + (s − stop_gradient(s)), s = A⁻¹ ρ(θ), A applied as a constant operator."""
 
-    def tolerance(rhs: torch.Tensor) -> torch.Tensor:
-        return torch.clamp(rtol * _norm(rhs), min=atol)
-
     def const_matvec(v: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return matvec(v)
@@ -260,19 +317,16 @@ def _attach(residual: torch.Tensor, matvec: Matvec, matrix: torch.Tensor | None,
 
     def solve(rhs: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            if method == "cg":
-                return _cg(const_matvec, rhs, torch.zeros_like(rhs), precondition,
-                           tolerance(rhs), max_steps)[0]
-            return _gmres(const_matvec, rhs, torch.zeros_like(rhs), precondition,
-                          tolerance(rhs), max_steps, restart)[0]
+            return _krylov(method, const_matvec, rhs, torch.zeros_like(rhs), precondition,
+                           rtol, atol, max_steps, restart)[0]
 
     def solve_transposed(rhs: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             if method == "cg":  # A symmetric: Aᵀ = A
-                return _cg(const_matvec, rhs, torch.zeros_like(rhs), precondition,
-                           tolerance(rhs), max_steps)[0]
-            return _gmres(const_rmatvec, rhs, torch.zeros_like(rhs), lambda r: r,
-                          tolerance(rhs), max_steps, restart)[0]
+                return _krylov(method, const_matvec, rhs, torch.zeros_like(rhs), precondition,
+                               rtol, atol, max_steps, restart)[0]
+            return _krylov(method, const_rmatvec, rhs, torch.zeros_like(rhs), lambda r: r,
+                           rtol, atol, max_steps, restart)[0]
 
     s = _OperatorSolve.apply(residual, solve, solve_transposed)
     return y.detach() + (s - s.detach())

@@ -27,6 +27,7 @@ from diffnum.solve._common import (
     max_abs,
     resolve_jacobian,
 )
+from diffnum.solve._fixed_point import checked_square
 from diffnum.solve._solution import RUNNING, Solution, Status, raise_if_failed
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,9 @@ class Newton:
     """Newton's method: J(y) δ = −F(y), y ← y + t δ with t from backtracking (Armijo on ½‖F‖²).
 
     An element converges when a full step satisfies ``|δ| <= atol + rtol·|y|`` componentwise,
-    or when ``max |F(y)| <= atol``. A singular J or a failed line search is ``DIVERGED``.
+    or when ``max |F(y)| <= atol``. A singular J or a failed line search is ``DIVERGED``;
+    ``NONFINITE`` when a non-finite J or F(y + tδ) caused the failure (fn turned NaN or ±inf
+    where the solver had to evaluate it).
     """
 
     rtol: float | None = None
@@ -105,6 +108,9 @@ def _iterate(fn1: Callable, jac1: Callable, y: torch.Tensor, F: torch.Tensor,
             jevals += 1
             refreshed = refreshed | stalled
         finite_J = torch.isfinite(J.detach()).flatten(-2).all(-1)
+        # Elements that met a non-finite J or F(y + tδ) in this iteration: if the iteration
+        # fails for them, the cause is the non-finite value (NONFINITE), not divergence.
+        nonfinite = active & ~finite_J
         Js = _where(finite_J, J, eye)
         LU, pivots, info = torch.linalg.lu_factor_ex(Js)
         delta = torch.linalg.lu_solve(LU, pivots, -F.unsqueeze(-1)).squeeze(-1)
@@ -121,6 +127,7 @@ def _iterate(fn1: Callable, jac1: Callable, y: torch.Tensor, F: torch.Tensor,
             F_t = fn1(y_t)
             fevals += 1
             phi_t = 0.5 * (F_t * F_t).sum(-1)
+            nonfinite = nonfinite | (searching & ~torch.isfinite(F_t.detach()).all(-1))
             tiny_step = ((t.unsqueeze(-1) * delta.detach()).abs() /
                          (atol + rtol * ynorm)).amax(-1) <= 1
             # A full Newton step below the step tolerance is taken even if rounding makes
@@ -152,7 +159,9 @@ def _iterate(fn1: Callable, jac1: Callable, y: torch.Tensor, F: torch.Tensor,
         y, F, phi = y_new, F_new, phi_new
         steps = steps + active.to(torch.int64)
         status = torch.where(converged, int(Status.CONVERGED), status)
-        status = torch.where(failed & ~converged, int(Status.DIVERGED), status)
+        status = torch.where(failed & ~converged,
+                             torch.where(nonfinite, int(Status.NONFINITE), int(Status.DIVERGED)),
+                             status)
         if broyden:
             # A singular Broyden estimate is retried from the true Jacobian.
             stalled = stalled | (active & ~solved)
@@ -197,6 +206,7 @@ def root(fn: Callable[..., torch.Tensor], y0: Any, args: Any = (), *,
     args = as_args(args)
     with torch.no_grad():
         F0 = evaluate_checked("root", fn, y0, args, square=True)
+    fn = checked_square("root", fn)
     n = y0.shape[-1]
     mode = resolve_jacobian(jacobian, n, n)
     jac1 = make_jacobian_fn(fn, args, mode, n)
