@@ -304,3 +304,32 @@ def test_bad_input_is_named():
         HardConstraint(pde, 30)(basis, grid, initial[:, :-1])
     with pytest.raises(ValueError, match="routing"):
         MixtureOfExperts(HardConstraint(pde, 30), (2, 1), routing="nearest")
+
+
+def test_a_failed_solve_adds_exact_zeros_to_shared_gradients():
+    # One parameter θ shapes every element's basis; element 1's basis holds a NaN (added, so
+    # that the user's own code multiplies no NaN in its backward pass). With the user's loss
+    # masking element 1 out, θ's gradient is finite and equals that of the same batch with a
+    # finite element 1 (same collocation draws), also masked.
+    pde, grid, basis, initial = _heat_problem(batch=3, time_powers=(1, 2))
+    pde = Burgers1D(0.05, boundary="dirichlet")
+    theta = torch.tensor(1.3, dtype=torch.float64, requires_grad=True)
+    layer = MixtureOfExperts(HardConstraint(pde, 48), (2, 1))
+
+    def gradient(inputs):
+        out = layer(inputs + theta * 0.1 * basis.flip(-1), grid, initial,
+                    generator=torch.Generator().manual_seed(0))
+        keep = torch.tensor([True, False, True])
+        loss = torch.where(keep[:, None, None], out.u, 0.0).square().sum()
+        (grad,) = torch.autograd.grad(loss, theta)
+        return out, grad
+
+    poisoned = basis.clone()
+    poisoned[1, 5 * 9 + 4, 2] = float("nan")
+    out, grad = gradient(poisoned)
+    assert out.status[1].tolist() == [int(Status.NONFINITE), int(Status.CONVERGED)]
+    assert bool(torch.isnan(out.u[1]).any())
+    clean, reference = gradient(basis)
+    assert bool(clean.converged.all())
+    assert torch.isfinite(grad)
+    torch.testing.assert_close(grad, reference, rtol=1e-12, atol=0)

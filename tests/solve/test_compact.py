@@ -6,7 +6,7 @@ import torch
 import diffnum.constrain._layer as layer_module
 from diffnum.constrain import HardConstraint, MixtureOfExperts
 from diffnum.pde import DiffusionSorption1D, uniform_grid
-from diffnum.solve import least_squares
+from diffnum.solve import Status, least_squares
 
 
 def _residual(y, B, target, scale):
@@ -75,3 +75,25 @@ def test_compaction_in_the_mixture_changes_no_result(monkeypatch):
     for name in ("u", "weights", "status", "steps", "residual_norm"):
         assert torch.equal(getattr(plain, name), getattr(compact, name)), name
     assert torch.equal(grad_plain, grad_compact)
+
+
+def test_a_nonfinite_element_adds_exact_zeros_to_shared_gradients():
+    # Element 2's B holds a NaN; θ enters every element's target. Its gradient, with element 2
+    # masked out of the loss, equals that of the same batch with a finite B (no NaN·0).
+    B, target, scale = _problem(batch=4)
+    theta = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+
+    def gradient(B):
+        y0 = torch.zeros(B.shape[0], B.shape[-1], dtype=torch.float64)
+        out = least_squares(_residual, y0, (B, target + theta * 0.01, scale), compact=True)
+        keep = torch.tensor([True, True, False, True])
+        (grad,) = torch.autograd.grad(torch.where(keep[:, None], out.value, 0.0).sum(), theta)
+        return out, grad
+
+    poisoned = B.clone()
+    poisoned[2, 3, 0] = float("nan")
+    out, grad = gradient(poisoned)
+    assert out.status.tolist()[2] == int(Status.NONFINITE)
+    _, reference = gradient(B)
+    assert torch.isfinite(grad)
+    torch.testing.assert_close(grad, reference, rtol=1e-12, atol=0)

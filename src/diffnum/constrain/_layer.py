@@ -521,7 +521,15 @@ def solve_experts(layer: HardConstraint, basis: torch.Tensor, grid: Grid, initia
                                         for t in (status, steps, norm, pde_rms))
 
     owner = expert_owner(grid, layout).to(basis.device)
-    u = u_p + _select_expert(lifted, weights, owner)
+    # A solve that failed on non-finite numbers gives NaN on its block, with no graph: its
+    # weights and any non-finite basis rows enter u as zeros, so they add exact zeros to every
+    # gradient (never NaN·0) — the other experts' and elements' gradients stay finite.
+    valid = status != int(Status.NONFINITE)
+    zero = torch.zeros((), dtype=weights.dtype, device=weights.device)
+    safe = torch.where(valid.unsqueeze(-1), weights, zero)
+    finite_rows = torch.isfinite(lifted.detach()).all(-1)
+    u = u_p + _select_expert(torch.where(finite_rows.unsqueeze(-1), lifted, zero), safe, owner)
+    u = torch.where(valid.gather(-1, owner.expand(b, -1)) & finite_rows, u, torch.nan)
     with torch.no_grad():
         violation = {"pde": pde_rms, **_violations(pde, u.detach(), grid, initial, owner, K)}
     stats = {"experts": K, "sampled_per_expert": M_k, "constraint_rows_per_expert": C.shape[-2],

@@ -166,7 +166,7 @@ class _Compactor:
         self._subset_args = args
         self.inv_scale: torch.Tensor | None = None  # 1/σ per element (see _range_scale)
 
-    def _subset(self, mask: torch.Tensor) -> tuple:
+    def subset(self, mask: torch.Tensor) -> tuple:
         if self._mask is None or not torch.equal(self._mask, mask):
             self._subset_args = tuple(
                 a[mask] if isinstance(a, torch.Tensor)
@@ -181,7 +181,7 @@ class _Compactor:
         if bool(mask.all()):
             out = self.fn(y, *self.args)
             return out if inv is None else out * inv
-        out = self.fn(y[mask], *self._subset(mask))
+        out = self.fn(y[mask], *self.subset(mask))
         return r.index_put((mask,), out if inv is None else out * inv[mask])
 
     def jacobian_rows(self, y: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor
@@ -192,7 +192,7 @@ class _Compactor:
         if bool(mask.all()):
             J = make_jacobian_fn(self.fn, self.args, self.mode, self.m)(y)
             return (J if inv is None else J * inv.unsqueeze(-1))[rows]
-        J = make_jacobian_fn(self.fn, self._subset(mask), self.mode, self.m)(y[mask])
+        J = make_jacobian_fn(self.fn, self.subset(mask), self.mode, self.m)(y[mask])
         J = J if inv is None else J * inv[mask].unsqueeze(-1)
         return J[rows[mask]]
 
@@ -530,6 +530,8 @@ def least_squares(fn: Callable[..., torch.Tensor], y0: Any, args: Any = (), *,
             batch shape are indexed along them; ``fn`` must not close over batched tensors.
             The iterates are bitwise those of ``compact=False``. Used in the normal-equation
             form (m ≥ n), without ``"fused"`` and with the implicit adjoint; ignored otherwise.
+            With it, ``NONFINITE`` elements are also left out of the implicit adjoint, so they
+            add exact zeros (never NaN) to gradients of tensors shared by the batch.
 
     Returns:
         :class:`Solution` with ``residual_norm`` = ‖r(y*)‖₂ per element and ``stats``
@@ -619,7 +621,15 @@ def least_squares(fn: Callable[..., torch.Tensor], y0: Any, args: Any = (), *,
                 keep_jacobian=attach and adjoint.hessian == "gauss_newton",
                 compact=compactor)
         if attach:
-            y = _attach(residual_fn, args, y, J, status, adjoint, mode, hessian)
+            valid = status != int(Status.NONFINITE)
+            if compactor is not None and not bool(valid.all()):
+                # Failed elements are left out of the adjoint's evaluation altogether, so they
+                # contribute exact zeros to the backward pass (not NaN·0) of anything shared.
+                y_valid = _attach(residual_fn, compactor.subset(valid), y[valid], None,
+                                  status[valid], adjoint, mode, hessian)
+                y = y.detach().index_put((valid,), y_valid)
+            else:
+                y = _attach(residual_fn, args, y, J, status, adjoint, mode, hessian)
         J = None
     solution = Solution(value=y, status=status, steps=steps,
                         residual_norm=norm.detach(), stats=stats)
