@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
@@ -68,3 +69,58 @@ def check_same_batch(names: tuple[str, str], a: torch.Tensor, b: torch.Tensor) -
             f"{names[0]} and {names[1]} must have broadcastable batch dimensions, "
             f"got {tuple(a.shape)} and {tuple(b.shape)}"
         ) from None
+
+
+def check_real(name: str, value: object, *, low: float = -math.inf, high: float = math.inf,
+               low_open: bool = False, high_open: bool = False) -> float:
+    """Check that ``value`` is a finite real number in the range and return it as a float.
+
+    ``low_open``/``high_open`` exclude the end: ``check_real("rtol", v, low=0, low_open=True)``
+    needs 0 < v. A bool is not a number here; NaN and ±inf are rejected by name.
+    """
+    scalar_tensor = (isinstance(value, torch.Tensor) and value.numel() == 1
+                     and not value.is_complex())
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) or scalar_tensor):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    too_low = value <= low if low_open else value < low
+    too_high = value >= high if high_open else value > high
+    if too_low or too_high:
+        left = "(" if low_open else "["
+        right = ")" if high_open else "]"
+        raise ValueError(f"{name} must lie in {left}{low}, {high}{right}, got {value}")
+    return value
+
+
+def check_positive(name: str, value: object) -> float:
+    """A finite real number > 0, as a float."""
+    return check_real(name, value, low=0.0, low_open=True)
+
+
+def check_count(name: str, value: object, *, low: int = 1, high: int = 10**9) -> int:
+    """An int in ``[low, high]`` — the upper bound keeps a typo (``10**12`` iterations) from
+    running for ever."""
+    return check_int_in_range(name, value, low, high)
+
+
+def check_same_dtype_device(named: dict[str, torch.Tensor]) -> None:
+    """Raise ``TypeError`` naming the tensors whose dtype or device differ from the first's."""
+    items = [(k, v) for k, v in named.items() if isinstance(v, torch.Tensor)]
+    if not items:
+        return
+    first_name, first = items[0]
+    for name, tensor in items[1:]:
+        if tensor.dtype != first.dtype:
+            raise TypeError(f"{name} must have the dtype of {first_name} ({first.dtype}), "
+                            f"got {tensor.dtype}")
+        if tensor.device != first.device:
+            raise TypeError(f"{name} must be on the device of {first_name} ({first.device}), "
+                            f"got {tensor.device}")
+
+
+def check_nonempty(name: str, x: torch.Tensor) -> None:
+    """Raise ``ValueError`` if ``x`` has no entries (FFTs and LAPACK fail obscurely there)."""
+    if x.numel() == 0:
+        raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
