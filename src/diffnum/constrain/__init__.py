@@ -9,6 +9,8 @@ Map of the pillar (Négiar et al. 2023; Chalapathi, Du, Krishnapriyan, ICLR 2024
 - :class:`MixtureOfExperts` (PI-HC-MoE) — one such solve per space–time block of a fixed
   router, vectorized on one device or sharded over ``torch.distributed`` ranks; K = 1 is
   PI-HC exactly.
+- :func:`init_distributed` — ``init_process_group`` with its arguments checked and a timeout,
+  so a rank that never arrives ends the run with an error instead of a hang.
 - The router: :func:`expert_index`, :func:`partition_domain`, :func:`unpartition_domain`.
 - :func:`expert_residual` — F(u) over the whole grid with each expert's own weights (the
   physics loss of a constrained model); :func:`interior_mask` — where the PDE holds (no
@@ -19,6 +21,7 @@ Map of the pillar (Négiar et al. 2023; Chalapathi, Du, Krishnapriyan, ICLR 2024
   atomic checkpoints, bit-for-bit resume, JSONL metrics, DDP when distributed.
 """
 
+from diffnum.constrain._distributed import init_distributed
 from diffnum.constrain._layer import (
     ConstrainedSolution,
     HardConstraint,
@@ -48,6 +51,7 @@ __all__ = [
     "evaluate",
     "expert_index",
     "expert_residual",
+    "init_distributed",
     "interior_mask",
     "partition_domain",
     "physics_loss",

@@ -10,9 +10,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from diffnum._core.validation import check_one_of, real_floating_dtype
+from diffnum._core.validation import (
+    check_count,
+    check_one_of,
+    check_real,
+    real_floating_dtype,
+)
 from diffnum.constrain._distributed import active_group, gather_experts, shard
-from diffnum.constrain._partition import expert_index, expert_layout, expert_owner
+from diffnum.constrain._partition import check_grid, expert_index, expert_layout, expert_owner
 from diffnum.pde import Grid
 from diffnum.solve import (
     GaussNewton,
@@ -188,7 +193,15 @@ def expert_residual(pde, terms: Mapping[str, torch.Tensor], weights: torch.Tenso
 
     ``weights`` ``(*batch, K, N)``; ``experts=None`` means K = 1 (then it is F(u_p + B̃w)).
     """
+    check_pde("pde", pde, ("terms", "pointwise_residual"))
+    check_grid(grid)
+    real_floating_dtype("weights", weights)
+    if weights.ndim < 2:
+        raise ValueError(f"weights must have shape (*batch, K, N), got {tuple(weights.shape)}")
     names = tuple(pde.terms)
+    _check_terms("terms", terms, names, weights, 2)
+    if particular is not None:
+        _check_terms("particular", particular, names, weights, 1)
     layout = (1,) * grid.ndim if experts is None else experts
     owner = expert_owner(grid, layout).to(weights.device)
     fields = {n: _select_expert(terms[n], weights, owner) for n in names}
@@ -203,6 +216,8 @@ def interior_mask(pde, grid: Grid) -> torch.Tensor:
     condition (there u₀ and 𝓑 hold instead of the PDE; where they disagree at a corner the
     residual there is as large as the grid is fine), less any window the PDE declares
     unresolved (see :class:`~diffnum.pde.DiffusionSorption1D`)."""
+    check_pde("pde", pde, ("collocation_mask",))
+    check_grid(grid)
     return pde.collocation_mask(grid)
 
 
@@ -216,22 +231,86 @@ def _select_expert(matrix: torch.Tensor, weights: torch.Tensor, owner: torch.Ten
     return products.gather(-1, owner.expand(*products.shape[:-1]).unsqueeze(-1)).squeeze(-1)
 
 
-def _check_count(name: str, value: Any, *, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1{' or None' if allow_none else ''}, "
-                         f"got {value!r}")
+# What the layer calls on a PDE object (Heat1D, DiffusionSorption1D, NavierStokes2D, ...).
+_PDE_API = ("terms", "pointwise_residual", "basis_terms", "field_terms", "lift",
+            "constraint_rows", "initial_points", "initial_free", "collocation_mask")
+# Bounds of the layer's settings: λ and s beyond 1e8 square to ~1e16 in the Hessian (1e300
+# overflows it: every solve NONFINITE); an LM solve of more than 10⁶ steps is a typo.
+_MAX_SCALE = 1e8
+_MAX_SOLVER_STEPS = 10**6
+
+
+def check_pde(name: str, pde: object, needs: tuple[str, ...] = _PDE_API) -> None:
+    """``pde`` must have what the layer uses (duck-typed: the PDE classes share no base)."""
+    missing = [attr for attr in needs if not hasattr(pde, attr)]
+    if missing:
+        raise TypeError(f"{name} must be a PDE object (Heat1D, DiffusionSorption1D, "
+                        f"NavierStokes2D, ...), got {type(pde).__name__} without {missing}")
+
+
+def _check_terms(name: str, terms: object, names: tuple[str, ...], weights: torch.Tensor,
+                 trailing: int) -> None:
+    """``terms``: {term: tensor} holding every name of ``pde.terms``, of the dtype and device of
+    ``weights``, with ``trailing`` = 2 (P, N) or 1 (P) trailing dimensions."""
+    if not isinstance(terms, Mapping):
+        raise TypeError(f"{name} must be a mapping {{term: tensor}}, got {type(terms).__name__}")
+    missing = [n for n in names if n not in terms]
+    if missing:
+        raise ValueError(f"{name} must hold the terms {names} of the PDE, missing {missing}")
+    for n in names:
+        t = terms[n]
+        if (not isinstance(t, torch.Tensor) or t.dtype != weights.dtype
+                or t.device != weights.device or t.ndim < trailing
+                or (trailing == 2 and t.shape[-1] != weights.shape[-1])):
+            got = (f"{t.dtype} {tuple(t.shape)} on {t.device}" if isinstance(t, torch.Tensor)
+                   else type(t).__name__)
+            shape = "(*batch, P, N)" if trailing == 2 else "(*batch, P)"
+            raise ValueError(f"{name}[{n!r}] must be a {weights.dtype} tensor {shape} on "
+                             f"{weights.device} with N = {weights.shape[-1]} from weights, "
+                             f"got {got}")
+
+
+def _check_forward(basis: object, grid: object, initial: object, generator: object,
+                   pde: object) -> None:
+    """The arguments of :meth:`HardConstraint.forward` / :meth:`MixtureOfExperts.forward`.
+
+    NaN/inf in ``basis`` or ``initial`` is not an input error: the affected solves report
+    ``NONFINITE`` (a training step on them is skipped and counted)."""
+    real_floating_dtype("basis", basis)
+    check_grid(grid)
+    if basis.ndim >= 3 and (basis.shape[-1] == 0 or math.prod(basis.shape[:-2]) == 0):
+        raise ValueError(f"basis must have at least one batch element and N >= 1 columns, "
+                         f"got shape {tuple(basis.shape)}")
+    # (Another device than the grid's is fine: the grid's data are moved to the basis.)
+    if basis.is_meta:
+        raise ValueError("basis must hold data, got a tensor on the meta device")
+    if isinstance(initial, torch.Tensor):
+        if initial.is_complex() or initial.dtype == torch.bool:
+            raise TypeError(f"initial must be a real tensor, got {initial.dtype}")
+        if initial.is_meta:
+            raise ValueError("initial must hold data, got a tensor on the meta device")
+    else:
+        try:
+            torch.as_tensor(initial, dtype=basis.dtype)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"initial must be a tensor (or nested sequence of floats), got "
+                            f"{type(initial).__name__}") from None
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be None or a torch.Generator, got "
+                        f"{type(generator).__name__}")
+    if pde is not None:
+        check_pde("pde", pde)
+
+
+def _check_count(name: str, value: Any, *, allow_none: bool = False,
+                 high: int = 10**9) -> None:
+    if not (value is None and allow_none):
+        check_count(name, value, high=high)
 
 
 def _check_scalar(name: str, value: Any, *, positive: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
-        raise ValueError(f"{name} must be finite and {'> 0' if positive else '>= 0'}, "
-                         f"got {value}")
-    return value
+    """A finite real in [0, 1e8] (``positive``: (0, 1e8])."""
+    return check_real(name, value, low=0.0, high=_MAX_SCALE, low_open=positive)
 
 
 class HardConstraint(nn.Module):
@@ -295,14 +374,18 @@ class HardConstraint(nn.Module):
                  ridge: float = 1e-4, max_steps: int = 50, residual_scale: float = 1.0,
                  constraints: str = "eliminate") -> None:
         super().__init__()
+        check_pde("pde", pde)
         self.residual_scale = _check_scalar("residual_scale", residual_scale, positive=True)
         _check_count("n_sampled", n_sampled, allow_none=True)
         self.ridge = _check_scalar("ridge", ridge, positive=False)
-        _check_count("max_steps", max_steps)
+        _check_count("max_steps", max_steps, high=_MAX_SOLVER_STEPS)
         check_one_of("constraints", constraints, ("eliminate", "rows"))
         if solver is not None and not isinstance(solver, (LevenbergMarquardt, GaussNewton)):
             raise TypeError(f"solver must be LevenbergMarquardt(...) or GaussNewton(...), got "
                             f"{type(solver).__name__}")
+        if adjoint is not None and not isinstance(adjoint, (ImplicitAdjoint, UnrollAdjoint)):
+            raise TypeError(f"adjoint must be ImplicitAdjoint(...) or UnrollAdjoint(), got "
+                            f"{type(adjoint).__name__}")
         self.pde = pde
         self.n_sampled = n_sampled
         self.solver = LevenbergMarquardt() if solver is None else solver
@@ -313,6 +396,7 @@ class HardConstraint(nn.Module):
     def forward(self, basis: torch.Tensor, grid: Grid, initial: torch.Tensor, *,
                 generator: torch.Generator | None = None, pde=None) -> ConstrainedSolution:
         """Solve the constrained least squares for every batch element (see the class)."""
+        _check_forward(basis, grid, initial, generator, pde)
         return solve_experts(self, basis, grid, initial, (1,) * grid.ndim,
                              generator=generator, pde=pde, routing="replicate",
                              distributed=False)
@@ -367,11 +451,17 @@ ridge=0.0001, max_steps=50, constraints='eliminate')
             raise TypeError(f"hard_constraint must be a HardConstraint, got "
                             f"{type(hard_constraint).__name__}")
         check_one_of("routing", routing, ("replicate", "partition"))
+        if isinstance(experts, str) or not isinstance(experts, (Sequence, Mapping)):
+            raise TypeError(f"experts must be a tuple of blocks per grid axis or a mapping "
+                            f"{{axis name: blocks}}, got {type(experts).__name__}")
+        if distributed is not None and not isinstance(distributed, bool):
+            raise TypeError(f"distributed must be None, True or False, got {distributed!r}")
         self.hard_constraint = hard_constraint
         self.experts = dict(experts) if isinstance(experts, Mapping) else tuple(experts)
+        keys = self.experts if isinstance(self.experts, dict) else range(len(self.experts))
+        for key in keys:
+            _check_count(f"experts[{key!r}]", self.experts[key])
         counts = self.experts.values() if isinstance(self.experts, dict) else self.experts
-        for count in counts:
-            _check_count("experts (blocks per axis)", count)
         K = math.prod(counts)
         n_sampled = hard_constraint.n_sampled
         if n_sampled is not None and n_sampled % K:
@@ -384,6 +474,7 @@ ridge=0.0001, max_steps=50, constraints='eliminate')
     def forward(self, basis: torch.Tensor, grid: Grid, initial: torch.Tensor, *,
                 generator: torch.Generator | None = None, pde=None) -> ConstrainedSolution:
         """As :meth:`HardConstraint.forward`, with K = ∏ experts solves per batch element."""
+        _check_forward(basis, grid, initial, generator, pde)
         return solve_experts(self.hard_constraint, basis, grid, initial, self.experts,
                              generator=generator, pde=pde, routing=self.routing,
                              distributed=self.distributed, group=self.process_group)

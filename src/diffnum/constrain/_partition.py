@@ -7,12 +7,25 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from diffnum._core.validation import check_count, check_int_in_range
 from diffnum.pde import Grid
+
+
+def check_grid(grid: object) -> Grid:
+    """``grid`` must be a :class:`~diffnum.pde.Grid` (e.g. from ``uniform_grid``)."""
+    if not isinstance(grid, Grid):
+        raise TypeError(f"grid must be a diffnum.pde.Grid (see uniform_grid), "
+                        f"got {type(grid).__name__}")
+    return grid
 
 
 def expert_layout(grid: Grid, experts: Sequence[int] | Mapping[str, int]) -> tuple[int, ...]:
     """Blocks per grid axis, in the grid's axis order, from a tuple (grid order) or a mapping
     ``{axis name: blocks}`` (axes left out get 1). Every axis must split evenly."""
+    check_grid(grid)
+    if isinstance(experts, str) or not isinstance(experts, (Sequence, Mapping)):
+        raise TypeError(f"experts must be a tuple of block counts per grid axis {grid.names} or "
+                        f"a mapping {{axis name: blocks}}, got {type(experts).__name__}")
     if isinstance(experts, Mapping):
         unknown = sorted(set(experts) - set(grid.names))
         if unknown:
@@ -27,8 +40,7 @@ def expert_layout(grid: Grid, experts: Sequence[int] | Mapping[str, int]) -> tup
                 f"(or a mapping by name), got {tuple(experts)!r}"
             )
     for name, count, n in zip(grid.names, layout, grid.shape):
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise ValueError(f"experts[{name!r}] must be an int >= 1, got {count!r}")
+        check_count(f"experts[{name!r}]", count)
         if n % count:
             raise ValueError(
                 f"grid axis {name!r} has {n} points, which {count} experts cannot split "
@@ -62,9 +74,12 @@ def expert_owner(grid: Grid, experts: Sequence[int] | Mapping[str, int]) -> torc
     return owner
 
 
-def _point_dim(x: torch.Tensor, dim: int, name: str) -> int:
-    if not -x.ndim <= dim < x.ndim:
-        raise ValueError(f"{name}: dim={dim} is out of range for a tensor of {x.ndim} dims")
+def _point_dim(x: torch.Tensor, dim: int, name: str, arg: str) -> int:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: {arg} must be a torch.Tensor, got {type(x).__name__}")
+    if x.ndim == 0:
+        raise ValueError(f"{name}: {arg} must have at least one dimension, got a 0-d tensor")
+    check_int_in_range("dim", dim, -x.ndim, x.ndim - 1)
     return dim % x.ndim
 
 
@@ -77,7 +92,8 @@ def partition_domain(x: torch.Tensor, grid: Grid, experts: Sequence[int] | Mappi
     the expert dimension at ``dim`` followed by the points of each block; its inverse is
     :func:`unpartition_domain`.
     """
-    dim = _point_dim(x, dim, "partition_domain")
+    dim = _point_dim(x, dim, "partition_domain", "x")
+    check_grid(grid)
     if x.shape[dim] != grid.size:
         raise ValueError(
             f"partition_domain: x must have the grid's {grid.size} points along dim {dim}, "
@@ -93,7 +109,7 @@ def unpartition_domain(blocks: torch.Tensor, grid: Grid,
                        ) -> torch.Tensor:
     """Inverse of :func:`partition_domain`: blocks with the expert dimension at ``dim`` and the
     block's points at ``dim + 1`` back to the grid's P points (C order) at ``dim``."""
-    dim = _point_dim(blocks, dim, "unpartition_domain")
+    dim = _point_dim(blocks, dim, "unpartition_domain", "blocks")
     index = expert_index(grid, experts).to(blocks.device)
     if dim + 1 >= blocks.ndim or tuple(blocks.shape[dim:dim + 2]) != tuple(index.shape):
         raise ValueError(

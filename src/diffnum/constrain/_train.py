@@ -20,8 +20,15 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from diffnum._core.validation import check_one_of
-from diffnum.constrain._layer import HardConstraint, MixtureOfExperts, interior_mask
+from diffnum._core.validation import (
+    check_count,
+    check_finite,
+    check_one_of,
+    check_real,
+    real_floating_dtype,
+)
+from diffnum.constrain._distributed import agree_on_resume, broadcast_state
+from diffnum.constrain._layer import HardConstraint, MixtureOfExperts, check_pde, interior_mask
 from diffnum.models import FNO
 from diffnum.pde import Grid
 
@@ -29,6 +36,46 @@ logger = logging.getLogger(__name__)
 
 METHODS = ("soft", "hard", "moe")
 METHOD_NAMES = {"soft": "PI-SC", "hard": "PI-HC", "moe": "PI-HC-MoE"}
+
+
+# Largest network size (width, modes, n_basis, padding, experts per axis) a config accepts.
+_MAX_SIZE = 10**4
+
+
+def _check_plain_real(name: str, value: Any, **bounds: Any) -> None:
+    """A Python int/float in range (not a tensor: configs are written to checkpoints as JSON)."""
+    if isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a Python number, got a Tensor")
+    check_real(name, value, **bounds)
+
+
+def _check_problem(problem: Any, *, for_training: bool) -> None:
+    """The fields of a :class:`PhysicsProblem` that :func:`train` (``for_training``) or
+    :func:`evaluate` uses: shapes against the grid, real tensors, a non-empty set.
+
+    NaN/inf in the initial conditions is not an input error (such a training step is skipped
+    and counted; such a prediction is counted as non-finite); references must be finite."""
+    if not isinstance(problem, PhysicsProblem):
+        raise TypeError(f"problem must be a PhysicsProblem, got {type(problem).__name__}")
+    check_pde("problem.pde", problem.pde)
+    if not isinstance(problem.grid, Grid):
+        raise TypeError(f"problem.grid must be a diffnum.pde.Grid, got "
+                        f"{type(problem.grid).__name__}")
+    initial_shape = tuple(problem.pde.initial_points(problem.grid).shape)
+    names = ("train_initial",) if for_training else ("test_initial", "test_solution")
+    for name in names:
+        x = getattr(problem, name)
+        real_floating_dtype(f"problem.{name}", x)
+        want = initial_shape if name != "test_solution" else tuple(problem.grid.shape)
+        if x.ndim != 1 + len(want) or tuple(x.shape[1:]) != want or x.shape[0] == 0:
+            raise ValueError(f"problem.{name} must have shape (n >= 1, *{want}), "
+                             f"got {tuple(x.shape)}")
+    if not for_training:
+        if problem.test_solution.shape[0] != problem.test_initial.shape[0]:
+            raise ValueError(f"problem.test_initial and problem.test_solution must hold the same "
+                             f"number of cases, got {problem.test_initial.shape[0]} and "
+                             f"{problem.test_solution.shape[0]}")
+        check_finite("problem.test_solution", problem.test_solution)
 
 
 @dataclass(frozen=True)
@@ -108,19 +155,35 @@ class TrainConfig:
         check_one_of("parallel", self.parallel, ("experts", "batch"))
         if self.method == "moe" and not self.experts:
             raise ValueError("method='moe' needs experts, e.g. experts=(4, 1)")
-        for name in ("n_basis", "width", "depth", "steps", "batch_size", "max_solver_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        if not (isinstance(self.checkpoint_every, int) and self.checkpoint_every >= 0):
-            raise ValueError(f"checkpoint_every must be an int >= 0, got "
-                             f"{self.checkpoint_every!r}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be finite and > 0, got {self.lr}")
-        if not (self.pde_weight > 0 and math.isfinite(self.pde_weight)):
-            raise ValueError(f"pde_weight must be finite and > 0, got {self.pde_weight}")
-        if self.clip is not None and not self.clip > 0:
-            raise ValueError(f"clip must be > 0 or None, got {self.clip}")
+        if self.experts is not None:
+            if not isinstance(self.experts, (tuple, list)):
+                raise TypeError(f"experts must be None or a tuple of blocks per grid axis, "
+                                f"got {type(self.experts).__name__}")
+            for i, count in enumerate(self.experts):
+                check_count(f"experts[{i}]", count, high=_MAX_SIZE)
+        # Counts: (name, low, high). Sizes of the network beyond 10⁴ and more than 10⁶ solver
+        # iterations are typos, not settings.
+        for name, low, high in (("n_basis", 1, _MAX_SIZE), ("width", 1, _MAX_SIZE),
+                                ("depth", 1, 1000), ("padding", 0, _MAX_SIZE),
+                                ("steps", 1, 10**9), ("batch_size", 1, 10**6),
+                                ("max_solver_steps", 1, 10**6), ("seed", 0, 2**32 - 1),
+                                ("checkpoint_every", 0, 10**9)):
+            check_count(name, getattr(self, name), low=low, high=high)
+        if self.n_sampled is not None:
+            check_count("n_sampled", self.n_sampled)
+        modes = self.modes if isinstance(self.modes, (tuple, list)) else (self.modes,)
+        if not modes:
+            raise ValueError("modes must be an int or a non-empty tuple of ints, got ()")
+        for m in modes:
+            check_count("modes", m, high=_MAX_SIZE)
+        # Reals: (name, low, high, low_open). JSON-stored in checkpoints: plain numbers only.
+        for name, low, high, low_open in (("ridge", 0.0, 1e8, False), ("lr", 0.0, 10.0, True),
+                                          ("pde_weight", 0.0, 1e12, True),
+                                          ("initial_weight", 0.0, 1e12, False),
+                                          ("boundary_weight", 0.0, 1e12, False)):
+            _check_plain_real(name, getattr(self, name), low=low, high=high, low_open=low_open)
+        if self.clip is not None:
+            _check_plain_real("clip", self.clip, low=0.0, high=math.inf, low_open=True)
 
     @property
     def name(self) -> str:
@@ -337,8 +400,19 @@ def train(config: TrainConfig, problem: PhysicsProblem, *,
     backbone is wrapped in DDP and the work is shared as ``config.parallel`` says; the loss
     terms and failure counts logged are those of the whole batch on every rank.
     """
-    if not isinstance(problem, PhysicsProblem):
-        raise TypeError(f"problem must be a PhysicsProblem, got {type(problem).__name__}")
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    _check_problem(problem, for_training=True)
+    for name, path in (("checkpoint", checkpoint), ("metrics", metrics)):
+        if path is not None and not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"{name} must be None or a path, got {type(path).__name__}")
+    if not isinstance(resume, bool):
+        raise TypeError(f"resume must be True or False, got {resume!r}")
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be None or a callable wrapping the step range, got "
+                        f"{type(progress).__name__}")
+    if stop_after is not None:
+        check_count("stop_after", stop_after, low=0)
     torch.manual_seed(config.seed)
     model = ConstrainedModel(config, problem.pde, problem.grid)
     distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
@@ -350,11 +424,24 @@ def train(config: TrainConfig, problem: PhysicsProblem, *,
     sample_gen = torch.Generator().manual_seed(config.seed * 7919 + 2)
     start, history = 0, []
     ckpt = Path(checkpoint) if checkpoint is not None else None
-    if resume and ckpt is not None and ckpt.exists():
+    # Rank 0 alone reads the checkpoint and decides: every rank then restores rank 0's state
+    # (sent over the process group, read back with weights_only=True) or every rank starts
+    # afresh, so a file that one rank sees and another does not (or sees in another version)
+    # cannot desynchronize training.
+    state = None
+    if resume and ckpt is not None and rank == 0 and ckpt.exists():
         state = _load_checkpoint(ckpt, config)
-        if state is not None and _restore(state, model, optimizer, sample_gen, ckpt):
-            start, history = state["step"], state["history"]
-            logger.info("resuming %s from step %d of %s", config.name, start, ckpt)
+        if state is not None and not _restore(state, model, optimizer, sample_gen, ckpt):
+            state = None
+    if distributed:
+        state = broadcast_state(state)  # rank 0's restored checkpoint, or None, on every rank
+        restored = state is not None and (
+            rank == 0 or _restore(state, model, optimizer, sample_gen, ckpt))
+        # Every rank resumes from rank 0's step, or the run stops on every rank (no hang).
+        agree_on_resume(state["step"] if restored else 0, strict=True)
+    if state is not None:
+        start, history = state["step"], state["history"]
+        logger.info("resuming %s from step %d of %s", config.name, start, ckpt)
     metrics_path = Path(metrics) if metrics is not None else None
     if metrics_path is not None and _is_main():
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
@@ -451,6 +538,12 @@ def evaluate(model: ConstrainedModel, problem: PhysicsProblem, *, batch_size: in
     """Relative L2 error ‖u − u_ref‖/‖u_ref‖ per held-out initial condition (mean, std, all;
     and its mean at t₀ alone), inference seconds per sample, and the constrained solves'
     iterations and converged share."""
+    if not isinstance(model, ConstrainedModel):
+        raise TypeError(f"model must be a ConstrainedModel (e.g. TrainResult.model), got "
+                        f"{type(model).__name__}")
+    _check_problem(problem, for_training=False)
+    check_count("batch_size", batch_size, high=10**6)
+    check_count("seed", seed, low=0, high=2**63 - 1)
     errors, at_start, solver_steps, converged, seconds = [], [], [], [], 0.0
     t_axis = problem.grid.axis_index("t")
     generator = torch.Generator().manual_seed(seed)

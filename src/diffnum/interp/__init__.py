@@ -18,6 +18,12 @@ Map of the pillar:
   :func:`spline_coefficients` (cubic prefilter, as ``scipy.ndimage.spline_filter``).
 - Inference: ``layer.round_positions()``, :func:`integer_taps` / ``layer.export_integer_taps()``
   → :class:`IntegerTaps`, and ``layer.use_integer_taps()``.
+
+Arguments are checked up front and bad ones raise ``ValueError``/``TypeError`` naming the
+argument: tensors must be float32/float64 with matching dtype and device, and finite (NaN/inf
+positions would become garbage indices, and the FFT path would spread a NaN over the whole
+output); sizes, strides, paddings are ints with sanity bounds (``MAX_SIZE`` per axis,
+``MAX_ELEMENTS`` per tensor, in ``_construct``).
 """
 
 from diffnum.interp._construct import construct_kernel, position_axes

@@ -17,22 +17,32 @@ Every construction below uses the same elementwise operations (``abs``, ``relu``
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 
-from diffnum._core.validation import check_one_of, real_floating_dtype
+from diffnum._core.validation import (
+    check_finite,
+    check_int_in_range,
+    check_one_of,
+    real_floating_dtype,
+)
 
 VERSIONS = ("v0", "v1", "max", "gauss")
 CONSTRUCT_METHODS = ("auto", "dense", "scatter", "separable")
 NORMALIZATION_EPS = 1e-7  # added to Z by the reference package; part of its semantics
 GAUSS_SIGMA_OFFSET = 0.27  # σ = |SIG| + 0.27
 MAX_WIDTH_OFFSET = 1.0  # τ = |SIG| + 1
+# Sanity bounds: a typo (a size of 10**12) is refused by name before anything is allocated.
+MAX_SIZE = 2**24  # one kernel/grid axis, a stride, a dilation, a padding
+MAX_ELEMENTS = 2**31  # a whole kernel, grid or parameter tensor
 
 
 def position_axes(version: str, ndim: int) -> tuple[int, ...]:
     """Kernel axis along which coordinate ``i`` of ``P`` moves, for each ``i`` (dcls 0.1.1)."""
     check_one_of("version", version, VERSIONS)
+    check_int_in_range("ndim", ndim, 1, 3)
     if ndim == 1:
         return (0,)
     if version == "v0":
@@ -40,36 +50,31 @@ def position_axes(version: str, ndim: int) -> tuple[int, ...]:
     return tuple(reversed(range(ndim)))
 
 
-def normalize_size(name: str, value: int | Sequence[int], ndim: int) -> tuple[int, ...]:
-    """Expand an int or check a sequence of ``ndim`` positive ints."""
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an int or a sequence of {ndim} ints, got bool")
-    if isinstance(value, int):
+def normalize_size(
+    name: str, value: int | Sequence[int], ndim: int, *, low: int = 1, high: int = MAX_SIZE
+) -> tuple[int, ...]:
+    """Expand an int, or check a sequence of ``ndim`` ints; each must lie in [low, high]."""
+    if isinstance(value, int) and not isinstance(value, bool):
         value = (value,) * ndim
-    try:
-        values = tuple(value)
-    except TypeError:
+    elif not isinstance(value, Sequence) or isinstance(value, str):
         raise TypeError(
             f"{name} must be an int or a sequence of {ndim} ints, got {type(value).__name__}"
-        ) from None
+        )
+    values = tuple(value)
     if len(values) != ndim or not all(
         isinstance(v, int) and not isinstance(v, bool) for v in values
     ):
         raise ValueError(f"{name} must be an int or a sequence of {ndim} ints, got {value!r}")
-    if any(v < 1 for v in values):
-        raise ValueError(f"{name} must be positive, got {values}")
+    if any(not low <= v <= high for v in values):
+        sign = "positive" if low == 1 else "non-negative" if low == 0 else f">= {low}"
+        raise ValueError(f"{name} must be {sign} and at most {high}, got {values}")
     return values
 
 
-def check_construct_inputs(
-    weight: torch.Tensor,
-    P: torch.Tensor,
-    SIG: torch.Tensor | None,
-    dilated_kernel_size: int | Sequence[int],
-    version: str,
+def check_weight_positions(
+    weight: torch.Tensor, P: torch.Tensor, dilated_kernel_size: int | Sequence[int]
 ) -> tuple[int, ...]:
-    """Validate the arguments of :func:`construct_kernel`; return the support size tuple."""
-    check_one_of("version", version, VERSIONS)
+    """Check ``weight (..., m)`` and finite positions ``P (d, ..., m)``; return the support."""
     dtype = real_floating_dtype("weight", weight)
     real_floating_dtype("P", P)
     if weight.ndim < 1 or weight.shape[-1] < 1:
@@ -87,8 +92,29 @@ def check_construct_inputs(
             f"P must have weight's dtype and device ({dtype}, {weight.device}), "
             f"got {P.dtype}, {P.device}"
         )
-    ndim = P.shape[0]
-    size = normalize_size("dilated_kernel_size", dilated_kernel_size, ndim)
+    size = normalize_size("dilated_kernel_size", dilated_kernel_size, P.shape[0])
+    elements = math.prod(weight.shape[:-1]) * math.prod(size)
+    if elements > MAX_ELEMENTS:
+        raise ValueError(
+            f"dilated_kernel_size {size} with weight {tuple(weight.shape)} gives a kernel of "
+            f"{elements} elements, more than {MAX_ELEMENTS}"
+        )
+    # NaN/inf positions would reach integer indices (floor → long) and weights every tap.
+    check_finite("weight", weight)
+    check_finite("P", P)
+    return size
+
+
+def check_construct_inputs(
+    weight: torch.Tensor,
+    P: torch.Tensor,
+    SIG: torch.Tensor | None,
+    dilated_kernel_size: int | Sequence[int],
+    version: str,
+) -> tuple[int, ...]:
+    """Validate the arguments of :func:`construct_kernel`; return the support size tuple."""
+    check_one_of("version", version, VERSIONS)
+    size = check_weight_positions(weight, P, dilated_kernel_size)
     if version in ("max", "gauss"):
         if SIG is None:
             raise ValueError(f"SIG is required by version {version!r}, got None")
@@ -97,11 +123,17 @@ def check_construct_inputs(
             raise ValueError(
                 f"SIG must have the shape of P {tuple(P.shape)}, got {tuple(SIG.shape)}"
             )
-        if SIG.dtype != dtype or SIG.device != weight.device:
+        if SIG.dtype != weight.dtype or SIG.device != weight.device:
             raise TypeError(
-                f"SIG must have weight's dtype and device ({dtype}, {weight.device}), "
+                f"SIG must have weight's dtype and device ({weight.dtype}, {weight.device}), "
                 f"got {SIG.dtype}, {SIG.device}"
             )
+        # |SIG| ≤ MAX_SIZE: wider is uniform over any support, and the `max` mass Π_a Σ_j τ
+        # would overflow float32 (silently zeroing the kernel) from τ ≈ 1e13 in 3-D.
+        widest = float(SIG.detach().abs().amax()) if SIG.numel() else 0.0
+        if not widest <= MAX_SIZE:
+            check_finite("SIG", SIG)
+            raise ValueError(f"SIG must be at most {MAX_SIZE} in magnitude, got {widest}")
     elif SIG is not None:
         raise ValueError(f"SIG is not used by version {version!r}; pass None, got a tensor")
     return size

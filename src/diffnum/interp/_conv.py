@@ -9,7 +9,14 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from diffnum._core.validation import check_one_of
+from diffnum._core.validation import (
+    check_count,
+    check_finite,
+    check_one_of,
+    check_same_dtype_device,
+    real_floating_dtype,
+)
+from diffnum.interp._construct import MAX_SIZE, normalize_size
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -34,13 +41,30 @@ def conv_padding(
             total = d * (k - 1)
             pads.append((total // 2, total - total // 2))
         return tuple(pads)
-    values = (padding,) * ndim if isinstance(padding, int) else tuple(padding)
-    if len(values) != ndim or any(not isinstance(v, int) or v < 0 for v in values):
-        raise ValueError(
-            f"padding must be 'same', 'valid', a non-negative int or {ndim} of them, "
-            f"got {padding!r}"
-        )
+    values = normalize_size("padding", padding, ndim, low=0)
     return tuple((v, v) for v in values)
+
+
+def check_padded_size(
+    spatial: Sequence[int], pads: tuple[tuple[int, int], ...], padding_mode: str,
+    kernel_shape: Sequence[int], dilation: Sequence[int],
+) -> None:
+    """Raise, naming ``padding`` or ``input``, where ``F.pad`` or ``F.convNd`` would fail."""
+    for n, (before, after) in zip(spatial, pads):
+        if padding_mode == "reflect" and max(before, after) >= n:
+            raise ValueError(f"padding must be smaller than the input's size {n} with "
+                             f"padding_mode='reflect', got {(before, after)}")
+        if padding_mode == "circular" and max(before, after) > n:
+            raise ValueError(f"padding must be at most the input's size {n} with "
+                             f"padding_mode='circular', got {(before, after)}")
+        if padding_mode == "replicate" and max(before, after) > 0 and n == 0:
+            raise ValueError("input must have non-empty spatial dims with "
+                             "padding_mode='replicate'")
+    padded = [n + a + b for n, (a, b) in zip(spatial, pads)]
+    span = [d * (k - 1) + 1 for k, d in zip(kernel_shape, dilation)]
+    if any(p < s for p, s in zip(padded, span)):
+        raise ValueError(f"input's padded spatial size {tuple(padded)} must be at least the "
+                         f"dilated kernel's {tuple(span)}")
 
 
 def pad_input(
@@ -314,12 +338,22 @@ def convolve(
     """
     check_one_of("method", method, CONV_METHODS)
     check_one_of("padding_mode", padding_mode, PADDING_MODES)
+    real_floating_dtype("input", input)
+    real_floating_dtype("kernel", kernel)
+    check_same_dtype_device({"input": input, "kernel": kernel, "bias": bias})
     ndim = kernel.ndim - 2
     if ndim not in (1, 2, 3):
         raise ValueError(f"kernel must have shape (C_out, C_in/groups, *k) with 1 to 3 spatial "
                          f"dims, got {tuple(kernel.shape)}")
-    stride_t = (stride,) * ndim if isinstance(stride, int) else tuple(stride)
-    dilation_t = (dilation,) * ndim if isinstance(dilation, int) else tuple(dilation)
+    if bias is not None and tuple(bias.shape) != (kernel.shape[0],):
+        raise ValueError(f"bias must have shape (C_out,) = ({kernel.shape[0]},), "
+                         f"got {tuple(bias.shape)}")
+    stride_t = normalize_size("stride", stride, ndim)
+    dilation_t = normalize_size("dilation", dilation, ndim)
+    check_count("groups", groups, high=MAX_SIZE)
+    if kernel.shape[0] % groups:
+        raise ValueError(f"groups must divide the kernel's C_out = {kernel.shape[0]}, "
+                         f"got groups={groups}")
     unbatched = input.ndim == ndim + 1
     if unbatched:
         input = input.unsqueeze(0)
@@ -328,16 +362,28 @@ def convolve(
             f"input must have shape (N, {kernel.shape[1] * groups}, *spatial) with {ndim} "
             f"spatial dims for this kernel and groups={groups}, got {tuple(input.shape)}"
         )
-    if support is not None and tuple(support.shape) != tuple(kernel.shape[2:]):
-        raise ValueError(f"support must have the kernel's spatial shape "
-                         f"{tuple(kernel.shape[2:])}, got {tuple(support.shape)}")
+    # A NaN/inf would not stay local on the FFT path (it spreads over the whole output).
+    check_finite("input", input)
+    check_finite("kernel", kernel)
+    if bias is not None:
+        check_finite("bias", bias)
+    if support is not None:
+        if not isinstance(support, torch.Tensor) or support.dtype != torch.bool:
+            raise TypeError(f"support must be a boolean tensor, got "
+                            f"{getattr(support, 'dtype', type(support).__name__)}")
+        if tuple(support.shape) != tuple(kernel.shape[2:]):
+            raise ValueError(f"support must have the kernel's spatial shape "
+                             f"{tuple(kernel.shape[2:])}, got {tuple(support.shape)}")
     if method == "shift" and support is None:
         if kernel.requires_grad:
             raise ValueError("method='shift' on a kernel that requires grad needs a support "
                              "mask (offsets with non-zero value or derivative)")
         support = (kernel != 0).flatten(0, 1).any(0)
     pads = conv_padding(padding, kernel.shape[2:], dilation_t, stride_t)
+    check_padded_size(input.shape[2:], pads, padding_mode, kernel.shape[2:], dilation_t)
     x, sym = pad_input(input, pads, padding_mode)
+    if x.shape[0] == 0:
+        method = "dense"  # an empty batch: F.convNd returns it empty, nothing to choose
     if method == "auto":
         padded = [n + 2 * p for n, p in zip(x.shape[2:], sym)]
         active = int(support.sum()) if support is not None else None

@@ -9,12 +9,20 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from diffnum._core.validation import check_int_in_range, check_one_of, real_floating_dtype
+from diffnum._core.validation import (
+    check_count,
+    check_int_in_range,
+    check_one_of,
+    check_positive,
+    check_real,
+    real_floating_dtype,
+)
 from diffnum.interp._construct import (
     CONSTRUCT_METHODS,
+    MAX_ELEMENTS,
     VERSIONS,
     bilinear_support,
-    check_construct_inputs,
+    check_weight_positions,
     construct_kernel,
     normalize_size,
     position_axes,
@@ -24,6 +32,18 @@ from diffnum.interp._conv import CONV_METHODS, PADDING_MODES, convolve
 
 def _tuple(name: str, value: int | Sequence[int], ndim: int) -> tuple[int, ...]:
     return normalize_size(name, value, ndim)
+
+
+def check_module(name: str, module: object) -> nn.Module:
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"{name} must be a torch.nn.Module, got {type(module).__name__}")
+    return module
+
+
+def check_bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return value
 
 
 def dcls_conv(
@@ -50,8 +70,15 @@ def dcls_conv(
     ``nn.ConvNd``. ``conv_method`` picks the convolution path (see :func:`convolve`); for
     ``v0``/``v1`` the shift-and-add path runs over the offsets the taps can touch.
     """
-    size = check_construct_inputs(weight, P, SIG, dilated_kernel_size, version)
-    kernel = construct_kernel(weight, P, SIG, size, version, method=construct_method)
+    check_one_of("construct_method", construct_method, CONSTRUCT_METHODS)
+    check_one_of("conv_method", conv_method, CONV_METHODS)
+    real_floating_dtype("input", input)
+    kernel = construct_kernel(weight, P, SIG, dilated_kernel_size, version,
+                              method=construct_method)  # checks weight, P, SIG, the size
+    if input.dtype != weight.dtype or input.device != weight.device:
+        raise TypeError(f"input must have weight's dtype and device ({weight.dtype}, "
+                        f"{weight.device}), got {input.dtype}, {input.device}")
+    size = normalize_size("dilated_kernel_size", dilated_kernel_size, P.shape[0])
     support = _support(P, size, version) if conv_method in ("auto", "shift") else None
     return convolve(input, kernel, bias, stride=stride, padding=padding, dilation=dilation,
                     groups=groups, padding_mode=padding_mode, method=conv_method,
@@ -77,6 +104,23 @@ class IntegerTaps:
     index: torch.Tensor
     size: tuple[int, ...]
 
+    def __post_init__(self) -> None:
+        real_floating_dtype("weight", self.weight)
+        if not isinstance(self.index, torch.Tensor) or self.index.dtype != torch.long:
+            raise TypeError(f"index must be a torch.long tensor, got "
+                            f"{getattr(self.index, 'dtype', type(self.index).__name__)}")
+        if not isinstance(self.size, Sequence):
+            raise TypeError(f"size must be a sequence of ints, got {type(self.size).__name__}")
+        size = normalize_size("size", self.size, len(self.size))
+        object.__setattr__(self, "size", size)
+        if not 1 <= len(size) <= 3 or self.index.shape != (len(size), *self.weight.shape):
+            raise ValueError(f"index must have shape (d, *weight.shape) with d = len(size) in "
+                             f"1..3, got {tuple(self.index.shape)} for size {size} and weight "
+                             f"{tuple(self.weight.shape)}")
+        for a, s in enumerate(size):
+            if bool(((self.index[a] < 0) | (self.index[a] >= s)).any()):
+                raise ValueError(f"index along axis {a} must lie in [0, {s - 1}] (size {s})")
+
     def kernel(self) -> torch.Tensor:
         """The dense kernel ``(..., *size)`` these taps describe."""
         strides = [math.prod(self.size[a + 1:]) for a in range(len(self.size))]
@@ -95,7 +139,8 @@ def integer_taps(
     factor 1/(1 + 1e-7) of its normalization; for ``max``/``gauss`` it is the σ → 0 limit the
     spiking-delay recipe uses at inference. Raises if a rounded tap falls outside the support.
     """
-    size = normalize_size("dilated_kernel_size", dilated_kernel_size, P.shape[0])
+    check_one_of("version", version, VERSIONS)
+    size = check_weight_positions(weight, P, dilated_kernel_size)
     axes = position_axes(version, P.shape[0])
     index = torch.empty_like(P, dtype=torch.long)
     for i, axis in enumerate(axes):
@@ -140,10 +185,13 @@ class _DclsBase(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        check_int_in_range("in_channels", in_channels, 1, 2**31)
-        check_int_in_range("out_channels", out_channels, 1, 2**31)
-        check_int_in_range("kernel_count", kernel_count, 1, 2**31)
-        check_int_in_range("groups", groups, 1, 2**31)
+        check_count("in_channels", in_channels)
+        check_count("out_channels", out_channels)
+        check_count("kernel_count", kernel_count)
+        check_count("groups", groups)
+        check_bool("bias", bias)
+        if dtype not in (None, torch.float32, torch.float64):
+            raise TypeError(f"dtype must be None, torch.float32 or torch.float64, got {dtype}")
         if in_channels % groups or out_channels % groups:
             raise ValueError(
                 f"in_channels and out_channels must be divisible by groups, got "
@@ -166,12 +214,23 @@ class _DclsBase(nn.Module):
                                           self.position_ndim)
         self.stride = _tuple("stride", stride, self.conv_ndim)
         self.dilation = _tuple("dilation", dilation, self.conv_ndim)
-        self.padding = padding if isinstance(padding, str) else _padding_tuple(
-            padding, self.conv_ndim)
+        if isinstance(padding, str):
+            check_one_of("padding", padding, ("same", "valid"))
+            if padding == "same" and any(st != 1 for st in self.stride):
+                raise ValueError(f"padding='same' needs stride 1, got stride={self.stride}")
+            self.padding = padding
+        else:
+            self.padding = normalize_size("padding", padding, self.conv_ndim, low=0)
         self.uniform_positions = uniform_positions
         self.integer_taps: IntegerTaps | None = None
         factory = {"device": device, "dtype": dtype}
         shape = (out_channels, in_channels // groups, *self.dense_kernel_size, kernel_count)
+        if math.prod(shape) * self.position_ndim > MAX_ELEMENTS:
+            raise ValueError(
+                f"in_channels, out_channels and kernel_count give P {self.position_ndim} × "
+                f"{shape} = {math.prod(shape) * self.position_ndim} elements, more than "
+                f"{MAX_ELEMENTS}"
+            )
         self.weight = nn.Parameter(torch.empty(shape, **factory))
         self.P = nn.Parameter(torch.empty(self.position_ndim, *shape, **factory))
         if version in ("max", "gauss"):
@@ -248,6 +307,9 @@ class _DclsBase(nn.Module):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         real_floating_dtype("input", input)
+        if input.dtype != self.weight.dtype or input.device != self.weight.device:
+            raise TypeError(f"input must have the layer's dtype and device ({self.weight.dtype}, "
+                            f"{self.weight.device}), got {input.dtype}, {input.device}")
         if input.ndim not in (self.conv_ndim + 1, self.conv_ndim + 2):
             raise ValueError(
                 f"input must have shape (N, C, *spatial) or (C, *spatial) with "
@@ -279,17 +341,6 @@ class _DclsBase(nn.Module):
         if self.padding_mode != "zeros":
             text += f", padding_mode={self.padding_mode!r}"
         return text
-
-
-def _padding_tuple(padding: int | Sequence[int], ndim: int) -> tuple[int, ...]:
-    values = (padding,) * ndim if isinstance(padding, int) else tuple(padding)
-    if len(values) != ndim or any(isinstance(v, bool) or not isinstance(v, int) or v < 0
-                                  for v in values):
-        raise ValueError(
-            f"padding must be 'same', 'valid', a non-negative int or {ndim} of them, "
-            f"got {padding!r}"
-        )
-    return values
 
 
 _LAYER_DOC = r"""{d}-D convolution with learnable spacings, a drop-in for ``nn.Conv{d}d``.
@@ -418,7 +469,7 @@ class Dcls2dK1d(_DclsBase):
                  flat_dim: int = 0, *, dilation: int | Sequence[int] = 1,
                  construct_method: str = "auto", conv_method: str = "auto", device=None,
                  dtype=None) -> None:
-        check_one_of("flat_dim", flat_dim, (0, 1))
+        check_int_in_range("flat_dim", flat_dim, 0, 1)
         self.flat_dim = flat_dim
         super().__init__(in_channels, out_channels, kernel_count, stride, padding,
                          dilated_kernel_size, groups, bias, padding_mode, version,
@@ -435,6 +486,7 @@ class Dcls2dK1d(_DclsBase):
 
 def dcls_layers(module: nn.Module) -> list[_DclsBase]:
     """Every DCLS layer inside ``module`` (itself included)."""
+    check_module("module", module)
     return [m for m in module.modules() if isinstance(m, _DclsBase)]
 
 
@@ -453,10 +505,10 @@ def parameter_groups(
     The DCLS recipes train positions faster than weights (e.g. ×100 for spiking delays) and
     never decay them (decay would pull taps toward the kernel centre).
     """
-    if not lr > 0:
-        raise ValueError(f"lr must be positive, got {lr}")
-    if not position_lr_scale > 0:
-        raise ValueError(f"position_lr_scale must be positive, got {position_lr_scale}")
+    check_module("module", module)  # before the float checks: the first argument first
+    check_positive("lr", lr)
+    check_real("weight_decay", weight_decay, low=0.0)
+    check_positive("position_lr_scale", position_lr_scale)
     spacing_ids = set()
     spacing = []
     for layer in dcls_layers(module):

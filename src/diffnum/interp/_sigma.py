@@ -7,9 +7,15 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from diffnum._core.validation import check_one_of
+from diffnum._core.validation import (
+    check_count,
+    check_int_in_range,
+    check_one_of,
+    check_positive,
+    check_real,
+)
 from diffnum.interp._construct import GAUSS_SIGMA_OFFSET, MAX_WIDTH_OFFSET
-from diffnum.interp._layers import dcls_layers
+from diffnum.interp._layers import check_bool, dcls_layers
 
 
 def set_sigma(module: nn.Module, sigma: float, *, learnable: bool = False) -> int:
@@ -19,6 +25,8 @@ def set_sigma(module: nn.Module, sigma: float, *, learnable: bool = False) -> in
     σ − 0.27 (resp. τ − 1); ``learnable`` sets ``SIG.requires_grad``. Returns how many layers
     were changed. Raises if σ is below the version's floor.
     """
+    sigma = check_real("sigma", sigma)
+    check_bool("learnable", learnable)
     changed = 0
     for layer in dcls_layers(module):
         if layer.SIG is None:
@@ -51,16 +59,14 @@ class SigmaSchedule:
     kind: str = "linear"
 
     def __post_init__(self) -> None:
+        check_positive("start", self.start)  # a width σ (or τ) is positive for every version
+        check_positive("end", self.end)
+        check_count("steps", self.steps)
         check_one_of("kind", self.kind, ("constant", "linear", "cosine", "exponential"))
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if self.kind == "exponential" and (self.start <= 0 or self.end <= 0):
-            raise ValueError(
-                f"exponential schedule needs positive start/end, got {self.start}, {self.end}"
-            )
 
     def __call__(self, step: int) -> float:
-        """σ at ``step`` (0-based)."""
+        """σ at ``step`` (0-based; a negative step reads as 0)."""
+        check_int_in_range("step", step, -(2**63), 2**63)
         if self.kind == "constant":
             return self.start
         t = min(max(step, 0), self.steps) / self.steps

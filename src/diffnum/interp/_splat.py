@@ -8,10 +8,20 @@ from collections.abc import Sequence
 
 import torch
 
-from diffnum._core.validation import check_one_of, real_floating_dtype
+from diffnum._core.validation import (
+    check_finite,
+    check_int_in_range,
+    check_one_of,
+    check_positive,
+    check_real,
+    check_same_dtype_device,
+    real_floating_dtype,
+)
+from diffnum.interp._construct import MAX_ELEMENTS, normalize_size
 
 KERNELS = ("nearest", "linear", "gaussian", "triangle", "cubic")
 MODES = ("zeros", "mirror")
+MAX_PREFILTER = 4096  # the cubic prefilter inverts an n × n matrix per axis: O(n³) work
 
 
 def _bspline3(u: torch.Tensor) -> torch.Tensor:
@@ -33,13 +43,9 @@ def _radius(kernel: str, width: torch.Tensor | None, truncate: float | None,
     radii = []
     for a, n in enumerate(grid_shape):
         w = float(widest[a if widest.numel() > 1 else 0]) if widest is not None else float(width)
-        if kernel == "triangle":
-            r = math.ceil(w)
-        elif truncate is None:
-            r = n  # exact: every grid point
-        else:
-            r = math.ceil(truncate * w)
-        radii.append(max(1, min(r, n)))
+        reach = w if kernel == "triangle" else math.inf if truncate is None else truncate * w
+        # the window never needs more than the grid (this also keeps an overflowing reach out)
+        radii.append(max(1, math.ceil(reach) if reach < n else n))
     return radii
 
 
@@ -103,13 +109,11 @@ def _weights(
 
 
 def _check(name_vals: str, vals: torch.Tensor, coords: torch.Tensor, grid_shape: Sequence[int],
-           kernel: str, width, mode: str, batch_vals: tuple[int, ...]):
+           kernel: str, width, truncate, mode: str, batch_vals: tuple[int, ...]):
     check_one_of("kernel", kernel, KERNELS)
     check_one_of("mode", mode, MODES)
-    dtype = real_floating_dtype(name_vals, vals)
-    real_floating_dtype("coords", coords)
-    if coords.dtype != dtype:
-        raise TypeError(f"coords must have {name_vals}'s dtype {dtype}, got {coords.dtype}")
+    check_same_dtype_device({name_vals: vals, "coords": coords})
+    dtype = vals.dtype
     ndim = len(grid_shape)
     if coords.ndim < 2 or coords.shape[-1] != ndim:
         raise ValueError(
@@ -123,11 +127,20 @@ def _check(name_vals: str, vals: torch.Tensor, coords: torch.Tensor, grid_shape:
             f"batch dimensions of {name_vals} {batch_vals} and coords "
             f"{tuple(coords.shape[:-2])} must broadcast"
         ) from None
+    if math.prod(batch) * math.prod(grid_shape) > MAX_ELEMENTS:
+        raise ValueError(f"grid_shape {tuple(grid_shape)} with batch {tuple(batch)} has more "
+                         f"than {MAX_ELEMENTS} elements")
+    if truncate is not None:
+        check_positive("truncate", truncate)
+    check_finite(name_vals, vals)
+    check_finite("coords", coords)  # NaN/inf coordinates would become garbage grid indices
     if kernel in ("gaussian", "triangle"):
         if width is None:
             raise ValueError(f"kernel {kernel!r} needs a width (σ or half-width), got None")
         if not isinstance(width, torch.Tensor):
-            width = torch.tensor(float(width), dtype=dtype, device=coords.device)
+            width = torch.tensor(check_real("width", width), dtype=dtype, device=coords.device)
+        real_floating_dtype("width", width)
+        check_same_dtype_device({"coords": coords, "width": width})
         if width.ndim:
             try:
                 torch.broadcast_shapes(width.shape, coords.shape)
@@ -137,11 +150,19 @@ def _check(name_vals: str, vals: torch.Tensor, coords: torch.Tensor, grid_shape:
                     f"got {tuple(width.shape)}"
                 ) from None
             width = width.expand(coords.shape)
+        check_finite("width", width)
         if bool((width.detach() <= 0).any()):
             raise ValueError("width must be positive")
     elif width is not None:
         raise ValueError(f"kernel {kernel!r} takes no width, got one")
     return batch, width
+
+
+def _check_coords(coords: object) -> torch.Tensor:
+    real_floating_dtype("coords", coords)
+    if coords.ndim < 2:
+        raise ValueError(f"coords must have shape (..., n, d), got {tuple(coords.shape)}")
+    return coords
 
 
 def splat(
@@ -173,8 +194,12 @@ def splat(
     Returns:
         ``(..., *grid_shape)``; differentiable w.r.t. values, coords and width.
     """
-    grid_shape = tuple(grid_shape)
-    batch, width = _check("values", values, coords, grid_shape, kernel, width, mode,
+    real_floating_dtype("values", values)
+    _check_coords(coords)
+    if not isinstance(grid_shape, Sequence):
+        raise TypeError(f"grid_shape must be a sequence of ints, got {type(grid_shape).__name__}")
+    grid_shape = normalize_size("grid_shape", grid_shape, len(grid_shape))
+    batch, width = _check("values", values, coords, grid_shape, kernel, width, truncate, mode,
                           tuple(values.shape[:-1]))
     if values.ndim < 1 or values.shape[-1] != coords.shape[-2]:
         raise ValueError(f"values must have shape (..., n) with n = {coords.shape[-2]}, "
@@ -213,7 +238,14 @@ def _bspline_prefilter_matrix(n: int, mode: str) -> torch.Tensor:
 def spline_coefficients(grid: torch.Tensor, ndim: int, mode: str = "mirror") -> torch.Tensor:
     """Cubic B-spline coefficients c with Σ_j c[j] β³(i − j) = grid[i] on the last ``ndim``
     axes (the prefilter of ``scipy.ndimage.spline_filter``), one linear solve per axis."""
+    real_floating_dtype("grid", grid)
+    check_int_in_range("ndim", ndim, 1, grid.ndim)
     check_one_of("mode", mode, MODES)
+    too_long = [n for n in grid.shape[grid.ndim - ndim:] if n > MAX_PREFILTER]
+    if too_long:
+        raise ValueError(f"grid axes must be at most {MAX_PREFILTER} long for the dense cubic "
+                         f"prefilter, got {too_long}")
+    check_finite("grid", grid)
     out = grid
     for a in range(ndim):
         axis = grid.ndim - ndim + a
@@ -248,15 +280,19 @@ def gather(
     Returns:
         ``(..., n)``; differentiable w.r.t. grid, coords and width.
     """
-    if not isinstance(coords, torch.Tensor) or coords.ndim < 2:
-        raise ValueError(f"coords must have shape (..., n, d), got "
-                         f"{tuple(getattr(coords, 'shape', ()))}")
+    real_floating_dtype("grid", grid)
+    _check_coords(coords)
+    if not isinstance(prefilter, bool):
+        raise TypeError(f"prefilter must be a bool, got {type(prefilter).__name__}")
     ndim = coords.shape[-1]
     if not 1 <= ndim <= grid.ndim:
         raise ValueError(f"coords' last dimension d = {ndim} must be between 1 and "
                          f"grid.ndim = {grid.ndim}")
     grid_shape = tuple(grid.shape[-ndim:])
-    batch, width = _check("grid", grid, coords, grid_shape, kernel, width, mode,
+    if 0 in grid_shape:
+        raise ValueError(f"grid must have non-empty grid dimensions, got {tuple(grid.shape)} "
+                         f"with d = {ndim}")
+    batch, width = _check("grid", grid, coords, grid_shape, kernel, width, truncate, mode,
                           tuple(grid.shape[:-ndim]))
     if kernel == "cubic" and prefilter:
         grid = spline_coefficients(grid, ndim, mode)

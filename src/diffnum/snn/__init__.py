@@ -15,7 +15,10 @@ Map of the pillar:
 - :func:`delayed_coincidence` — synthetic spike trains whose class is set by inter-channel
   delays only.
 
-Tensors are ``(batch, features, time)`` throughout.
+Tensors are ``(batch, features, time)`` throughout. Arguments are checked up front; bad ones
+raise ``ValueError``/``TypeError`` naming the argument. Non-finite currents, spikes and
+potentials are rejected (not propagated): a NaN compares false against the threshold and
+would otherwise read as "no spike". An empty time axis gives an empty result.
 """
 
 from diffnum.snn._delays import DelayedLinear, Readout, delayed_coincidence, readout_logits

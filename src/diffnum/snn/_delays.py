@@ -6,9 +6,31 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffnum._core.validation import check_int_in_range, check_one_of, real_floating_dtype
+from diffnum._core.validation import (
+    check_count,
+    check_finite,
+    check_int_in_range,
+    check_one_of,
+    check_real,
+    real_floating_dtype,
+)
 from diffnum.interp import Dcls1d, set_sigma
 from diffnum.snn._neurons import leaky_integrate
+
+MAX_SAMPLES_ELEMENTS = 2**31  # n_samples · n_channels · length of a synthetic data set
+
+
+def _check_spikes(spikes: torch.Tensor, features: int, like: torch.Tensor) -> None:
+    """``spikes`` is a finite ``(batch, features, time)`` or ``(features, time)`` tensor with
+    the dtype and device of the layer's parameter ``like``."""
+    real_floating_dtype("spikes", spikes)
+    if spikes.ndim not in (2, 3) or spikes.shape[-2] != features:
+        raise ValueError(f"spikes must have shape (batch, {features}, time) or ({features}, "
+                         f"time), got {tuple(spikes.shape)}")
+    if spikes.dtype != like.dtype or spikes.device != like.device:
+        raise TypeError(f"spikes must have the layer's dtype and device ({like.dtype}, "
+                        f"{like.device}), got {spikes.dtype}, {spikes.device}")
+    check_finite("spikes", spikes)
 
 
 class DelayedLinear(nn.Module):
@@ -26,10 +48,17 @@ class DelayedLinear(nn.Module):
                  version: str = "gauss", bias: bool = False, sigma: float | None = None,
                  conv_method: str = "auto") -> None:
         super().__init__()
+        check_count("in_features", in_features)
+        check_count("out_features", out_features)
         check_int_in_range("max_delay", max_delay, 1, 2**20)
         if max_delay % 2 == 0:
             raise ValueError(f"max_delay must be odd (a centred support), got {max_delay}")
         check_one_of("version", version, ("v1", "gauss"))
+        if sigma is not None:
+            if version != "gauss":
+                raise ValueError(f"sigma is only used by version='gauss', got sigma={sigma!r} "
+                                 f"with version={version!r}")
+            sigma = check_real("sigma", sigma)
         self.max_delay = max_delay
         self.conv = Dcls1d(in_features, out_features, 1, dilated_kernel_size=max_delay,
                            bias=bias, version=version, conv_method=conv_method)
@@ -49,16 +78,23 @@ class DelayedLinear(nn.Module):
         return (self.max_delay - 1) - q
 
     def set_delays(self, delays: torch.Tensor) -> None:
-        """Set positions from delays ``(out, in)`` in [0, max_delay − 1]."""
+        """Set positions from finite delays ``(out, in)`` in [0, max_delay − 1]."""
+        real_floating_dtype("delays", delays)
         if delays.shape != self.conv.weight.shape[:2]:
             raise ValueError(f"delays must have shape {tuple(self.conv.weight.shape[:2])}, "
                              f"got {tuple(delays.shape)}")
+        check_finite("delays", delays)
+        if not bool(((delays >= 0) & (delays <= self.max_delay - 1)).all()):
+            raise ValueError(f"delays must lie in [0, {self.max_delay - 1}], got values in "
+                             f"[{float(delays.min())}, {float(delays.max())}]")
         q = (self.max_delay - 1) - delays.to(self.conv.P)
         with torch.no_grad():
             self.conv.P[0, :, :, 0] = q - self.max_delay // 2
 
     def forward(self, spikes: torch.Tensor) -> torch.Tensor:
-        real_floating_dtype("spikes", spikes)
+        _check_spikes(spikes, self.conv.in_channels, self.conv.weight)
+        if spikes.shape[-1] == 0:  # no time steps: nothing to delay
+            return spikes.new_zeros(*spikes.shape[:-2], self.conv.out_channels, 0)
         return self.conv(F.pad(spikes, (self.max_delay - 1, 0)))
 
 
@@ -71,10 +107,14 @@ class Readout(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, beta: float = 0.5) -> None:
         super().__init__()
+        check_count("in_features", in_features)
+        check_count("out_features", out_features)
+        beta = check_real("beta", beta, low=0.0, high=1.0)
         self.linear = nn.Linear(in_features, out_features)
         self.beta = beta
 
     def forward(self, spikes: torch.Tensor) -> torch.Tensor:
+        _check_spikes(spikes, self.linear.in_features, self.linear.weight)
         current = self.linear(spikes.transpose(-1, -2)).transpose(-1, -2)
         return leaky_integrate(current, self.beta)
 
@@ -82,6 +122,11 @@ class Readout(nn.Module):
 def readout_logits(potentials: torch.Tensor, reduce: str = "sum") -> torch.Tensor:
     """Logits from readout potentials ``(..., classes, T)``: time ``sum``, ``mean`` or ``max``."""
     check_one_of("reduce", reduce, ("sum", "mean", "max"))
+    real_floating_dtype("potentials", potentials)
+    if potentials.ndim < 1 or potentials.shape[-1] == 0:
+        raise ValueError(f"potentials must have shape (..., classes, T) with T >= 1, "
+                         f"got {tuple(potentials.shape)}")
+    check_finite("potentials", potentials)
     if reduce == "max":
         return potentials.amax(-1)
     return potentials.sum(-1) if reduce == "sum" else potentials.mean(-1)
@@ -110,12 +155,21 @@ def delayed_coincidence(
 
     Returns ``(spikes (n, channels, length), labels (n,), offsets (classes, channels))``.
     """
-    check_int_in_range("n_samples", n_samples, 1, 2**31)
+    check_count("n_samples", n_samples)
     check_int_in_range("n_classes", n_classes, 2, 2**16)
     check_int_in_range("n_channels", n_channels, 2, 2**16)
     check_int_in_range("max_delay", max_delay, n_channels, 2**20)
+    check_count("length", length)
     if length < 2 * max_delay:
         raise ValueError(f"length must be >= 2·max_delay = {2 * max_delay}, got {length}")
+    if n_samples * n_channels * length > MAX_SAMPLES_ELEMENTS:
+        raise ValueError(f"n_samples·n_channels·length = {n_samples * n_channels * length} "
+                         f"exceeds {MAX_SAMPLES_ELEMENTS} elements")
+    check_int_in_range("noise_spikes", noise_spikes, 0, n_channels * length)
+    check_int_in_range("pattern_seed", pattern_seed, 0, 2**63 - 1)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, "
+                        f"got {type(generator).__name__}")
     gap = (max_delay - 1) // (n_channels - 1)
     patterns = torch.Generator().manual_seed(pattern_seed)
     offsets = torch.stack([torch.randperm(n_channels, generator=patterns) * gap

@@ -7,9 +7,50 @@ import math
 import torch
 from torch import nn
 
-from diffnum._core.validation import check_one_of, real_floating_dtype
+from diffnum._core.validation import (
+    check_count,
+    check_finite,
+    check_one_of,
+    check_positive,
+    check_real,
+    check_same_dtype_device,
+    real_floating_dtype,
+)
 
 SURROGATES = ("atan", "sigmoid", "fast_sigmoid")
+
+
+def _check_current(name: str, current: torch.Tensor) -> None:
+    """A real floating ``(..., T)`` tensor of finite values.
+
+    NaN/inf are rejected rather than propagated: a NaN compares false against the threshold,
+    so it would silently read as "no spike" (and reset nothing).
+    """
+    real_floating_dtype(name, current)
+    if current.ndim < 1:
+        raise ValueError(f"{name} must have shape (..., T) with a time axis, got a 0-d tensor")
+    check_finite(name, current)
+
+
+def _check_beta(beta: float | torch.Tensor, current: torch.Tensor) -> None:
+    """β in [0, 1]: a real number, or a tensor broadcastable to ``current[..., 0]``."""
+    if not isinstance(beta, torch.Tensor):
+        check_real("beta", beta, low=0.0, high=1.0)
+        return
+    real_floating_dtype("beta", beta)
+    check_same_dtype_device({"current": current, "beta": beta})
+    state = current.shape[:-1]
+    try:
+        fits = torch.broadcast_shapes(beta.shape, state) == state
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise ValueError(f"beta must broadcast to current's shape without time {tuple(state)}, "
+                         f"got {tuple(beta.shape)}")
+    check_finite("beta", beta)
+    if beta.numel() and not bool(((beta >= 0) & (beta <= 1)).all()):
+        raise ValueError(f"beta must lie in [0, 1], got values in "
+                         f"[{float(beta.min())}, {float(beta.max())}]")
 
 
 class _Spike(torch.autograd.Function):
@@ -43,10 +84,10 @@ def spike(x: torch.Tensor, surrogate: str = "atan", alpha: float = 5.0) -> torch
     ``atan``: (α/2) / (1 + (π α x / 2)²); ``sigmoid``: α σ(αx)(1 − σ(αx));
     ``fast_sigmoid``: 1 / (1 + α|x|)².
     """
+    real_floating_dtype("x", x)
+    check_finite("x", x)  # NaN ≥ 0 is false: a NaN would silently read as "no spike"
     check_one_of("surrogate", surrogate, SURROGATES)
-    if not alpha > 0:
-        raise ValueError(f"alpha must be positive, got {alpha}")
-    return _Spike.apply(x, surrogate, float(alpha))
+    return _Spike.apply(x, surrogate, check_positive("alpha", alpha))
 
 
 def lif(
@@ -62,15 +103,23 @@ def lif(
 
     u[t] = β u[t−1] + I[t], S[t] = Θ(u[t] − ϑ), then ``hard`` reset u ← u (1 − S) or
     ``soft`` reset u ← u − ϑ S. ``current`` is ``(..., T)``; returns spikes ``(..., T)``.
-    ``beta`` is a float or a tensor broadcastable to ``current[..., 0]`` (e.g. per neuron).
+    ``beta`` is a number or a tensor broadcastable to ``current[..., 0]`` (e.g. per neuron),
+    in [0, 1]; ``threshold`` and ``alpha`` are positive. Non-finite currents are rejected
+    (``ValueError`` naming ``current``): a NaN would otherwise read as "no spike".
     """
-    real_floating_dtype("current", current)
+    _check_current("current", current)
+    _check_beta(beta, current)
+    threshold = check_positive("threshold", threshold)
     check_one_of("reset", reset, ("hard", "soft"))
+    check_one_of("surrogate", surrogate, SURROGATES)
+    alpha = check_positive("alpha", alpha)
+    if current.shape[-1] == 0:
+        return torch.zeros_like(current)
     u = torch.zeros_like(current[..., 0])
     spikes = []
     for t in range(current.shape[-1]):
         u = beta * u + current[..., t]
-        s = spike(u - threshold, surrogate, alpha)
+        s = _Spike.apply(u - threshold, surrogate, alpha)
         u = u * (1 - s) if reset == "hard" else u - threshold * s
         spikes.append(s)
     return torch.stack(spikes, dim=-1)
@@ -87,14 +136,18 @@ class LIF(nn.Module):
                  surrogate: str = "atan", alpha: float = 5.0, learn_beta: bool = False,
                  num_neurons: int | None = None) -> None:
         super().__init__()
-        if not 0 < beta < 1:
-            raise ValueError(f"beta must be in (0, 1), got {beta}")
+        beta = check_real("beta", beta, low=0.0, high=1.0, low_open=True, high_open=True)
+        threshold = check_positive("threshold", threshold)
+        alpha = check_positive("alpha", alpha)
         check_one_of("reset", reset, ("hard", "soft"))
         check_one_of("surrogate", surrogate, SURROGATES)
+        if not isinstance(learn_beta, bool):
+            raise TypeError(f"learn_beta must be a bool, got {type(learn_beta).__name__}")
         self.threshold, self.reset, self.surrogate, self.alpha = threshold, reset, surrogate, alpha
         if learn_beta:
-            if num_neurons is None or num_neurons < 1:
-                raise ValueError(f"learn_beta needs num_neurons >= 1, got {num_neurons}")
+            if num_neurons is None:
+                raise ValueError("learn_beta needs num_neurons (one leak per neuron), got None")
+            check_count("num_neurons", num_neurons)
             logit = math.log(beta / (1 - beta))
             self.beta_logit = nn.Parameter(torch.full((num_neurons,), logit))
         else:
@@ -113,9 +166,12 @@ class LIF(nn.Module):
 def leaky_integrate(current: torch.Tensor, beta: float | torch.Tensor = 0.5) -> torch.Tensor:
     """Readout neurons with an infinite threshold: u[t] = β u[t−1] + I[t], no spikes.
 
-    ``current`` is ``(..., T)``; returns the membrane potentials ``(..., T)``.
+    ``current`` is ``(..., T)`` (finite); returns the membrane potentials ``(..., T)``.
     """
-    real_floating_dtype("current", current)
+    _check_current("current", current)
+    _check_beta(beta, current)
+    if current.shape[-1] == 0:
+        return torch.zeros_like(current)
     u = torch.zeros_like(current[..., 0])
     out = []
     for t in range(current.shape[-1]):

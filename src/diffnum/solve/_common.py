@@ -8,11 +8,13 @@ from typing import Any
 import torch
 from torch.func import jvp, vjp, vmap
 
-from diffnum._core.validation import check_finite, check_int_in_range, real_floating_dtype
+from diffnum._core.validation import check_count, check_finite, real_floating_dtype
 
 # Default tolerances per dtype: about sqrt(machine epsilon) relative and absolute, the usual
 # accuracy limit of a step-size test (a step below ~sqrt(eps)·|y| is lost in rounding of y).
 _DEFAULT_TOL = {torch.float64: 1e-8, torch.float32: 1e-4}
+# Upper bound of every iteration count: a typo (10**12) raises instead of running for ever.
+MAX_STEPS_LIMIT = 10**6
 
 
 def as_initial_value(y0: Any) -> torch.Tensor:
@@ -55,13 +57,17 @@ def as_args(args: Any) -> tuple:
 
 
 def check_tolerance(name: str, value: float | None, dtype: torch.dtype) -> float:
-    """A tolerance: ``None`` gives the dtype default; otherwise a finite float ``>= 0``."""
+    """A tolerance: ``None`` gives the dtype default; otherwise a finite float ``>= 0``, and
+    ``< 1`` for ``rtol`` (a relative tolerance of 1 or more accepts any answer, y = 0 too)."""
     if value is None:
         return _DEFAULT_TOL[dtype]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a float, got {type(value).__name__}")
     if not (value >= 0 and value < float("inf")):
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    if name == "rtol" and value >= 1:
+        raise ValueError(f"rtol must be < 1 (relative to the problem's scale, 1 or more accepts "
+                         f"any answer), got {value!r}")
     return float(value)
 
 
@@ -74,7 +80,15 @@ def check_tolerances(rtol: float | None, atol: float | None) -> None:
 
 
 def check_max_steps(max_steps: int) -> int:
-    return check_int_in_range("max_steps", max_steps, 1, 10**9)
+    """An iteration count in [1, 10⁶]."""
+    return check_count("max_steps", max_steps, high=MAX_STEPS_LIMIT)
+
+
+def check_flag(name: str, value: object) -> bool:
+    """A ``bool`` (``throw="no"`` would otherwise be true)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
 
 
 def evaluate_checked(name: str, fn: Callable, y: torch.Tensor, args: tuple,

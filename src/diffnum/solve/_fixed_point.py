@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from diffnum._core.validation import check_int_in_range
+from diffnum._core.validation import check_int_in_range, check_real
 from diffnum.solve._adjoint import (
     ImplicitAdjoint,
     UnrollAdjoint,
@@ -20,6 +19,7 @@ from diffnum.solve._adjoint import (
 from diffnum.solve._common import (
     as_args,
     as_initial_value,
+    check_flag,
     check_max_steps,
     check_tolerance,
     check_tolerances,
@@ -48,8 +48,9 @@ class AndersonAcceleration:
     Args:
         rtol, atol: tolerances (``None``: 1e-8 float64, 1e-4 float32).
         memory: number of past differences (0 gives damped plain iteration).
-        mixing: β, the relaxation of the plain step.
-        regularization: Tikhonov weight keeping the small least-squares problem well posed.
+        mixing: β ∈ (0, 2), the relaxation of the plain step.
+        regularization: Tikhonov weight in [0, 1] keeping the small least-squares problem well
+            posed.
     """
 
     rtol: float | None = None
@@ -61,12 +62,10 @@ class AndersonAcceleration:
     def __post_init__(self) -> None:
         check_tolerances(self.rtol, self.atol)
         check_int_in_range("memory", self.memory, 0, 1000)
-        for name in ("mixing", "regularization"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not (0 <= value < math.inf):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        if self.mixing == 0:
-            raise ValueError("mixing must be > 0, got 0")
+        # β >= 2 turns even the contraction T = const into an oscillation that never settles.
+        check_real("mixing", self.mixing, low=0.0, high=2.0, low_open=True, high_open=True)
+        # Relative to ‖ΔG‖²_F: beyond 1 the Anderson correction is damped away entirely.
+        check_real("regularization", self.regularization, low=0.0, high=1.0)
 
 
 @dataclass(frozen=True)
@@ -194,6 +193,7 @@ def fixed_point(fn: Callable[..., torch.Tensor], y0: Any, args: Any = (), *,
     adjoint = ImplicitAdjoint() if adjoint is None else adjoint
     check_adjoint(adjoint)
     check_max_steps(max_steps)
+    check_flag("throw", throw)
     if not callable(fn):
         raise TypeError(f"fn must be callable fn(y, *args) -> T(y), got {type(fn).__name__}")
     y0 = as_initial_value(y0)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from diffnum._core.validation import check_one_of
+from diffnum._core.validation import check_one_of, check_real
 from diffnum.solve._adjoint import (
     ImplicitAdjoint,
     UnrollAdjoint,
@@ -21,6 +20,7 @@ from diffnum.solve._adjoint import (
 from diffnum.solve._common import (
     as_args,
     as_initial_value,
+    check_flag,
     check_max_steps,
     check_tolerance,
     check_tolerances,
@@ -67,7 +67,7 @@ class LevenbergMarquardt:
             scale — unless set.
         damping: ``"marquardt"`` (D = running max of diag(JᵀJ), scale invariant, as MINPACK)
             or ``"identity"`` (D = I, the textbook μI).
-        initial_damping: λ₀ (relative to D).
+        initial_damping: λ₀ (relative to D), 0 < λ₀ < 1e16.
     """
 
     rtol: float | None = None
@@ -78,11 +78,9 @@ class LevenbergMarquardt:
     def __post_init__(self) -> None:
         check_tolerances(self.rtol, self.atol)
         check_one_of("damping", self.damping, ("marquardt", "identity"))
-        if not (isinstance(self.initial_damping, (int, float)) and
-                0 < self.initial_damping < math.inf):
-            raise ValueError(
-                f"initial_damping must be a finite number > 0, got {self.initial_damping!r}"
-            )
+        # At _MAX_DAMPING every element would be reported DIVERGED before its first step.
+        check_real("initial_damping", self.initial_damping, low=0.0, high=_MAX_DAMPING,
+                   low_open=True, high_open=True)
 
 
 @dataclass(frozen=True)
@@ -546,6 +544,8 @@ def least_squares(fn: Callable[..., torch.Tensor], y0: Any, args: Any = (), *,
     adjoint = ImplicitAdjoint() if adjoint is None else adjoint
     check_adjoint(adjoint)
     check_max_steps(max_steps)
+    check_flag("throw", throw)
+    check_flag("compact", compact)
     if hessian is not None and not callable(hessian):
         raise TypeError(f"hessian must be None or a callable hessian(y, *args) -> (*batch, n, n), "
                         f"got {type(hessian).__name__}")

@@ -8,12 +8,48 @@ from typing import Any
 import torch
 from torch.func import vjp
 
-from diffnum._core.validation import check_finite, check_one_of, real_floating_dtype
+from diffnum._core.validation import (
+    check_count,
+    check_finite,
+    check_one_of,
+    check_same_dtype_device,
+    real_floating_dtype,
+)
 from diffnum.solve._adjoint import ImplicitAdjoint, UnrollAdjoint, check_adjoint
-from diffnum.solve._common import check_max_steps, check_tolerance, check_tolerances
+from diffnum.solve._common import (
+    MAX_STEPS_LIMIT,
+    check_flag,
+    check_max_steps,
+    check_tolerance,
+    check_tolerances,
+)
 from diffnum.solve._solution import RUNNING, Solution, Status, raise_if_failed
 
 Matvec = Callable[[torch.Tensor], torch.Tensor]
+
+# Largest Krylov basis of GMRES (it holds restart + 1 vectors of length n per element).
+_MAX_RESTART = 10**4
+
+
+def _broadcasts_to(shape: torch.Size, target: torch.Size) -> bool:
+    try:
+        return torch.broadcast_shapes(shape, target) == target
+    except RuntimeError:
+        return False
+
+
+def _checked_operator(name: str, op: Matvec) -> Matvec:
+    """``op`` wrapped to check that every output has the shape and dtype of its input (a
+    matvec returning ``(n,)`` for ``(batch, n)`` would otherwise broadcast silently)."""
+    def checked(v: torch.Tensor) -> torch.Tensor:
+        out = op(v)
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"{name} must return a tensor, got {type(out).__name__}")
+        if out.shape != v.shape or out.dtype != v.dtype:
+            raise ValueError(f"{name} must map a {tuple(v.shape)} {v.dtype} tensor to one of the "
+                             f"same shape and dtype, got {tuple(out.shape)} {out.dtype}")
+        return out
+    return checked
 
 
 def _norm(x: torch.Tensor) -> torch.Tensor:
@@ -220,8 +256,9 @@ def linear_solve(A: torch.Tensor | Matvec, b: torch.Tensor, *, method: str = "di
     """
     check_one_of("method", method, ("direct", "cg", "gmres"))
     real_floating_dtype("b", b)
-    if b.ndim == 0:
-        raise ValueError(f"b must have shape (*batch, n), got {tuple(b.shape)}")
+    if b.ndim == 0 or b.shape[-1] == 0:
+        raise ValueError(f"b must have shape (*batch, n) with n >= 1 unknowns, "
+                         f"got {tuple(b.shape)}")
     check_finite("b", b)
     n = b.shape[-1]
     adjoint = ImplicitAdjoint() if adjoint is None else adjoint
@@ -232,9 +269,13 @@ def linear_solve(A: torch.Tensor | Matvec, b: torch.Tensor, *, method: str = "di
     if method != "direct" and rtol_v == 0 and atol_v == 0:
         raise ValueError("rtol = 0 needs atol > 0 (atol defaults to 0): with both 0 the "
                          "solve could never converge")
-    max_steps = check_max_steps(10 * n if max_steps is None else max_steps)
+    max_steps = (min(10 * n, MAX_STEPS_LIMIT) if max_steps is None
+                 else check_max_steps(max_steps))
+    check_count("restart", restart, high=_MAX_RESTART)
+    check_flag("throw", throw)
     if isinstance(A, torch.Tensor):
         real_floating_dtype("A", A)
+        check_same_dtype_device({"b": b, "A": A})
         if A.ndim < 2 or A.shape[-1] != n or A.shape[-2] != n:
             raise ValueError(f"A must have shape (*batch, n, n) with n = {n} from b, "
                              f"got {tuple(A.shape)}")
@@ -242,7 +283,7 @@ def linear_solve(A: torch.Tensor | Matvec, b: torch.Tensor, *, method: str = "di
         matvec: Matvec = lambda y: (matrix @ y.unsqueeze(-1)).squeeze(-1)  # noqa: E731
     elif callable(A):
         matrix = None
-        matvec = A
+        matvec = _checked_operator("A", A)
         if method == "direct":
             raise ValueError("method='direct' needs A as a tensor (*batch, n, n); for a matvec "
                              "use method='cg' or 'gmres'")
@@ -251,6 +292,13 @@ def linear_solve(A: torch.Tensor | Matvec, b: torch.Tensor, *, method: str = "di
     if preconditioner is not None and not callable(preconditioner):
         raise TypeError(f"preconditioner must be a callable r -> M r, got "
                         f"{type(preconditioner).__name__}")
+    if x0 is not None:
+        real_floating_dtype("x0", x0)
+        check_same_dtype_device({"b": b, "x0": x0})
+        if not _broadcasts_to(x0.shape, b.shape):
+            raise ValueError(f"x0 must broadcast to the shape of b, {tuple(b.shape)}, "
+                             f"got {tuple(x0.shape)}")
+        check_finite("x0", x0)
 
     if method == "direct":
         batch = torch.broadcast_shapes(matrix.shape[:-2], b.shape[:-1])
@@ -270,10 +318,9 @@ def linear_solve(A: torch.Tensor | Matvec, b: torch.Tensor, *, method: str = "di
             raise_if_failed("linear_solve", solution)
         return solution
 
-    precondition = preconditioner if preconditioner is not None else (lambda r: r)
-    x0 = torch.zeros_like(b) if x0 is None else x0
-    if isinstance(x0, torch.Tensor):
-        check_finite("x0", x0)
+    precondition = (_checked_operator("preconditioner", preconditioner)
+                    if preconditioner is not None else (lambda r: r))
+    x0 = torch.zeros_like(b) if x0 is None else x0.expand_as(b)
 
     def run(rhs: torch.Tensor, start: torch.Tensor):
         return _krylov(method, matvec, rhs, start, precondition, rtol_v, atol_v, max_steps,

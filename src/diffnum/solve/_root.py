@@ -19,6 +19,7 @@ from diffnum.solve._adjoint import (
 from diffnum.solve._common import (
     as_args,
     as_initial_value,
+    check_flag,
     check_max_steps,
     check_tolerance,
     check_tolerances,
@@ -200,6 +201,7 @@ def root(fn: Callable[..., torch.Tensor], y0: Any, args: Any = (), *,
     adjoint = ImplicitAdjoint() if adjoint is None else adjoint
     check_adjoint(adjoint)
     check_max_steps(max_steps)
+    check_flag("throw", throw)
     if not callable(fn):
         raise TypeError(f"fn must be callable fn(y, *args) -> F, got {type(fn).__name__}")
     y0 = as_initial_value(y0)

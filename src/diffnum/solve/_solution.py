@@ -59,6 +59,24 @@ class Solution:
     residual_norm: torch.Tensor
     stats: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.value, torch.Tensor) or self.value.ndim == 0:
+            raise TypeError(f"value must be a tensor (*batch, n), got {_describe(self.value)}")
+        batch = tuple(self.value.shape[:-1])
+        for name in ("status", "steps", "residual_norm"):
+            x = getattr(self, name)
+            integer = name != "residual_norm"
+            if not isinstance(x, torch.Tensor) or x.is_complex() or x.dtype == torch.bool or (
+                    integer == x.is_floating_point()):
+                need = "an integer tensor" if integer else "a real floating tensor"
+                raise TypeError(f"{name} must be {need} of shape batch = {batch}, "
+                                f"got {_describe(x)}")
+            if tuple(x.shape) != batch:
+                raise ValueError(f"{name} must have the batch shape {batch} of value "
+                                 f"{tuple(self.value.shape)}, got {tuple(x.shape)}")
+        if not isinstance(self.stats, dict):
+            raise TypeError(f"stats must be a dict, got {type(self.stats).__name__}")
+
     @property
     def converged(self) -> torch.Tensor:
         """Boolean tensor of shape ``batch``: ``status == Status.CONVERGED``."""
@@ -85,6 +103,12 @@ class Solution:
                 f"residual_norm={float(self.residual_norm[index]):.3e}"
             )
         return "\n".join(lines)
+
+
+def _describe(x: Any) -> str:
+    if isinstance(x, torch.Tensor):
+        return f"a {x.dtype} tensor of shape {tuple(x.shape)}"
+    return type(x).__name__
 
 
 def raise_if_failed(name: str, solution: Solution) -> None:
