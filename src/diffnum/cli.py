@@ -75,11 +75,19 @@ def _data(args: argparse.Namespace) -> int:
     try:
         path = generate_dataset(args.kind, args.n, args.seed, args.out, overwrite=args.overwrite,
                                 **sizes)
-    except (ValueError, TypeError) as error:
-        print(f"diffnum data: {error}", file=sys.stderr)
+    except (ValueError, TypeError) as error:  # a bad --n/--seed/--out/--size: one line, exit 2
+        print(f"diffnum data: {_one_line(error)}", file=sys.stderr)
         return 2
+    except (OSError, RuntimeError) as error:  # the disk or a solver failed: one line, exit 1
+        print(f"diffnum data: generation failed: {type(error).__name__}: {_one_line(error)}",
+              file=sys.stderr)
+        return 1
     print(f"wrote {path} and {path.with_suffix('.json')}")
     return 0
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffnum._core.validation import check_int_in_range, real_floating_dtype
-from diffnum.models._spectral import SpectralConv, check_factory_dtype, normalize_modes
+from diffnum._core.validation import check_count, check_int_in_range, real_floating_dtype
+from diffnum.models._spectral import (
+    MAX_CHANNELS,
+    SpectralConv,
+    check_factory_device,
+    check_factory_dtype,
+    check_parameter_count,
+    normalize_modes,
+    spectral_weight_shape,
+)
+
+MAX_DEPTH = 1024
+MAX_PADDING = 2**12
 
 
 class _Pointwise(nn.Module):
@@ -31,6 +43,16 @@ def grid_coordinates(grid: Sequence[int], *, dtype=None, device=None) -> torch.T
     The grid of 2n points contains the grid of n points (its even points), which is what
     makes the coordinate channels of :class:`FNO` consistent across resolutions.
     """
+    if not isinstance(grid, Sequence) or isinstance(grid, str) or len(grid) == 0:
+        raise TypeError(f"grid must be a non-empty sequence of ints (points per dimension), got "
+                        f"{grid!r:.80}")
+    for n in grid:
+        check_count("grid", n, high=MAX_CHANNELS)
+    if len(grid) * math.prod(grid) > MAX_CHANNELS:
+        raise ValueError(f"grid {tuple(grid)} has {math.prod(grid)} points, more than the limit "
+                         f"{MAX_CHANNELS // len(grid)} for {len(grid)} coordinates each")
+    check_factory_dtype(dtype)
+    check_factory_device(device)
     axes = [torch.arange(n, dtype=dtype, device=device) / n for n in grid]
     return torch.stack(torch.meshgrid(*axes, indexing="ij"))
 
@@ -107,23 +129,28 @@ class FNO(nn.Module):
     ) -> None:
         super().__init__()
         self.n_dims = check_int_in_range("n_dims", n_dims, 1, 3)
-        self.in_channels = check_int_in_range("in_channels", in_channels, 1, 2**31)
-        self.out_channels = check_int_in_range("out_channels", out_channels, 1, 2**31)
-        self.width = check_int_in_range("width", width, 1, 2**31)
-        self.depth = check_int_in_range("depth", depth, 1, 2**31)
-        self.padding = check_int_in_range("padding", padding, 0, 2**31)
+        self.in_channels = check_count("in_channels", in_channels, high=MAX_CHANNELS)
+        self.out_channels = check_count("out_channels", out_channels, high=MAX_CHANNELS)
+        self.width = check_count("width", width, high=MAX_CHANNELS)
+        self.depth = check_count("depth", depth, high=MAX_DEPTH)
+        self.padding = check_count("padding", padding, low=0, high=MAX_PADDING)
         self.modes = normalize_modes(modes, n_dims)
         check_factory_dtype(dtype)
+        check_factory_device(device)
         if not isinstance(append_grid, bool):
             raise TypeError(f"append_grid must be a bool, got {type(append_grid).__name__}")
         self.append_grid = append_grid
         if projection_channels is None:
             projection_channels = 4 * width
-        self.projection_channels = check_int_in_range(
-            "projection_channels", projection_channels, 1, 2**31
-        )
-        factory = {"dtype": dtype, "device": device}
+        self.projection_channels = check_count("projection_channels", projection_channels,
+                                               high=MAX_CHANNELS)
         lifted_in = in_channels + (n_dims if append_grid else 0)
+        spectral = 2 * math.prod(spectral_weight_shape(width, width, self.modes))
+        check_parameter_count(
+            "in_channels, out_channels, modes, width, depth and projection_channels",
+            (lifted_in + 1) * width + depth * (spectral + (width + 1) * width)
+            + (width + 1) * projection_channels + (projection_channels + 1) * out_channels)
+        factory = {"dtype": dtype, "device": device}
         self.lifting = _Pointwise(lifted_in, width, n_dims, **factory)
         self.spectral = nn.ModuleList(
             SpectralConv(width, width, self.modes, n_dims, **factory) for _ in range(depth)
@@ -145,12 +172,15 @@ class FNO(nn.Module):
                 f"input must have shape (*batch, {self.in_channels}, *grid) with {d} grid "
                 f"dimensions, got shape {tuple(input.shape)}"
             )
-        param_dtype = self.lifting.linear.weight.dtype
-        if dtype != param_dtype:
+        param = self.lifting.linear.weight
+        if dtype != param.dtype:
             raise TypeError(
-                f"input dtype {dtype} does not match the parameters' dtype {param_dtype}; "
+                f"input dtype {dtype} does not match the parameters' dtype {param.dtype}; "
                 "convert one of them (e.g. model.double())"
             )
+        if input.device != param.device:
+            raise TypeError(f"input must be on the device of the parameters ({param.device}), "
+                            f"got {input.device}")
         grid = tuple(input.shape[-d:])
         if min(grid) == 0:
             raise ValueError(f"input grid must be non-empty, got shape {tuple(input.shape)}")

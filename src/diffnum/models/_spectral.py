@@ -8,9 +8,34 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from diffnum._core.validation import check_int_in_range, real_floating_dtype
+from diffnum._core.validation import (
+    check_count,
+    check_int_in_range,
+    real_floating_dtype,
+)
 
 _COMPLEX_OF = {torch.float32: torch.complex64, torch.float64: torch.complex128}
+MAX_CHANNELS = 2**31
+# Parameters one model may allocate (2**30 float64 = 8 GiB): a typo (modes=2**20) raises a
+# named error instead of a failed or swapping allocation.
+MAX_PARAMETERS = 2**30
+
+
+def check_parameter_count(names: str, count: int) -> None:
+    """Raise ``ValueError`` if ``count`` parameters exceed :data:`MAX_PARAMETERS`."""
+    if count > MAX_PARAMETERS:
+        raise ValueError(f"{names} give {count} parameters, more than the limit "
+                         f"{MAX_PARAMETERS}")
+
+
+def check_factory_device(device: object) -> None:
+    """``device`` of new parameters: None or anything ``torch.device`` accepts."""
+    if device is None:
+        return
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must name a torch device, got {device!r}") from None
 
 
 def normalize_modes(modes: int | Sequence[int], n_dims: int) -> tuple[int, ...]:
@@ -37,9 +62,15 @@ def spectral_weight_shape(
 
     Every grid dimension but the last holds the frequencies 0 … m−1 at indices 0 … m−1 and
     −m … −1 at indices m … 2m−1 (the layout of ``torch.fft.fftfreq``); the last (real-FFT)
-    dimension holds 0 … m_d−1.
+    dimension holds 0 … m_d−1. ``modes`` has 1 to 3 entries (one per grid dimension).
     """
-    *full, last = modes
+    check_count("in_channels", in_channels, high=MAX_CHANNELS)
+    check_count("out_channels", out_channels, high=MAX_CHANNELS)
+    if not isinstance(modes, Sequence) or isinstance(modes, str):
+        raise TypeError(f"modes must be a sequence of 1 to 3 ints (one per grid dimension), got "
+                        f"{type(modes).__name__}")
+    check_int_in_range("len(modes)", len(modes), 1, 3)
+    *full, last = normalize_modes(modes, len(modes))
     return (in_channels, out_channels, *(2 * m for m in full), last)
 
 
@@ -67,6 +98,9 @@ def _check_spectral_inputs(input: torch.Tensor, weight: torch.Tensor) -> int:
             f"weight must be complex with the precision of input ({_COMPLEX_OF[dtype]} for "
             f"{dtype} input), got {weight.dtype}"
         )
+    if weight.device != input.device:
+        raise TypeError(f"weight must be on the device of input ({input.device}), got "
+                        f"{weight.device}")
     n_dims = weight.ndim - 2
     if not 1 <= n_dims <= 3:
         raise ValueError(
@@ -118,6 +152,10 @@ def spectral_conv(input: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     n_dims = _check_spectral_inputs(input, weight)
     grid = tuple(input.shape[-n_dims:])
     dims = tuple(range(-n_dims, 0))
+    if input.numel() == 0:  # an empty batch: FFT libraries reject it; zero gradients, not None
+        batch = input.shape[: input.ndim - n_dims - 1]
+        link = 0 * (input.sum() + torch.view_as_real(weight).sum())
+        return input.new_zeros(*batch, weight.shape[1], *grid) + link
     spectrum = torch.fft.rfftn(input, dim=dims)
     block = weight
     # Gather the kept corner blocks: along each full-FFT dimension, the first p and last q
@@ -184,11 +222,13 @@ class SpectralConv(nn.Module):
     ) -> None:
         super().__init__()
         self.n_dims = check_int_in_range("n_dims", n_dims, 1, 3)
-        self.in_channels = check_int_in_range("in_channels", in_channels, 1, 2**31)
-        self.out_channels = check_int_in_range("out_channels", out_channels, 1, 2**31)
+        self.in_channels = check_count("in_channels", in_channels, high=MAX_CHANNELS)
+        self.out_channels = check_count("out_channels", out_channels, high=MAX_CHANNELS)
         self.modes = normalize_modes(modes, n_dims)
         check_factory_dtype(dtype)
+        check_factory_device(device)
         shape = spectral_weight_shape(in_channels, out_channels, self.modes)
+        check_parameter_count("in_channels, out_channels and modes", 2 * math.prod(shape))
         self.weight = nn.Parameter(torch.empty(*shape, 2, dtype=dtype, device=device))
         self.reset_parameters()
 

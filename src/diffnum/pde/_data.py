@@ -16,7 +16,13 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from diffnum._core.validation import check_int_in_range, check_one_of
+from diffnum._core.validation import (
+    check_count,
+    check_int_in_range,
+    check_one_of,
+    check_real,
+)
+from diffnum.pde._checks import check_bool
 from diffnum.pde._diffusion_sorption import pdebench_initial_condition, solve_diffusion_sorption_1d
 from diffnum.pde._navier_stokes import solve_navier_stokes_2d
 
@@ -38,6 +44,39 @@ KINDS: dict[str, dict[str, Any]] = {
 }
 
 
+# What each setting may be: ("int", low, high), ("float", low, low excluded) or ("bool",).
+_POSITIVE, _NONNEGATIVE = ("float", 0.0, True), ("float", 0.0, False)
+LIMITS: dict[str, dict[str, tuple]] = {
+    "diffusion-sorption": {"nx": ("int", 3, 2**20), "num_times": ("int", 2, 10**5),
+                           "t_end": _POSITIVE},
+    "navier-stokes": {"grid": ("int", 4, 4096), "viscosity": _POSITIVE, "dt": _POSITIVE,
+                      "steps": ("int", 0, 10**7), "save_every": ("int", 1, 10**7),
+                      "alpha": _NONNEGATIVE, "tau": _NONNEGATIVE, "truncate_product": ("bool",)},
+    "burgers": {"nx": ("int", 4, 2**16), "num_times": ("int", 2, 10**5), "t_end": _POSITIVE,
+                "viscosity": _POSITIVE, "modes": ("int", 1, 2**15), "amplitude": _NONNEGATIVE},
+}
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def _coerce(key: str, value: Any, limit: tuple) -> Any:
+    """A setting (a Python value, or the string of ``--size KEY=VALUE``) checked against its
+    limit: ints stay ints (no float or bool), floats finite and in range, bools true/false."""
+    if limit[0] == "bool":
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
+        return check_bool(key, value)
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = int(text) if limit[0] == "int" else float(text)
+        except ValueError:
+            what = "an integer" if limit[0] == "int" else "a real number"
+            raise ValueError(f"{key} must be {what}, got {text!r}") from None
+    if limit[0] == "int":
+        return check_count(key, value, low=limit[1], high=limit[2])
+    return check_real(key, value, low=limit[1], low_open=limit[2])
+
+
 def _sample_generator(seed: int, index: int) -> torch.Generator:
     """Generator of sample ``index``: the same sample for the same (seed, index), whatever n."""
     return torch.Generator().manual_seed((seed * 1_000_003 + index) % (2**63 - 1))
@@ -52,7 +91,10 @@ def _settings(kind: str, sizes: dict[str, Any]) -> dict[str, Any]:
                          f"{sorted(defaults)}")
     settings = dict(defaults)
     for key, value in sizes.items():
-        settings[key] = type(defaults[key])(value)
+        settings[key] = _coerce(key, value, LIMITS[kind][key])
+    if kind == "burgers" and not settings["modes"] < settings["nx"] / 2:
+        raise ValueError(f"modes must be < nx / 2 = {settings['nx'] / 2} (resolved on the grid), "
+                         f"got modes={settings['modes']}")
     return settings
 
 
@@ -69,6 +111,12 @@ def gaussian_random_field(n: int, *, alpha: float = 2.5, tau: float = 7.0,
                           generator: torch.Generator | None = None) -> torch.Tensor:
     """Zero-mean periodic field on an n × n grid with spectrum ω̂_k ∝ ξ_k (|k|² + τ²)^{−α/2},
     ξ_k standard complex normal, scaled to unit standard deviation; float64."""
+    check_count("n", n, low=2, high=2**14)
+    alpha = check_real("alpha", alpha, low=0.0)
+    tau = check_real("tau", tau, low=0.0)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got "
+                        f"{type(generator).__name__}")
     k = torch.fft.fftfreq(n, d=1.0 / n, dtype=torch.float64)
     kr = torch.fft.rfftfreq(n, d=1.0 / n, dtype=torch.float64)
     amplitude = (k[:, None] ** 2 + kr[None, :] ** 2 + tau**2) ** (-alpha / 2)
@@ -76,7 +124,11 @@ def gaussian_random_field(n: int, *, alpha: float = 2.5, tau: float = 7.0,
     spectrum = amplitude * torch.complex(noise[0], noise[1])
     spectrum[0, 0] = 0
     field = torch.fft.irfft2(spectrum, s=(n, n))
-    return field / field.std()
+    std = float(field.std())
+    if not (math.isfinite(std) and std > 0):
+        raise ValueError(f"alpha={alpha} and tau={tau} give a field of standard deviation {std} "
+                         f"on {n} x {n} points (its spectrum under- or overflows float64)")
+    return field / std
 
 
 def _navier_stokes(n: int, seed: int, s: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -138,8 +190,25 @@ _GENERATORS: dict[str, Callable[[int, int, dict[str, Any]], dict[str, torch.Tens
 # -- files ------------------------------------------------------------------------------
 def dataset_paths(kind: str, n: int, seed: int, out_dir: str | os.PathLike) -> tuple[Path, Path]:
     """(data file, JSON sidecar) of a dataset: ``OUT/KIND-nN-seedS.pt`` and ``.json``."""
+    _check_identity(kind, n, seed, out_dir)
     stem = Path(out_dir) / f"{kind}-n{n}-seed{seed}"
     return stem.with_suffix(".pt"), stem.with_suffix(".json")
+
+
+def _check_identity(kind: str, n: int, seed: int, out_dir: str | os.PathLike) -> None:
+    check_one_of("kind", kind, tuple(KINDS))
+    check_int_in_range("n", n, 1, 10**7)
+    check_int_in_range("seed", seed, 0, 2**62)
+    if not isinstance(out_dir, str | os.PathLike):
+        raise TypeError(f"out_dir must be a path, got {type(out_dir).__name__}")
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise ValueError(f"out_dir must be a directory, got {str(out_dir)!r} (not a directory)")
+
+
+def _non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating tensors holding NaN or ±inf."""
+    return [k for k, v in tensors.items()
+            if v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
 def _sha256(path: Path) -> str:
@@ -204,15 +273,16 @@ def generate_dataset(kind: str, n: int, seed: int, out_dir: str | os.PathLike, *
     validates. An existing dataset is reused only if its sidecar, settings and checksum all
     match; otherwise the reason is logged and it is regenerated.
     """
-    check_int_in_range("n", n, 1, 10**7)
-    check_int_in_range("seed", seed, 0, 2**62)
+    _check_identity(kind, n, seed, out_dir)
+    check_bool("overwrite", overwrite)
     settings = _settings(kind, sizes)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     data_path, sidecar_path = dataset_paths(kind, n, seed, out)
     expected = _expected(kind, n, seed, settings)
     if not overwrite:
         reason = _validate(data_path, sidecar_path, expected)
+        if reason is None:
+            reason = _read_tensors(data_path, n)[1]
         if reason is None:
             logger.info("reusing %s (checksum and settings match)", data_path)
             return data_path
@@ -221,6 +291,11 @@ def generate_dataset(kind: str, n: int, seed: int, out_dir: str | os.PathLike, *
     logger.info("generating %d %s samples (seed %d) into %s", n, kind, seed, data_path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in
                _GENERATORS[kind](n, seed, settings).items()}
+    bad = _non_finite(tensors)
+    if bad:  # never write (and checksum) NaN data; the solvers should have raised already
+        raise ValueError(f"{kind} settings {settings} give non-finite values in {bad}; "
+                         "check the physics constants and the time step")
+    out.mkdir(parents=True, exist_ok=True)
     sidecar_path.unlink(missing_ok=True)  # never leave an old sidecar beside new data
     _atomic_write(data_path, lambda f: torch.save(tensors, f))
     meta = {**expected, "sha256": _sha256(data_path), "file": data_path.name,
@@ -235,6 +310,11 @@ class PDEDataset(Dataset):
     describe the whole set."""
 
     def __init__(self, path: Path, tensors: dict[str, torch.Tensor], settings: dict[str, Any]):
+        if not isinstance(tensors, dict):
+            raise TypeError(f"tensors must be a dict of tensors, got {type(tensors).__name__}")
+        reason = _check_layout(tensors, None)
+        if reason is not None:
+            raise ValueError(f"tensors {reason}")
         self.path = path
         self.initial = tensors["initial"]
         self.solution = tensors["solution"]
@@ -258,15 +338,26 @@ def _read_tensors(data_path: Path, n: int) -> tuple[dict[str, torch.Tensor] | No
         tensors = torch.load(data_path, map_location="cpu", weights_only=True)
     except Exception as error:  # deliberately broad: any failure means "not usable"
         return None, f"{data_path} does not load ({type(error).__name__})"
+    reason = _check_layout(tensors, n)
+    return (tensors, None) if reason is None else (None, f"{data_path} {reason}")
+
+
+def _check_layout(tensors: object, n: int | None) -> str | None:
+    """None if ``tensors`` holds the four finite tensors of a dataset (n samples), else why."""
     names = ("initial", "solution", "times", "x")
     if not isinstance(tensors, dict) or not all(isinstance(tensors.get(k), torch.Tensor)
                                                 for k in names):
-        return None, f"{data_path} lacks one of the tensors {list(names)}"
+        return f"lacks one of the tensors {list(names)}"
     if tensors["solution"].ndim == 0 or tensors["initial"].ndim == 0:
-        return None, f"{data_path} holds scalar initial/solution tensors"
-    if tensors["solution"].shape[0] != n or tensors["initial"].shape[0] != n:
-        return None, f"{data_path} holds {tensors['solution'].shape[0]} samples, expected {n}"
-    return tensors, None
+        return "holds scalar initial/solution tensors"
+    count = tensors["solution"].shape[0]
+    if tensors["initial"].shape[0] != count or (n is not None and count != n):
+        return (f"holds {count} solutions and {tensors['initial'].shape[0]} initial values, "
+                f"expected {count if n is None else n}")
+    bad = _non_finite({k: tensors[k] for k in names})
+    if bad:
+        return f"holds non-finite values (NaN or inf) in {bad}"
+    return None
 
 
 def load_dataset(kind: str, n: int, seed: int, out_dir: str | os.PathLike, *,
@@ -276,8 +367,11 @@ def load_dataset(kind: str, n: int, seed: int, out_dir: str | os.PathLike, *,
     The sidecar, settings and checksum are verified before the file is read (with
     ``weights_only=True``); a missing, partial, corrupted or mismatched dataset, or one that
     does not load as the expected tensors, is logged and regenerated (``generate=True``) or
-    raises ``RuntimeError`` (``generate=False``); it is never used as it is.
+    raises ``RuntimeError`` (``generate=False``); it is never used as it is. So is a dataset
+    holding NaN or inf (an older version wrote such files for non-finite settings).
     """
+    _check_identity(kind, n, seed, out_dir)
+    check_bool("generate", generate)
     settings = _settings(kind, sizes)
     data_path, sidecar_path = dataset_paths(kind, n, seed, out_dir)
     tensors = None

@@ -8,26 +8,50 @@ from functools import cache
 
 import torch
 
-from diffnum._core.validation import check_one_of, real_floating_dtype
+from diffnum._core.validation import (
+    check_int_in_range,
+    check_one_of,
+    check_positive,
+    real_floating_dtype,
+)
+from diffnum.pde._checks import check_bool, check_choice, check_grid
 from diffnum.pde._grid import Grid
 
 _ACCURACIES = (2, 4)
 _DERIVATIVES = (1, 2)
+_MAX_SPECTRAL_DERIVATIVE = 16
+_MAX_OFFSETS = 64  # exact rational elimination is O(n³) big-number operations
+_MAX_OFFSET = 10**6
 
 
-@cache
 def stencil_weights(offsets: tuple[int, ...], derivative: int) -> tuple[float, ...]:
     """Weights c_k with Σ_k c_k f(x + o_k h) = h^d f^{(d)}(x) + O(h^{n}) for n = len(offsets).
 
     Solves the moment conditions Σ_k c_k o_k^m = d! δ_{md}, m = 0…n−1, in exact rational
     arithmetic, so the weights are correctly rounded. The truncation order is n − d, one more
     for a centred stencil when n − d is odd (the next error term cancels by symmetry).
+    ``offsets``: 1 to 64 distinct ints with |o| ≤ 10⁶; 0 ≤ ``derivative`` < len(offsets).
     """
-    n = len(offsets)
-    if len(set(offsets)) != n or not 0 <= derivative < n:
+    if not isinstance(offsets, tuple | list):
+        raise TypeError(f"offsets must be a tuple of ints, got {type(offsets).__name__}")
+    check_int_in_range("len(offsets)", len(offsets), 1, _MAX_OFFSETS)
+    for o in offsets:
+        if isinstance(o, bool) or not isinstance(o, int):
+            raise TypeError(f"offsets must hold ints, got {o!r} in {tuple(offsets)}")
+        if abs(o) > _MAX_OFFSET:
+            raise ValueError(f"offsets must lie in [-{_MAX_OFFSET}, {_MAX_OFFSET}], got {o}")
+    offsets = tuple(offsets)
+    check_int_in_range("derivative", derivative, 0, _MAX_OFFSETS)
+    if len(set(offsets)) != len(offsets) or not derivative < len(offsets):
         raise ValueError(
             f"offsets must be distinct and more than derivative={derivative}, got {offsets}"
         )
+    return _stencil_weights(offsets, derivative)
+
+
+@cache
+def _stencil_weights(offsets: tuple[int, ...], derivative: int) -> tuple[float, ...]:
+    n = len(offsets)
     rows = [
         [Fraction(o) ** m for o in offsets]
         + [Fraction(math.factorial(m)) if m == derivative else Fraction(0)]
@@ -46,8 +70,15 @@ def stencil_weights(offsets: tuple[int, ...], derivative: int) -> tuple[float, .
 
 
 def _check_order(derivative: int, accuracy: int) -> None:
-    check_one_of("derivative", derivative, _DERIVATIVES)
-    check_one_of("accuracy", accuracy, _ACCURACIES)
+    check_choice("derivative", derivative, _DERIVATIVES)
+    check_choice("accuracy", accuracy, _ACCURACIES)
+
+
+def _check_dim(u: torch.Tensor, dim: object) -> None:
+    if isinstance(dim, bool) or not isinstance(dim, int):
+        raise TypeError(f"dim must be an int, got {type(dim).__name__}")
+    if u.ndim == 0 or not -u.ndim <= dim < u.ndim:
+        raise ValueError(f"dim must index a dimension of u with shape {tuple(u.shape)}, got {dim}")
 
 
 def finite_difference(
@@ -68,11 +99,9 @@ def finite_difference(
     """
     real_floating_dtype("u", u)
     _check_order(derivative, accuracy)
-    spacing = float(spacing)
-    if not (math.isfinite(spacing) and spacing > 0):
-        raise ValueError(f"spacing must be finite and > 0, got {spacing}")
-    if u.ndim == 0 or not -u.ndim <= dim < u.ndim:
-        raise ValueError(f"dim must index a dimension of u with shape {tuple(u.shape)}, got {dim}")
+    spacing = check_positive("spacing", spacing)
+    _check_dim(u, dim)
+    check_bool("periodic", periodic)
     v = u.movedim(dim, -1)
     n = v.shape[-1]
     half = accuracy // 2
@@ -117,19 +146,25 @@ def spectral_derivative(
     dropped (its derivative is not representable as a real field on the grid).
     """
     real_floating_dtype("u", u)
-    if isinstance(derivative, bool) or not isinstance(derivative, int) or derivative < 0:
-        raise ValueError(f"derivative must be an int >= 0, got {derivative!r}")
-    length = float(length)
-    if not (math.isfinite(length) and length > 0):
-        raise ValueError(f"length must be finite and > 0, got {length}")
-    if u.ndim == 0 or not -u.ndim <= dim < u.ndim:
-        raise ValueError(f"dim must index a dimension of u with shape {tuple(u.shape)}, got {dim}")
+    check_int_in_range("derivative", derivative, 0, _MAX_SPECTRAL_DERIVATIVE)
+    length = check_positive("length", length)
+    _check_dim(u, dim)
     v = u.movedim(dim, -1)
     n = v.shape[-1]
+    if n == 0:
+        raise ValueError(f"u must have at least one point along dim {dim}, got shape "
+                         f"{tuple(u.shape)}")
     k = torch.fft.rfftfreq(n, d=1.0 / n, dtype=v.dtype, device=v.device) * (2 * math.pi / length)
     factor = (1j * k) ** derivative
     if derivative % 2 == 1 and n % 2 == 0:
         factor[-1] = 0
+    k_max = math.pi * (n // 2) * 2 / length  # the largest |k| (no device sync to check it)
+    if derivative and k_max > 0 and derivative * math.log(k_max) >= math.log(
+            torch.finfo(v.dtype).max):
+        raise ValueError(f"derivative={derivative} of {n} points over length={length} overflows "
+                         f"{v.dtype} (the largest factor (2π k/L)^d is not finite)")
+    if v.numel() == 0:  # an empty batch: nothing to transform (FFT libraries reject it)
+        return u.clone()
     out = torch.fft.irfft(torch.fft.rfft(v, dim=-1) * factor, n=n, dim=-1)
     return out.movedim(-1, dim)
 
@@ -149,7 +184,8 @@ def differentiate(
     ``accuracy`` ∈ {2, 4}, wrapping on periodic axes, one-sided at the ends otherwise) or
     ``"auto"`` (spectral on periodic axes, finite differences otherwise).
     """
-    k = grid.axis_index(axis)
+    real_floating_dtype("u", u)
+    k = check_grid("grid", grid).axis_index(axis)
     nd = grid.ndim
     if u.ndim < nd or tuple(u.shape[u.ndim - nd :]) != grid.shape:
         raise ValueError(
@@ -175,7 +211,8 @@ def differentiate_basis(
     are linear, so ∂(B w) = (∂B) w: a layer computes these once and combines them with w.
     Same ``method`` and ``accuracy`` as :func:`differentiate`.
     """
-    k = grid.axis_index(axis)
+    real_floating_dtype("basis", basis)
+    k = check_grid("grid", grid).axis_index(axis)
     nd = grid.ndim
     if basis.ndim < 2 or basis.shape[-2] != grid.size:
         raise ValueError(

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -12,7 +11,16 @@ import scipy.sparse
 import torch
 from scipy.integrate import solve_ivp
 
-from diffnum._core.validation import check_finite, check_int_in_range, real_floating_dtype
+from diffnum._core.validation import (
+    check_count,
+    check_finite,
+    check_int_in_range,
+    check_one_of,
+    check_positive,
+    check_real,
+    real_floating_dtype,
+)
+from diffnum.pde._checks import check_entries
 from diffnum.pde._derivative import differentiate, differentiate_basis
 from diffnum.pde._equations import PDE1D
 from diffnum.pde._grid import Grid, uniform_grid
@@ -20,13 +28,6 @@ from diffnum.pde._grid import Grid, uniform_grid
 Source = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 _FLOOR = 1e-6  # R(u) uses max(u, 0) + 1e-6, as the reference code: u^{n_f−1} is singular at 0
-
-
-def _positive(name: str, value: float) -> float:
-    value = float(value)
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be finite and > 0, got {value}")
-    return value
 
 
 class DiffusionSorption1D(PDE1D):
@@ -88,29 +89,23 @@ class DiffusionSorption1D(PDE1D):
         accuracy: int = 2,
         initial_layer: float = 0.0,
     ) -> None:
-        left_value = float(left_value)
-        if not math.isfinite(left_value):
-            raise ValueError(f"left_value must be finite, got {left_value}")
+        left_value = check_real("left_value", left_value)
         super().__init__(boundary="dirichlet", boundary_values=(left_value, 0.0),
                          method="finite_difference", accuracy=accuracy)
-        self.diffusivity = _positive("diffusivity", diffusivity)
-        self.porosity = _positive("porosity", porosity)
-        if self.porosity >= 1:
-            raise ValueError(f"porosity must be < 1, got {self.porosity}")
-        self.density = _positive("density", density)
-        self.freundlich_k = _positive("freundlich_k", freundlich_k)
-        self.freundlich_n = _positive("freundlich_n", freundlich_n)
-        if cauchy_sign not in (-1, 1):
-            raise ValueError(f"cauchy_sign must be -1 or +1, got {cauchy_sign!r}")
+        self.diffusivity = check_positive("diffusivity", diffusivity)
+        self.porosity = check_real("porosity", porosity, low=0.0, high=1.0, low_open=True,
+                                   high_open=True)
+        self.density = check_positive("density", density)
+        self.freundlich_k = check_positive("freundlich_k", freundlich_k)
+        self.freundlich_n = check_positive("freundlich_n", freundlich_n)
+        check_int_in_range("cauchy_sign", cauchy_sign, -1, 1)
+        check_one_of("cauchy_sign", cauchy_sign, (-1, 1))
         if source is not None and not callable(source):
             raise TypeError(f"source must be a callable s(x, t) or None, got {type(source)}")
         self.left_value = left_value
         self.cauchy_sign = cauchy_sign
         self.source = source
-        initial_layer = float(initial_layer)
-        if not (math.isfinite(initial_layer) and initial_layer >= 0):
-            raise ValueError(f"initial_layer must be finite and >= 0, got {initial_layer}")
-        self.initial_layer = initial_layer
+        self.initial_layer = check_real("initial_layer", initial_layer, low=0.0)
 
     # -- the equation ---------------------------------------------------------------------
     @property
@@ -261,6 +256,8 @@ class MethodOfLines:
     """
 
     def __init__(self, pde: DiffusionSorption1D, nx: int) -> None:
+        if not isinstance(pde, DiffusionSorption1D):
+            raise TypeError(f"pde must be a DiffusionSorption1D, got {type(pde).__name__}")
         check_int_in_range("nx", nx, 3, 10**7)
         if pde.cauchy_sign != -1:
             raise ValueError(
@@ -364,10 +361,12 @@ def solve_diffusion_sorption_1d(
                          f"{tuple(initial.shape)}")
     if bool((initial < 0).any()):
         raise ValueError("initial must be >= 0 (a concentration), got negative entries")
-    t_end = _positive("t_end", t_end)
+    t_end = check_positive("t_end", t_end)
     check_int_in_range("num_times", num_times, 2, 10**7)
-    rtol, atol = _positive("rtol", rtol), _positive("atol", atol)
+    rtol = check_real("rtol", rtol, low=0.0, high=1.0, low_open=True, high_open=True)
+    atol = check_positive("atol", atol)
     nx = initial.shape[-1]
+    check_entries("initial and num_times", initial.numel() * num_times)
     system = pde.method_of_lines(nx)
     times = np.linspace(0.0, t_end, num_times)
     flat = initial.detach().to("cpu", torch.float64).reshape(-1, nx).numpy()
@@ -401,7 +400,12 @@ def pdebench_initial_condition(
 ) -> torch.Tensor:
     """Random initial conditions as PDEBench's generator draws them: a constant field
     u₀(x) = a with a ~ U(0, 0.2), one value per sample; shape ``(n, nx)``."""
-    check_int_in_range("n", n, 1, 10**9)
+    check_count("n", n)
     check_int_in_range("nx", nx, 3, 10**7)
+    check_entries("n * nx", n * nx)
+    check_one_of("dtype", dtype, (torch.float32, torch.float64))
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got "
+                        f"{type(generator).__name__}")
     a = 0.2 * torch.rand(n, 1, generator=generator, dtype=torch.float64)
     return a.expand(n, nx).to(dtype).clone()

@@ -8,19 +8,20 @@ from collections.abc import Callable, Mapping
 
 import torch
 
-from diffnum._core.validation import check_one_of, real_floating_dtype
+from diffnum._core.validation import (
+    check_finite,
+    check_int_in_range,
+    check_one_of,
+    check_positive,
+    check_real,
+    real_floating_dtype,
+)
+from diffnum.pde._checks import as_values, check_choice, check_grid, check_terms
 from diffnum.pde._derivative import differentiate, differentiate_basis
 from diffnum.pde._exact import burgers_sine_cole_hopf
 from diffnum.pde._grid import Grid
 
 BoundaryValue = float | Callable[[torch.Tensor], torch.Tensor]
-
-
-def _positive(name: str, value: float) -> float:
-    value = float(value)
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be finite and > 0, got {value}")
-    return value
 
 
 def _parse_term(term: str) -> tuple[str, ...]:
@@ -59,9 +60,12 @@ class PDE1D:
     ) -> None:
         check_one_of("boundary", boundary, self.boundaries)
         check_one_of("method", method, ("auto", "spectral", "finite_difference"))
-        check_one_of("accuracy", accuracy, (2, 4))
+        check_choice("accuracy", accuracy, (2, 4))
         if not (isinstance(boundary_values, tuple | list) and len(boundary_values) == 2):
             raise ValueError(f"boundary_values must be (left, right), got {boundary_values!r}")
+        boundary_values = tuple(
+            g if callable(g) else check_real(f"boundary_values[{i}]", g)
+            for i, g in enumerate(boundary_values))
         self.boundary = boundary
         self.boundary_values = tuple(boundary_values)
         self.method = method
@@ -127,15 +131,7 @@ class PDE1D:
 
         Terms may be restricted to M collocation rows (index them along dimension −2 first).
         """
-        missing = [name for name in self.terms if name not in terms]
-        if missing:
-            raise ValueError(f"terms is missing {missing}; it needs {self.terms}")
-        real_floating_dtype("weights", weights)
-        n = terms[self.terms[0]].shape[-1]
-        if weights.ndim < 1 or weights.shape[-1] != n:
-            raise ValueError(
-                f"weights must have shape (..., {n}) to match the basis, got {tuple(weights.shape)}"
-            )
+        check_terms(terms, self.terms, weights)
         fields = {name: (terms[name] @ weights.unsqueeze(-1)).squeeze(-1) for name in self.terms}
         return self.pointwise_residual(fields)
 
@@ -160,7 +156,8 @@ class PDE1D:
         """u(x, t₀) − u₀(x) on the x axis, shape ``(..., nx)``; ``initial`` broadcasts; 0 at
         an end that carries a boundary condition (the corner rule of :meth:`initial_free`)."""
         self._check_field(u, grid)
-        r = u.select(u.ndim - 2 + grid.axis_index("t"), 0) - initial
+        start = u.select(u.ndim - 2 + grid.axis_index("t"), 0)
+        r = start - as_values("initial", initial, start.shape[-1:], u, start.shape[:-1])
         return r * self.initial_free(grid).to(r.device)
 
     def boundary_residual(self, u: torch.Tensor, grid: Grid) -> torch.Tensor:
@@ -303,7 +300,22 @@ class PDE1D:
 
     @staticmethod
     def _boundary_value(g: BoundaryValue, t: torch.Tensor) -> torch.Tensor:
-        return g(t) if callable(g) else torch.full_like(t, float(g))
+        if not callable(g):
+            return torch.full_like(t, float(g))
+        value = g(t)
+        if not isinstance(value, torch.Tensor | int | float) or isinstance(value, bool):
+            raise TypeError(f"boundary_values callables must return a tensor of t's shape "
+                            f"{tuple(t.shape)}, got {type(value).__name__}")
+        value = torch.as_tensor(value, dtype=t.dtype, device=t.device)
+        try:
+            fits = torch.broadcast_shapes(value.shape, t.shape) == t.shape
+        except RuntimeError:
+            fits = False
+        if not fits:
+            raise ValueError(f"boundary_values callables must return a tensor of t's shape "
+                             f"{tuple(t.shape)}, got {tuple(value.shape)}")
+        check_finite("boundary_values(t)", value)
+        return value.broadcast_to(t.shape)
 
 
 def linear_constraint_rows(
@@ -311,11 +323,10 @@ def linear_constraint_rows(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Initial rows, then Dirichlet boundary rows, of any PDE object with ``initial_points``,
     ``boundary_points`` and ``boundary_targets`` (see :meth:`PDE1D.constraint_rows`)."""
-    real_floating_dtype("basis", basis)
+    _check_basis(basis, grid)
     initial_index = pde.initial_points(grid)
-    u0 = torch.as_tensor(initial, dtype=basis.dtype, device=basis.device)
-    u0 = u0.broadcast_to(torch.broadcast_shapes(u0.shape, initial_index.shape))
-    u0 = u0.reshape(*u0.shape[: u0.ndim - initial_index.ndim], -1)
+    u0 = as_values("initial", initial, tuple(initial_index.shape), basis, basis.shape[:-2])
+    u0 = u0.reshape(*u0.shape[: u0.ndim - initial_index.ndim], initial_index.numel())
     free = pde.initial_free(grid).reshape(-1).to(u0.device)
     u0 = u0[..., free]
     boundary_index = pde.boundary_points(grid).reshape(-1)
@@ -330,10 +341,7 @@ def lift_initial(pde, basis: torch.Tensor, grid: Grid, initial: torch.Tensor
     """(B − B(·, t₀), u₀ broadcast along t) for a basis ``(..., P, N)`` and u₀ at
     ``pde.initial_points(grid)``: the initial condition eliminated, u = u_p + B̃ w equals u₀ at
     t₀ for every w. Flat layout, as the basis."""
-    real_floating_dtype("basis", basis)
-    if basis.ndim < 2 or basis.shape[-2] != grid.size:
-        raise ValueError(f"basis must have shape (..., {grid.size}, N) for a grid of shape "
-                         f"{grid.shape}, got {tuple(basis.shape)}")
+    _check_basis(basis, grid)
     initial_index = pde.initial_points(grid)
     index = torch.arange(grid.size, device=basis.device).reshape(grid.shape)
     t_axis = grid.axis_index("t")
@@ -343,15 +351,17 @@ def lift_initial(pde, basis: torch.Tensor, grid: Grid, initial: torch.Tensor
     position = torch.empty(grid.size, dtype=torch.long, device=basis.device)
     position[initial_index.reshape(-1).to(basis.device)] = torch.arange(
         initial_index.numel(), device=basis.device)
-    u0 = torch.as_tensor(initial, dtype=basis.dtype, device=basis.device)
-    try:
-        u0 = u0.broadcast_to(*u0.shape[: max(u0.ndim - initial_index.ndim, 0)],
-                             *initial_index.shape)
-    except RuntimeError:
-        raise ValueError(f"initial must broadcast to (..., {tuple(initial_index.shape)}), got "
-                         f"shape {tuple(u0.shape)}") from None
-    u0 = u0.reshape(*u0.shape[: u0.ndim - initial_index.ndim], -1)
+    u0 = as_values("initial", initial, tuple(initial_index.shape), basis, basis.shape[:-2])
+    u0 = u0.reshape(*u0.shape[: u0.ndim - initial_index.ndim], initial_index.numel())
     return basis - basis[..., at_start, :], u0[..., position[at_start]]
+
+
+def _check_basis(basis: torch.Tensor, grid: Grid) -> None:
+    real_floating_dtype("basis", basis)
+    check_grid("grid", grid)
+    if basis.ndim < 2 or basis.shape[-2] != grid.size:
+        raise ValueError(f"basis must have shape (..., {grid.size}, N) for a grid of shape "
+                         f"{grid.shape}, got {tuple(basis.shape)}")
 
 
 class Heat1D(PDE1D):
@@ -366,7 +376,7 @@ class Heat1D(PDE1D):
 
     def __init__(self, diffusivity: float = 0.1, **options) -> None:
         super().__init__(**options)
-        self.diffusivity = _positive("diffusivity", diffusivity)
+        self.diffusivity = check_positive("diffusivity", diffusivity)
 
     def pointwise_residual(self, terms):
         """u_t − κ u_xx."""
@@ -377,6 +387,7 @@ class Heat1D(PDE1D):
     ) -> torch.Tensor:
         """The single-mode exact solution above on ``grid``, shape ``grid.shape``."""
         self.check_grid(grid)
+        phase = check_real("phase", phase)
         x, t = self._xt(grid)
         q = self._q(grid, wavenumber)
         return torch.sin(q * (x - x.min()) + phase) * torch.exp(-self.diffusivity * q**2 * t)
@@ -385,6 +396,8 @@ class Heat1D(PDE1D):
         self, grid: Grid, *, wavenumber: int = 1, phase: float = 0.0
     ) -> tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]:
         """(g_left, g_right) of the exact solution, for ``boundary_values`` (Dirichlet)."""
+        self.check_grid(grid)
+        phase = check_real("phase", phase)
         q = self._q(grid, wavenumber)
         length = grid.lengths[grid.axis_index("x")]
         kappa = self.diffusivity
@@ -392,6 +405,7 @@ class Heat1D(PDE1D):
                 lambda t: math.sin(q * length + phase) * torch.exp(-kappa * q**2 * t))
 
     def _q(self, grid, wavenumber):
+        check_int_in_range("wavenumber", wavenumber, -(10**6), 10**6)
         factor = 2 if self.boundary == "periodic" else 1
         return factor * math.pi * wavenumber / grid.lengths[grid.axis_index("x")]
 
@@ -412,10 +426,7 @@ class Advection1D(PDE1D):
 
     def __init__(self, velocity: float = 1.0, **options) -> None:
         super().__init__(**options)
-        velocity = float(velocity)
-        if not math.isfinite(velocity):
-            raise ValueError(f"velocity must be finite, got {velocity}")
-        self.velocity = velocity
+        self.velocity = check_real("velocity", velocity)
 
     def pointwise_residual(self, terms):
         """u_t + c u_x."""
@@ -432,6 +443,9 @@ class Advection1D(PDE1D):
     ) -> torch.Tensor:
         """u₀(x − ct) on ``grid``, shape ``grid.shape``."""
         self.check_grid(grid)
+        if initial is not None and not callable(initial):
+            raise TypeError(f"initial must be a callable u0(x) or None, got "
+                            f"{type(initial).__name__}")
         x, t = Heat1D._xt(grid)
         if initial is None:
             a, length = float(grid.coordinates[grid.axis_index("x")][0]), grid.lengths[
@@ -455,7 +469,7 @@ class Burgers1D(PDE1D):
 
     def __init__(self, viscosity: float = 0.01 / math.pi, **options) -> None:
         super().__init__(**options)
-        self.viscosity = _positive("viscosity", viscosity)
+        self.viscosity = check_positive("viscosity", viscosity)
 
     def pointwise_residual(self, terms):
         """u_t + u u_x − ν u_xx."""

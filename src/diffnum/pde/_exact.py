@@ -7,6 +7,8 @@ import math
 import numpy as np
 import torch
 
+from diffnum._core.validation import check_finite, check_positive
+
 
 def burgers_sine_cole_hopf(x: torch.Tensor, t: torch.Tensor, viscosity: float) -> torch.Tensor:
     """Exact solution of u_t + u u_x = ν u_xx with u(x, 0) = −sin(πx), by Cole–Hopf.
@@ -24,11 +26,14 @@ def burgers_sine_cole_hopf(x: torch.Tensor, t: torch.Tensor, viscosity: float) -
     2-periodic in x and vanishes at x = ±1, so it serves the periodic and the Dirichlet problem
     on [−1, 1]. Reference data: computed in NumPy, so no gradient flows to x or t.
     """
-    nu = float(viscosity)
-    if not (math.isfinite(nu) and nu > 0):
-        raise ValueError(f"viscosity must be finite and > 0, got {viscosity}")
+    nu = check_positive("viscosity", viscosity)
+    x, t = _real("x", x), _real("t", t)
     out_dtype = x.dtype if x.is_floating_point() else torch.float64
-    xs, ts = torch.broadcast_tensors(torch.as_tensor(x), torch.as_tensor(t))
+    try:
+        xs, ts = torch.broadcast_tensors(x, t)
+    except RuntimeError:
+        raise ValueError(f"x and t must broadcast, got shapes {tuple(x.shape)} and "
+                         f"{tuple(t.shape)}") from None
     xn = xs.detach().cpu().double().numpy().reshape(-1)
     tn = ts.detach().cpu().double().numpy().reshape(-1)
     if (tn < 0).any():
@@ -51,3 +56,14 @@ def burgers_sine_cole_hopf(x: torch.Tensor, t: torch.Tensor, viscosity: float) -
             # Trapezoid end weights are irrelevant: the integrand is < e^{-40} there.
             result[idx] = (weights @ (-s / tv)) / weights.sum(axis=1)
     return torch.from_numpy(result.reshape(xs.shape)).to(dtype=out_dtype, device=xs.device)
+
+
+def _real(name: str, value: object) -> torch.Tensor:
+    """A finite real tensor (or number) as a tensor."""
+    if isinstance(value, bool) or not isinstance(value, torch.Tensor | int | float):
+        raise TypeError(f"{name} must be a real tensor or number, got {type(value).__name__}")
+    value = torch.as_tensor(value)
+    if value.is_complex() or value.dtype == torch.bool:
+        raise TypeError(f"{name} must be real, got dtype {value.dtype}")
+    check_finite(name, value)
+    return value

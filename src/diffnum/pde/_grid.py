@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from diffnum._core.validation import check_one_of
+from diffnum._core.validation import check_count, check_one_of, check_real
 
 
 @dataclass(frozen=True, eq=False)
@@ -31,6 +31,31 @@ class Grid:
     coordinates: tuple[torch.Tensor, ...]
     spacing: tuple[float, ...]
     periodic: tuple[bool, ...]
+
+    def __post_init__(self) -> None:
+        fields = {"names": self.names, "coordinates": self.coordinates, "spacing": self.spacing,
+                  "periodic": self.periodic}
+        for name, value in fields.items():
+            if not isinstance(value, tuple | list):
+                raise TypeError(f"{name} must be a tuple, got {type(value).__name__}")
+            object.__setattr__(self, name, tuple(value))
+        d = len(self.names)
+        if d == 0 or any(len(v) != d for v in fields.values()):
+            lengths = [len(v) for v in fields.values()]
+            raise ValueError(f"names, coordinates, spacing and periodic must have one entry per "
+                             f"axis (at least one), got lengths {lengths}")
+        if not all(isinstance(n, str) for n in self.names) or len(set(self.names)) != d:
+            raise ValueError(f"names must be distinct str, got {self.names!r}")
+        for name, x in zip(self.names, self.coordinates):
+            if not (isinstance(x, torch.Tensor) and x.ndim == 1 and x.shape[0] >= 1
+                    and x.dtype in (torch.float32, torch.float64)):
+                raise TypeError(f"coordinates[{name!r}] must be a non-empty 1-D float32/float64 "
+                                f"tensor, got {x!r:.80}")
+        for name, h in zip(self.names, self.spacing):
+            check_real(f"spacing[{name!r}]", h, low=0.0, low_open=True)
+        for name, p in zip(self.names, self.periodic):
+            if not isinstance(p, bool):
+                raise TypeError(f"periodic[{name!r}] must be a bool, got {type(p).__name__}")
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -100,7 +125,12 @@ def uniform_grid(
         raise ValueError(f"axes must be a non-empty mapping name -> (start, stop, points), "
                          f"got {axes!r}")
     check_one_of("dtype", dtype, (torch.float32, torch.float64))
-    periodic = tuple(periodic)
+    if device is not None:
+        try:
+            device = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"device must name a torch device, got {device!r}") from None
+    periodic = (periodic,) if isinstance(periodic, str) else tuple(periodic)
     for name in periodic:
         check_one_of("periodic", name, tuple(axes))
     names, coordinates, spacing, flags = [], [], [], []
@@ -109,11 +139,10 @@ def uniform_grid(
             raise TypeError(f"axis names must be str, got {type(name).__name__}")
         if not (isinstance(spec, tuple | list) and len(spec) == 3):
             raise ValueError(f"axes[{name!r}] must be (start, stop, points), got {spec!r}")
-        start, stop, n = spec
-        start, stop = float(start), float(stop)
-        if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-            raise ValueError(f"axes[{name!r}] needs an int number of points >= 2, got {n!r}")
-        if not (math.isfinite(start) and math.isfinite(stop) and stop > start):
+        start = check_real(f"axes[{name!r}] start", spec[0])
+        stop = check_real(f"axes[{name!r}] stop", spec[1])
+        n = check_count(f"axes[{name!r}] points", spec[2], low=2, high=10**8)
+        if not stop > start:
             raise ValueError(
                 f"axes[{name!r}] needs finite start < stop, got start={start}, stop={stop}"
             )

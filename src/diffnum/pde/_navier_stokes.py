@@ -9,17 +9,23 @@ from dataclasses import dataclass
 
 import torch
 
-from diffnum._core.validation import check_finite, check_int_in_range, real_floating_dtype
+from diffnum._core.validation import (
+    check_count,
+    check_finite,
+    check_positive,
+    check_real,
+    real_floating_dtype,
+)
+from diffnum.pde._checks import (
+    as_values,
+    check_bool,
+    check_choice,
+    check_terms,
+    finite_tensor,
+)
 from diffnum.pde._derivative import differentiate, differentiate_basis
 from diffnum.pde._equations import lift_initial, linear_constraint_rows
 from diffnum.pde._grid import Grid
-
-
-def _positive(name: str, value: float) -> float:
-    value = float(value)
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be finite and > 0, got {value}")
-    return value
 
 
 def _wavenumbers(n: int, length: float, dtype, device):
@@ -51,6 +57,8 @@ def _dealias(u: torch.Tensor, length: float, dims: tuple[int, int]) -> torch.Ten
     """The 2/3-rule projection of ``u`` over its (x, y) dimensions ``dims`` (linear)."""
     w = u.movedim(dims, (-2, -1))
     nx, ny = w.shape[-2:]
+    if w.numel() == 0:  # an empty batch: nothing to project (FFT libraries reject it)
+        return u
     keep = _dealias_mask(nx, ny, length, w.dtype, w.device)
     w = torch.fft.irfft2(torch.fft.rfft2(w) * keep, s=(nx, ny))
     return w.movedim((-2, -1), dims)
@@ -65,8 +73,22 @@ def velocity_from_vorticity(
     periodic stream function and is ignored). ``dims`` are the (x, y) dimensions of ``omega``.
     """
     real_floating_dtype("omega", omega)
+    length = check_positive("length", length)
+    if not (isinstance(dims, tuple | list) and len(dims) == 2
+            and all(isinstance(d, int) and not isinstance(d, bool) for d in dims)):
+        raise TypeError(f"dims must be a pair of ints (the x and y dimensions), got {dims!r}")
+    if not all(-omega.ndim <= d < omega.ndim for d in dims) or (
+            dims[0] % omega.ndim == dims[1] % omega.ndim):
+        raise ValueError(f"dims must be two distinct dimensions of omega with shape "
+                         f"{tuple(omega.shape)}, got {tuple(dims)}")
+    dims = tuple(dims)
     w = omega.movedim(dims, (-2, -1))
     nx, ny = w.shape[-2:]
+    if nx == 0 or ny == 0:
+        raise ValueError(f"omega must have at least one point along dims {dims}, got shape "
+                         f"{tuple(omega.shape)}")
+    if w.numel() == 0:  # an empty batch (FFT libraries reject it)
+        return omega.clone(), omega.clone()
     kx, _ = _wavenumbers(nx, length, w.dtype, w.device)
     _, ky = _wavenumbers(ny, length, w.dtype, w.device)
     kx, ky = kx[:, None], ky[None, :]
@@ -143,11 +165,11 @@ class NavierStokes2D:
         self, viscosity: float = 1e-3, *, forcing: torch.Tensor | None = None, accuracy: int = 4,
         dealias: bool = True,
     ) -> None:
-        self.viscosity = _positive("viscosity", viscosity)
-        if accuracy not in (2, 4):
-            raise ValueError(f"accuracy must be one of (2, 4), got {accuracy!r}")
-        if not isinstance(dealias, bool):
-            raise TypeError(f"dealias must be a bool, got {type(dealias).__name__}")
+        self.viscosity = check_positive("viscosity", viscosity)
+        check_choice("accuracy", accuracy, (2, 4))
+        check_bool("dealias", dealias)
+        if forcing is not None:
+            finite_tensor("forcing", forcing)
         self.forcing = forcing
         self.accuracy = accuracy
         self.dealias = dealias
@@ -168,7 +190,16 @@ class NavierStokes2D:
         """ω_t + u ω_x + v ω_y − ν Δω − f."""
         r = (terms["u_t"] + terms["velocity_x"] * terms["u_x"]
              + terms["velocity_y"] * terms["u_y"] - self.viscosity * terms["laplacian"])
-        return r if self.forcing is None else r - self.forcing
+        if self.forcing is None:
+            return r
+        try:
+            fits = torch.broadcast_shapes(r.shape, self.forcing.shape) == r.shape
+        except RuntimeError:
+            fits = False
+        if not fits:
+            raise ValueError(f"forcing must broadcast to the residual's shape {tuple(r.shape)}, "
+                             f"got {tuple(self.forcing.shape)}")
+        return r - self.forcing
 
     def _terms(self, u, grid, operator, offset):
         # offset 0: a field (..., *grid.shape); offset 1: a basis (..., grid.size, N), whose
@@ -197,10 +228,7 @@ class NavierStokes2D:
 
     def field_terms(self, u: torch.Tensor, grid: Grid) -> dict[str, torch.Tensor]:
         """The terms of a vorticity field ω of shape ``(..., *grid.shape)``."""
-        real_floating_dtype("u", u)
-        self.check_grid(grid)
-        if u.ndim < 3 or tuple(u.shape[-3:]) != grid.shape:
-            raise ValueError(f"u must have shape (..., {grid.shape}), got {tuple(u.shape)}")
+        self._check_field(u, grid)
         return self._terms(u, grid, differentiate, 0)
 
     def residual(self, u: torch.Tensor, grid: Grid) -> torch.Tensor:
@@ -222,21 +250,26 @@ class NavierStokes2D:
     ) -> torch.Tensor:
         """F(Bw) from terms ``(..., M, N)`` and weights ``(..., N)``, shape ``(..., M)``;
         with a forcing, restrict it to the same M points first (or leave it None)."""
-        n = terms["u"].shape[-1]
-        real_floating_dtype("weights", weights)
-        if weights.ndim < 1 or weights.shape[-1] != n:
-            raise ValueError(f"weights must have shape (..., {n}), got {tuple(weights.shape)}")
+        check_terms(terms, self.terms, weights)
         return self.pointwise_residual(
-            {k: (v @ weights.unsqueeze(-1)).squeeze(-1) for k, v in terms.items()}
+            {k: (terms[k] @ weights.unsqueeze(-1)).squeeze(-1) for k in self.terms}
         )
+
+    def _check_field(self, u: torch.Tensor, grid: Grid) -> None:
+        real_floating_dtype("u", u)
+        self.check_grid(grid)
+        if u.ndim < 3 or tuple(u.shape[-3:]) != grid.shape:
+            raise ValueError(f"u must have shape (..., {grid.shape}), got {tuple(u.shape)}")
 
     def initial_residual(self, u: torch.Tensor, grid: Grid, initial: torch.Tensor):
         """ω(x, y, t₀) − ω₀(x, y), shape ``(..., nx, ny)`` in grid axis order."""
-        self.check_grid(grid)
-        return u.select(u.ndim - 3 + grid.axis_index("t"), 0) - initial
+        self._check_field(u, grid)
+        start = u.select(u.ndim - 3 + grid.axis_index("t"), 0)
+        return start - as_values("initial", initial, start.shape[-2:], u, start.shape[:-2])
 
     def boundary_residual(self, u: torch.Tensor, grid: Grid) -> torch.Tensor:
         """Periodic box: nothing to enforce, an empty ``(..., 0)`` tensor."""
+        self._check_field(u, grid)
         return u.reshape(*u.shape[:-3], -1)[..., :0]
 
     def boundary_targets(self, grid: Grid) -> torch.Tensor:
@@ -283,6 +316,7 @@ class NavierStokes2D:
         """Taylor–Green vortex ω = a cos(qx) cos(qy) e^{−2νq²t}, q = 2π/L (a steady-shape
         eigenfunction of Δ, so the advection term vanishes); shape ``grid.shape``."""
         self.check_grid(grid)
+        amplitude = check_real("amplitude", amplitude)
         mesh = grid.mesh()
         x, y, t = (mesh[grid.axis_index(a)] for a in ("x", "y", "t"))
         q = 2 * math.pi / grid.lengths[grid.axis_index("x")]
@@ -342,15 +376,21 @@ def solve_navier_stokes_2d(
     if initial.ndim < 2 or initial.shape[-1] != initial.shape[-2] or initial.shape[-1] < 4:
         raise ValueError(f"initial must have shape (..., n, n) with n >= 4, got "
                          f"{tuple(initial.shape)}")
-    length = _positive("length", length)
-    nu = _positive("viscosity", viscosity)
-    dt = _positive("dt", dt)
-    check_int_in_range("steps", steps, 0, 10**9)
-    check_int_in_range("save_every", save_every, 1, 10**9)
-    if not isinstance(truncate_product, bool):
-        raise TypeError(f"truncate_product must be a bool, got {type(truncate_product).__name__}")
+    length = check_positive("length", length)
+    nu = check_positive("viscosity", viscosity)
+    dt = check_positive("dt", dt)
+    check_count("steps", steps, low=0)
+    check_count("save_every", save_every)
+    check_bool("truncate_product", truncate_product)
+    if forcing is not None and not callable(forcing):
+        _forcing_field(forcing, initial)
     n = initial.shape[-1]
     dtype, device = initial.dtype, initial.device
+    if initial.numel() == 0:  # an empty batch: an empty trajectory (FFT libraries reject it)
+        times = torch.arange(0, steps + 1, save_every, dtype=dtype, device=device) * dt
+        return NavierStokesTrajectory(
+            vorticity=initial.unsqueeze(-3).expand(*initial.shape[:-2], len(times), n, n).clone(),
+            times=times, cfl=0.0)
     kx, ky = _wavenumbers(n, length, dtype, device)
     kx, ky = kx[:, None], ky[None, :]
     k2 = kx**2 + ky**2
@@ -378,7 +418,7 @@ def solve_navier_stokes_2d(
         if forcing is None:
             return 0
         f = forcing(t) if callable(forcing) else forcing
-        return torch.fft.rfft2(torch.as_tensor(f, dtype=dtype, device=device))
+        return torch.fft.rfft2(_forcing_field(f, initial))
 
     w_hat = torch.fft.rfft2(initial)
     saved, times = [initial], [0.0]
@@ -395,6 +435,11 @@ def solve_navier_stokes_2d(
             extrapolated = 1.5 * current - 0.5 * previous
         w_hat = (explicit * w_hat + dt * extrapolated) / implicit
         previous = current
+        if not bool(torch.isfinite(w_hat).all()):
+            raise ValueError(
+                f"the vorticity became non-finite at step {step + 1} (t = {(step + 1) * dt:.4g}; "
+                f"largest CFL number {cfl[0]:.3g}, stable for <~ 0.5): reduce dt (got {dt}) or "
+                "the amplitude of initial")
         if (step + 1) % save_every == 0:
             saved.append(torch.fft.irfft2(w_hat, s=(n, n)))
             times.append((step + 1) * dt)
@@ -403,3 +448,21 @@ def solve_navier_stokes_2d(
         times=torch.tensor(times, dtype=dtype, device=device),
         cfl=cfl[0],
     )
+
+
+def _forcing_field(f: object, initial: torch.Tensor) -> torch.Tensor:
+    """A forcing value (a field or what a forcing callable returned) as a finite tensor of the
+    dtype and device of ``initial`` that broadcasts to its shape."""
+    if isinstance(f, bool) or not isinstance(f, torch.Tensor | int | float):
+        raise TypeError(f"forcing must be a tensor, a callable of t returning one, or None; got "
+                        f"{type(f).__name__}")
+    f = torch.as_tensor(f, dtype=initial.dtype, device=initial.device)
+    check_finite("forcing", f)
+    try:
+        fits = torch.broadcast_shapes(f.shape, initial.shape) == initial.shape
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise ValueError(f"forcing must broadcast to the shape of initial {tuple(initial.shape)}, "
+                         f"got {tuple(f.shape)}")
+    return f
