@@ -13,17 +13,30 @@ G = Yᵀ A X + W − Yᵀ F W Hᵀ X (Karpowicz, *A theory of meta-factorization
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from diffnum._core import check_matrix, check_same_batch
+from diffnum.factor._checks import (
+    check_batches,
+    check_iterations,
+    check_matrices,
+    check_tolerance,
+)
 
 
 class RankDeficiencyWarning(UserWarning):
     """A factor or a projector core is numerically rank deficient or too ill-conditioned
     for the identities to hold to working precision (the message says which)."""
+
+
+def _check_tensor_fields(obj: object, names: tuple[str, ...]) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
 
 
 @dataclass(frozen=True)
@@ -37,6 +50,9 @@ class FactorizationResiduals:
     projector_F: torch.Tensor
     projector_H: torch.Tensor
     reconstruction: torch.Tensor
+
+    def __post_init__(self) -> None:
+        _check_tensor_fields(self, ("projector_F", "projector_H", "reconstruction"))
 
 
 @dataclass(frozen=True)
@@ -57,6 +73,14 @@ class MetaFactorization:
     X: torch.Tensor
     rank_deficient: bool = False
     info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_tensor_fields(self, ("A", "F", "G", "H", "Y", "X"))
+        if not isinstance(self.rank_deficient, bool):
+            raise TypeError(f"rank_deficient must be a bool, got "
+                            f"{type(self.rank_deficient).__name__}")
+        if not isinstance(self.info, dict):
+            raise TypeError(f"info must be a dict, got {type(self.info).__name__}")
 
     def reconstruct(self) -> torch.Tensor:
         """F G Hᵀ."""
@@ -139,6 +163,8 @@ def _warn_if_projector_fails(F: torch.Tensor, Y: torch.Tensor, side: str) -> Non
     The QR rank test above only sees exact deficiency; an ill-conditioned BᵀF (κ ≳ 1/√eps)
     or a B that does not capture range(F) passes it and still breaks the identity.
     """
+    if F.numel() == 0:  # an empty batch has nothing to check
+        return
     F, Y = F.detach(), Y.detach()
     ref = torch.linalg.matrix_norm(F)
     err = torch.linalg.matrix_norm(F @ (Y.mT @ F) - F) / torch.where(ref > 0, ref, 1.0)
@@ -154,8 +180,7 @@ def _warn_if_projector_fails(F: torch.Tensor, Y: torch.Tensor, side: str) -> Non
         )
 
 
-def _check_factor(name: str, M: torch.Tensor, rows: int, row_name: str) -> None:
-    check_matrix(name, M)
+def _check_rows(name: str, M: torch.Tensor, rows: int, row_name: str) -> None:
     if M.shape[-2] != rows:
         raise ValueError(
             f"{name} must have {rows} rows (the {row_name} of A), got shape {tuple(M.shape)}"
@@ -192,10 +217,11 @@ def meta_factorize(
         B: (..., m, k') test matrix for the column side, k' ≥ k (default F).
         D: (..., n, l') test matrix for the row side (default H).
         W: (..., k, l) arbitrary matrix of the general solution (default 0).
-        rcond: relative tolerance below which BᵀF or HᵀD is treated as rank
+        rcond: relative tolerance in [0, 1) below which BᵀF or HᵀD is treated as rank
             deficient (default max(shape)·eps); then a truncated pseudoinverse is
             used and a :class:`RankDeficiencyWarning` is issued.
-        refine: steps of iterative refinement of the core, G ← G + Yᵀ(A − F G Hᵀ)X,
+        refine: steps (at most 1000) of iterative refinement of the core,
+            G ← G + Yᵀ(A − F G Hᵀ)X,
             each kept only where it lowers ‖A − F G Hᵀ‖ (two more O(mnk) passes a step).
             It recovers the digits that G = YᵀAX loses to a moderately ill-conditioned
             F or H (κ ≲ 1e4); beyond that the residual's own rounding, amplified by
@@ -211,32 +237,20 @@ def meta_factorize(
         Hᵀ X Hᵀ = Hᵀ fails by more than √eps (ill-conditioned BᵀF, or a B that misses
         part of range(F)).
     """
-    check_matrix("A", A)
-    m, n = A.shape[-2:]
-    _check_factor("F", F, m, "row count m")
-    _check_factor("H", H, n, "column count n")
     B = F if B is None else B
     D = H if D is None else D
-    _check_factor("B", B, m, "row count m")
-    _check_factor("D", D, n, "column count n")
-    for name, M in (("F", F), ("H", H), ("B", B), ("D", D)):
-        check_same_batch(("A", name), A, M)
-        if M.dtype != A.dtype:
-            raise TypeError(f"{name} must have the dtype of A ({A.dtype}), got {M.dtype}")
-    # Y = B (FᵀB)⁺ is the transpose of Yᵀ = (BᵀF)⁺Bᵀ; X = D (HᵀD)⁺.
-    Y, deficient_f = _dual_basis(F, B, rcond, "BᵀF (the column-side projector core)")
-    X, deficient_h = _dual_basis(H, D, rcond, "HᵀD (the row-side projector core)")
-    _warn_if_projector_fails(F, Y, "F")
-    _warn_if_projector_fails(H, X, "H")
-    G = (Y.mT @ A) @ X
+    check_matrices({"A": A, "F": F, "H": H, "B": B, "D": D}
+                   | ({} if W is None else {"W": W}))
+    m, n = A.shape[-2:]
+    _check_rows("F", F, m, "row count m")
+    _check_rows("H", H, n, "column count n")
+    _check_rows("B", B, m, "row count m")
+    _check_rows("D", D, n, "column count n")
+    batch = check_batches({"A": A, "F": F, "H": H, "B": B, "D": D})
     if W is not None:
-        check_matrix("W", W)
         k, l = F.shape[-1], H.shape[-1]
         if W.shape[-2:] != (k, l):
             raise ValueError(f"W must be (..., {k}, {l}) to match F and H, got {tuple(W.shape)}")
-        if W.dtype != A.dtype:
-            raise TypeError(f"W must have the dtype of A ({A.dtype}), got {W.dtype}")
-        batch = torch.broadcast_shapes(*(M.shape[:-2] for M in (A, F, H, B, D)))
         try:
             widened = torch.broadcast_shapes(batch, W.shape[:-2]) != batch
         except RuntimeError:
@@ -244,6 +258,17 @@ def meta_factorize(
         if widened:
             raise ValueError(f"W's batch dimensions {tuple(W.shape[:-2])} must broadcast to "
                              f"those of A, F, H ({tuple(batch)})")
+    rcond = check_tolerance("rcond", rcond)
+    refine = check_iterations("refine", refine)
+    if info is not None and not isinstance(info, Mapping):
+        raise TypeError(f"info must be a dict or None, got {type(info).__name__}")
+    # Y = B (FᵀB)⁺ is the transpose of Yᵀ = (BᵀF)⁺Bᵀ; X = D (HᵀD)⁺.
+    Y, deficient_f = _dual_basis(F, B, rcond, "BᵀF (the column-side projector core)")
+    X, deficient_h = _dual_basis(H, D, rcond, "HᵀD (the row-side projector core)")
+    _warn_if_projector_fails(F, Y, "F")
+    _warn_if_projector_fails(H, X, "H")
+    G = (Y.mT @ A) @ X
+    if W is not None:
         G = G + W - (Y.mT @ F) @ W @ (H.mT @ X)
     for _ in range(refine):
         # Keep a step only where it lowers the residual: with ill-conditioned F, H the

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 
 from diffnum._core import check_int_in_range, check_one_of
+from diffnum._core.validation import check_count, check_real
+from diffnum.factor._checks import check_floating_dtype, check_generator, check_shape
 
 MATRIX_KINDS = ("low_rank", "geometric", "algebraic", "rank_deficient")
 
@@ -34,9 +36,20 @@ def synthetic_matrix(
     ``rank_deficient``: A = C R with a Gaussian C (m × 2r) whose last r columns
     repeat its first r, and a Gaussian R (2r × n): rank r from rank-deficient
     factors (the case Strang's formula 1 gets wrong). Its σ are computed.
-    U and V are Haar-random; everything is built in float64 and then cast.
+    U and V are Haar-random; everything is built in float64 and then cast to ``dtype``
+    (a real floating dtype). ``decay`` must lie in (0, 1] (geometric) or be >= 0 (algebraic).
     """
+    check_count("m", m)
+    check_count("n", n)
     check_one_of("kind", kind, MATRIX_KINDS)
+    if decay is not None:
+        if kind == "geometric":
+            check_real("decay", decay, low=0.0, high=1.0, low_open=True)
+        else:
+            check_real("decay", decay, low=0.0)
+    batch = check_shape("batch", batch, min_dims=0)
+    check_floating_dtype("dtype", dtype)
+    check_generator(generator)
     p = min(m, n)
     if kind in ("low_rank", "rank_deficient"):
         r = check_int_in_range("rank", rank if rank is not None else max(1, p // 4), 1, p)

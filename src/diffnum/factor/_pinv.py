@@ -7,6 +7,13 @@ import warnings
 import torch
 
 from diffnum._core import check_int_in_range, check_matrix, check_one_of
+from diffnum.factor._checks import (
+    check_batches,
+    check_generator,
+    check_matrices,
+    check_oversample,
+    check_tolerance,
+)
 from diffnum.factor._engine import RankDeficiencyWarning
 from diffnum.factor._recipes import cr, numerical_rank
 from diffnum.factor._sketch import sketch_matrix
@@ -48,10 +55,16 @@ def pinv(
     ``randomized``: Strang's formula 3, A⁺ = (PᵀA)⁺ (PᵀAQ) (AQ)⁺ with Gaussian
     sketches P (m×s), Q (n×s), s = min(k + oversample, m, n); exact with probability
     1 when s ≥ rank(A); a warning says when s may be below the rank. ``k`` defaults
-    to the numerical rank.
+    to the numerical rank. ``rtol`` must lie in [0, 1).
     """
     check_matrix("A", A)
     check_one_of("method", method, PINV_METHODS)
+    rtol = check_tolerance("rtol", rtol)
+    m, n = A.shape[-2:]
+    if k is not None:
+        check_int_in_range("k", k, 1, min(m, n))
+    check_oversample(oversample)
+    check_generator(generator)
     if method == "svd":
         return _svd_pinv(A, rtol)
     if method == "cr":
@@ -62,10 +75,8 @@ def pinv(
         Qr, Tr = torch.linalg.qr(factors.H)
         core = torch.linalg.solve_triangular(Tc, Qc.mT, upper=True)  # T_c⁻¹ Q_cᵀ
         return Qr @ torch.linalg.solve_triangular(Tr.mT, core, upper=False)
-    m, n = A.shape[-2:]
     if k is None:
         k = max(numerical_rank(A, rtol), 1)
-    check_int_in_range("k", k, 1, min(m, n))
     s = min(k + oversample, m, n)
     P = sketch_matrix((*A.shape[:-2], m, s), dtype=A.dtype, device=A.device, generator=generator)
     Q = sketch_matrix((*A.shape[:-2], n, s), dtype=A.dtype, device=A.device, generator=generator)
@@ -102,13 +113,17 @@ def strang_pinv(
 
     Formula 1 is returned even where it is wrong: showing where it fails is its point.
     """
-    check_matrix("C", C)
-    check_matrix("R", R)
+    sketches = {name: M for name, M in (("P", P), ("Q", Q)) if M is not None}
+    check_matrices({"C": C, "R": R, **sketches})
     if C.shape[-1] != R.shape[-2]:
         raise ValueError(f"C and R must be conformable (C is ..×{C.shape[-1]}, R must be "
                          f"{C.shape[-1]}×..), got C {tuple(C.shape)} and R {tuple(R.shape)}")
+    check_batches({"C": C, "R": R})
+    if isinstance(formula, bool) or not isinstance(formula, int):
+        raise TypeError(f"formula must be the int 1, 2 or 3, got {type(formula).__name__}")
     if formula not in (1, 2, 3):
         raise ValueError(f"formula must be 1, 2 or 3, got {formula!r}")
+    check_generator(generator)
     pinv_ = torch.linalg.pinv
     if formula == 1:
         return pinv_(R) @ pinv_(C)
@@ -122,10 +137,9 @@ def strang_pinv(
     if Q is None:
         Q = sketch_matrix((*A.shape[:-2], n, s), dtype=A.dtype, device=A.device,
                           generator=generator)
-    check_matrix("P", P)
-    check_matrix("Q", Q)
     if P.shape[-2] != m or Q.shape[-2] != n:
         raise ValueError(f"P must have {m} rows and Q {n} rows, got P {tuple(P.shape)} and "
                          f"Q {tuple(Q.shape)}")
+    check_batches({"CR": A, "P": P, "Q": Q})
     PA, AQ = P.mT @ A, A @ Q
     return pinv_(PA) @ (PA @ Q) @ pinv_(AQ)

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import math
+import warnings
 from collections.abc import Sequence
 
 import torch
 
 from diffnum._core import check_int_in_range, check_matrix, check_one_of
+from diffnum.factor._checks import (
+    power_of_two_exponent,
+    smallest_eigenvalue,
+    times_power_of_two,
+)
+from diffnum.factor._engine import RankDeficiencyWarning
 
 __all__ = ["MUON_COEFFICIENTS", "msign"]
 
@@ -65,6 +73,74 @@ def _coefficient_schedule(coefficients: object, steps: int) -> list[tuple[float,
         if not all(math.isfinite(float(x)) for x in triple):
             raise ValueError(f"coefficients must be finite, got {triple!r} for step {i}")
     return [(float(a), float(b), float(c)) for a, b, c in triples]
+
+
+def _scalar_map(x: torch.Tensor, schedule: Sequence[tuple[float, float, float]]) -> torch.Tensor:
+    for a, b, c in schedule:
+        x = a * x + b * x**3 + c * x**5
+    return x
+
+
+@functools.lru_cache(maxsize=32)
+def _accuracy_band(
+    schedule: tuple[tuple[float, float, float], ...],
+) -> tuple[float, float, float] | None:
+    """(lo, hi, δ): the schedule maps σ₀ ∈ [1e-2, 1] into [lo, hi] (its accuracy band), and
+    σ₀ below δ to less than lo/2 — far outside it. None when the band is not positive and
+    finite (a schedule that does not aim at 1)."""
+    y = _scalar_map(torch.logspace(-2, 0, 2001, dtype=torch.float64), schedule)
+    lo, hi = float(y.min()), float(y.max())
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo > 0):
+        return None
+    small = torch.logspace(-2, -20, 1801, dtype=torch.float64)  # descending
+    below = (_scalar_map(small, schedule) < lo / 2).nonzero()
+    if below.numel() == 0:
+        return None
+    return lo, hi, float(small[int(below[0])])
+
+
+@torch.no_grad()
+def _warn_outside_band(X0: torch.Tensor, A: torch.Tensor | None,
+                       schedule: list[tuple[float, float, float]], precondition: str) -> None:
+    """Warn when X₀ has singular values σ₀ too small for the schedule to lift into its band.
+
+    One Cholesky of X₀X₀ᵀ − δ²I (about the cost of one Gram product) tests σ₀_min ≥ δ; only
+    when it fails does an inverse iteration measure σ₀_min for the message.
+    """
+    band = _accuracy_band(tuple(schedule)) if schedule else None
+    if band is None:
+        return
+    lo, hi, delta = band
+    if A is None or A.dtype not in (torch.float32, torch.float64):
+        # A low-precision Gram cannot resolve σ₀² ~ δ²: measure X₀ itself in float32.
+        A = _gram(X0.float())
+    A = A.detach()
+    eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
+    trace = A.diagonal(dim1=-2, dim2=-1).sum(dim=-1)
+    nonzero = trace > 0  # M = 0 maps to 0 by design
+    failed = torch.linalg.cholesky_ex(A - delta**2 * eye).info > 0
+    failed = failed & nonzero
+    if not bool(failed.any()):
+        return
+    # Measure σ₀_min for the message: inverse iteration with a small shift τ (rounding can
+    # make a near-singular Gram matrix indefinite at the eps level; then shift by δ²/4).
+    A = A[failed]
+    tau = (torch.finfo(A.dtype).eps * trace[failed])[:, None, None]
+    L, info = torch.linalg.cholesky_ex(A + tau * eye)
+    if bool((info > 0).any()):
+        L = torch.linalg.cholesky_ex(A + delta**2 / 4 * eye).L
+    sigma_min = min(float(smallest_eigenvalue(A, L).sqrt().min()), delta)
+    out_min = float(_scalar_map(torch.tensor(sigma_min, dtype=torch.float64), schedule))
+    warnings.warn(
+        f"msign: X₀ ({precondition} start) has singular values below σ₀ = {delta:.1e}, the "
+        f"smallest that {len(schedule)} Newton–Schulz steps with these coefficients lift into "
+        f"their accuracy band [{lo:.3f}, {hi:.3f}] (reached from σ₀ ∈ [1e-2, 1]); measured "
+        f"σ₀_min ≲ {sigma_min:.1e} (σ₀ = σ/‖M‖_F for the frobenius start), which comes out "
+        f"as ≲ {out_min:.1e} instead of ≈ 1: the output is not U Vᵀ there (M is "
+        "ill-conditioned or rank deficient). Use more steps or method='svd'",
+        RankDeficiencyWarning,
+        stacklevel=3,
+    )
 
 
 def _gram(X: torch.Tensor) -> torch.Tensor:
@@ -167,7 +243,14 @@ def msign(
         tensor of the shape and dtype of ``M``. Differentiable by plain autograd (the SVD
         path's gradient needs distinct non-zero singular values). Rank-deficient ``M`` has
         no unique polar factor; Newton–Schulz maps zero singular values to 0 and ``M = 0``
-        to 0.
+        to 0. ``M`` is first divided by a power of two (exact), so any finite scale works.
+
+    Warns:
+        :class:`RankDeficiencyWarning` (Newton–Schulz, ``steps >= 1``) when X₀ has a singular
+        value σ₀ below the δ that the schedule lifts to half its band's lower end — the band
+        being where it takes σ₀ ∈ [1e-2, 1]; Muon's 5 steps: [0.682, 1.134], δ ≈ 7e-4 — so
+        the output is far from U Vᵀ there. This includes rank-deficient ``M``. The test is one
+        Cholesky factorization of X₀X₀ᵀ − δ²I; the message gives the measured σ₀_min.
     """
     check_matrix("M", M)
     check_int_in_range("steps", steps, 0, _MAX_STEPS)
@@ -183,8 +266,14 @@ def msign(
                              "got method='svd'")
 
     *batch, m, n = M.shape
+    if M.numel() == 0:
+        return M.clone()
     transpose = m > n
     X = (M.mT if transpose else M).reshape(-1, min(m, n), max(m, n))
+    # The polar factor does not depend on the scale, but ‖M‖_F, the Gram matrix and the AOL
+    # row sums square the entries (overflow/underflow beyond ~1e±154 in float64, ~1e±19 in
+    # float32): divide by a power of two first, exactly, so that max|M_ij| ∈ [1/2, 1).
+    X = times_power_of_two(X, -power_of_two_exponent(X))
 
     if compute_dtype is not None and method == "newton_schulz":
         # Cast before the start so the AOL Gram product (reused by the first step) is
@@ -195,6 +284,10 @@ def msign(
         X, A = _aol_start(X)
     elif method == "newton_schulz":
         X = _frobenius_start(X)
+    if method == "newton_schulz" and schedule:
+        if A is None and X.dtype in (torch.float32, torch.float64):
+            A = _gram(X)  # the first step's Gram matrix, shared with the band check
+        _warn_outside_band(X, A, schedule, precondition)
     if method == "svd":
         U, _, Vh = torch.linalg.svd(X, full_matrices=False)
         X = U @ Vh

@@ -7,13 +7,24 @@ import warnings
 import torch
 
 from diffnum._core import check_int_in_range, check_matrix, check_one_of
+from diffnum._core.validation import check_nonempty
+from diffnum.factor._checks import (
+    check_generator,
+    check_oversample,
+    check_tolerance,
+)
 from diffnum.factor._engine import MetaFactorization, RankDeficiencyWarning, meta_factorize
 from diffnum.factor._select import SELECTION_METHODS, pivoted_gram_schmidt, select_columns
-from diffnum.factor._sketch import sketch_matrix
+from diffnum.factor._sketch import SKETCHES, sketch_matrix
 
 
 def numerical_rank(A: torch.Tensor, rtol: float | None = None) -> int:
-    """Largest numerical rank over the batch: #{σ_i > rtol·σ₁}, rtol = max(m, n)·eps by default."""
+    """Largest numerical rank over the batch: #{σ_i > rtol·σ₁}, rtol ∈ [0, 1) defaulting to
+    max(m, n)·eps; 0 for an empty batch."""
+    check_matrix("A", A)
+    rtol = check_tolerance("rtol", rtol)
+    if A.numel() == 0:
+        return 0
     S = torch.linalg.svdvals(A.detach())
     if rtol is None:
         rtol = max(A.shape[-2:]) * torch.finfo(A.dtype).eps
@@ -125,14 +136,16 @@ def nystrom(
     the rotations into the outer factors: F = AΩVΣ⁻¹, H = AᵀΨU, B = ΨU, D = ΩVΣ⁻¹,
     so BᵀF = HᵀD = I and the engine's core is G = I. Multiplying out the textbook
     form F·(ΨᵀAΩ)⁺·Hᵀ instead would square κ(ΨᵀAΩ) in the rounding error.
-    ``info`` holds the sketches ``omega``, ``psi`` and the kept ``rank``.
+    ``rcond`` must lie in [0, 1). ``info`` holds the sketches ``omega``, ``psi`` and the kept
+    ``rank``.
     """
     check_matrix("A", A)
     m, n = A.shape[-2:]
     check_int_in_range("k", k, 1, min(m, n))
-    extra = (k + 1) // 2 if oversample is None else oversample
-    if isinstance(extra, bool) or not isinstance(extra, int) or extra < 0:
-        raise ValueError(f"oversample must be a non-negative int, got {oversample!r}")
+    extra = (k + 1) // 2 if oversample is None else check_oversample(oversample)
+    check_generator(generator)
+    check_one_of("sketch", sketch, SKETCHES)
+    rcond = check_tolerance("rcond", rcond)
     ell = min(k + extra, m)
     batch = A.shape[:-2]
     omega = sketch_matrix((*batch, n, k), sketch, dtype=A.dtype, device=A.device,
@@ -178,6 +191,7 @@ def cur(
     check_int_in_range("k", k, 1, min(A.shape[-2:]))
     check_one_of("select", select, SELECTION_METHODS)
     check_one_of("core", core, CUR_CORES)
+    check_generator(generator)
     J = select_columns(A, k, select, generator=generator)
     I = select_columns(A.mT, k, select, generator=generator)
     C = _gather_columns(A, J)
@@ -193,7 +207,8 @@ def cur(
 def cr(A: torch.Tensor, tol: float | None = None) -> MetaFactorization:
     """Full-rank CR factorization A = C R (Strang): C = the first r independent columns.
 
-    r is the numerical rank (singular values above ``tol``·σ₁, default max(m, n)·eps).
+    r is the numerical rank (singular values above ``tol``·σ₁, tol ∈ [0, 1), default
+    max(m, n)·eps).
     Columns are scanned left to right; column j joins C when its residual after
     projection onto the earlier pivot columns exceeds ``tol``·σ₁ — the pivot columns of
     the reduced row echelon form — until r are found. (Knowing r first matters: after a
@@ -204,6 +219,8 @@ def cr(A: torch.Tensor, tol: float | None = None) -> MetaFactorization:
     pivot columns.
     """
     check_matrix("A", A)
+    check_nonempty("A", A)  # the rank of no matrix is not defined
+    tol = check_tolerance("tol", tol)
     m, n = A.shape[-2:]
     if tol is None:
         tol = max(m, n) * torch.finfo(A.dtype).eps

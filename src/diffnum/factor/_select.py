@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from diffnum._core import check_int_in_range, check_matrix, check_one_of
+from diffnum.factor._checks import check_generator
 
 SELECTION_METHODS = ("uniform", "leverage", "pivoted_qr", "deim", "spa")
 
@@ -105,6 +106,7 @@ def select_columns(
     n = A.shape[-1]
     check_int_in_range("k", k, 1, n)
     check_one_of("method", method, SELECTION_METHODS)
+    check_generator(generator)
     if method == "uniform":
         device = generator.device if generator is not None else A.device
         keys = torch.rand((*A.shape[:-2], n), generator=generator, dtype=torch.float64,
@@ -115,7 +117,10 @@ def select_columns(
         scores = _leverage_scores(A.detach(), rank_k)
         # Columns with zero leverage can still be needed to reach k distinct picks.
         floor = scores.amax(dim=-1, keepdim=True) * torch.finfo(scores.dtype).eps
-        return _sample_without_replacement(scores + floor, k, generator)
+        weights = scores + floor
+        # A = 0 has no leverage anywhere: every column is as good as any other.
+        weights = torch.where(weights.sum(dim=-1, keepdim=True) > 0, weights, 1.0)
+        return _sample_without_replacement(weights, k, generator)
     if method == "deim":
         if k > min(A.shape[-2:]):
             raise ValueError(f"k must be <= min(m, n) = {min(A.shape[-2:])} for deim, got {k}")

@@ -7,6 +7,14 @@ import math
 import torch
 
 from diffnum._core import check_int_in_range, check_matrix, check_one_of
+from diffnum._core.validation import check_count
+from diffnum.factor._checks import (
+    check_floating_dtype,
+    check_generator,
+    check_iterations,
+    check_oversample,
+    check_shape,
+)
 
 SKETCHES = ("gaussian", "rademacher", "sparse_sign")
 
@@ -26,7 +34,11 @@ def sketch_matrix(
     each row holds min(nonzeros, s) entries ±1/√ζ at random columns, zeros elsewhere
     (Tropp et al.'s sparse sign embedding, applied from the right).
     """
-    check_one_of("sketch", kind, SKETCHES)
+    shape = check_shape("shape", shape, min_dims=2)
+    check_one_of("kind", kind, SKETCHES)
+    check_floating_dtype("dtype", dtype)
+    check_generator(generator)
+    check_count("nonzeros", nonzeros)
     gen_device = generator.device if generator is not None else device
     if kind == "gaussian":
         out = torch.randn(shape, generator=generator, dtype=dtype, device=gen_device)
@@ -81,16 +93,17 @@ def range_finder(
     """Orthonormal basis Q (..., m, k+p) with A ≈ Q Qᵀ A (Halko–Martinsson–Tropp).
 
     Q = orth((A Aᵀ)^q A Ω) for a random Ω (n × (k+p)), the basis being re-normalised
-    between the q power iterations. The expected error, with p ≥ 2, is bounded by
+    between the q (``power_iters`` <= 1000) power iterations. The expected error, with p ≥ 2,
+    is bounded by
     (1 + √(k/(p−1)) + e√(k+p)/p · √(min(m,n)−k))^{1/(2q+1)} · σ_{k+1} (HMT Thm 10.6 / §10.4).
     """
     check_matrix("A", A)
     m, n = A.shape[-2:]
     check_int_in_range("k", k, 1, min(m, n))
-    if isinstance(oversample, bool) or not isinstance(oversample, int) or oversample < 0:
-        raise ValueError(f"oversample must be a non-negative int, got {oversample!r}")
-    if isinstance(power_iters, bool) or not isinstance(power_iters, int) or power_iters < 0:
-        raise ValueError(f"power_iters must be a non-negative int, got {power_iters!r}")
+    check_oversample(oversample)
+    check_iterations("power_iters", power_iters)
+    check_one_of("sketch", sketch, SKETCHES)
+    check_generator(generator)
     width = min(k + oversample, m, n)
     omega = sketch_matrix((*A.shape[:-2], n, width), sketch, dtype=A.dtype, device=A.device,
                           generator=generator)

@@ -16,6 +16,13 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from diffnum._core import check_int_in_range, check_matrix, check_one_of
+from diffnum.factor._checks import (
+    largest_eigenvalue,
+    power_of_two_exponent,
+    smallest_eigenvalue,
+    times_power_of_two,
+)
+from diffnum.factor._engine import RankDeficiencyWarning
 
 __all__ = ["sqrtm"]
 
@@ -145,14 +152,38 @@ def _square_residual(S: torch.Tensor, A_hat: torch.Tensor) -> float:
     return float(_relative_frobenius(S @ S - A_hat, torch.linalg.matrix_norm(A_hat)).max())
 
 
-def _check_positive_definite(A: torch.Tensor) -> None:
-    _, info = torch.linalg.cholesky_ex(A)
+def _check_positive_definite(A: torch.Tensor) -> torch.Tensor:
+    """The Cholesky factor of A; a named error when there is none."""
+    L, info = torch.linalg.cholesky_ex(A)
     if bool((info > 0).any()):
         index = int(torch.nonzero(info > 0)[0, 0])
         raise ValueError(
             f"A must be symmetric positive definite, got a matrix whose Cholesky factorization "
             f"fails (batch index {index}, leading minor {int(info.flatten()[index])})"
         )
+    return L
+
+
+def _condition_estimate(A: torch.Tensor, L: torch.Tensor) -> float:
+    """A lower bound on max κ(A) over the batch: λ_max by power iteration (at least
+    ‖A‖_F/√n), λ_min by inverse iteration with the Cholesky factor L (O(n²) per step)."""
+    largest = torch.maximum(largest_eigenvalue(A),
+                            torch.linalg.matrix_norm(A) / math.sqrt(A.shape[-1]))
+    smallest = smallest_eigenvalue(A, L).clamp_min(torch.finfo(A.dtype).tiny)
+    return float((largest / smallest).max())
+
+
+def _warn_singular(kappa: float, dtype: torch.dtype) -> None:
+    eps = torch.finfo(dtype).eps
+    warnings.warn(
+        f"sqrtm(inverse=True): A is numerically singular in {dtype}: κ(A) ≥ {kappa:.1e} "
+        f"(measured: eigenvalues span [λ_max/{kappa:.1e}, λ_max]), above 1/eps = {1 / eps:.1e}, "
+        "so its smallest eigenvalues are below the rounding level of its entries and A^(-1/2) "
+        "is not determined along them (relative error up to ~κ·eps). Use float64 or "
+        "regularize (A + λI)",
+        RankDeficiencyWarning,
+        stacklevel=3,
+    )
 
 
 class _SquareRoot(torch.autograd.Function):
@@ -167,12 +198,15 @@ class _SquareRoot(torch.autograd.Function):
                     "A must be symmetric positive definite, got smallest eigenvalue "
                     f"{float(eigenvalues[..., 0].min()):.3e}"
                 )
+            report["kappa"] = float((eigenvalues[..., -1] / eigenvalues[..., 0]).max())
             mu = eigenvalues.sqrt()
             power = mu.reciprocal() if inverse else mu
             out = _symmetrize((Q * power.unsqueeze(-2)) @ Q.mT)
             ctx.save_for_backward(Q, mu)
         else:
-            _check_positive_definite(A)
+            L = _check_positive_definite(A)
+            if inverse and check:
+                report["kappa"] = _condition_estimate(A, L)
             norm = torch.linalg.matrix_norm(A, keepdim=True)
             A_hat = A / norm
             if method == "newton_schulz":
@@ -263,7 +297,14 @@ def sqrtm(
         steps: Newton–Schulz iterations / Taylor degree / Padé degree m. ``None``: adaptive
             (Newton–Schulz, Taylor) or 32 (Padé). An int runs exactly that many.
         check: warn (``RuntimeWarning``) when the forward residual — ‖I − Z Y‖_F/√n for
-            Newton–Schulz, ‖Ŝ² − Â‖_F/‖Â‖_F for Taylor and Padé — stays above √eps.
+            Newton–Schulz, ‖Ŝ² − Â‖_F/‖Â‖_F for Taylor and Padé — stays above √eps; and, for
+            ``inverse=True``, warn (:class:`RankDeficiencyWarning`) when κ(A) ≥ 1/eps (e.g.
+            κ ≥ 8e6 in float32), where A^{-1/2} is not determined by the rounded entries of A.
+            κ is exact for ``"eigh"`` and otherwise a lower bound from a few power and
+            inverse iterations with the Cholesky factor (O(n²) each).
+
+    ``A`` is first divided by an exact power of four (and the root rescaled), so any finite
+    scale works.
 
     Raises:
         ValueError: ``A`` not square, not symmetric within tolerance, or not positive
@@ -282,6 +323,12 @@ def sqrtm(
     n = A.shape[-1]
     if A.shape[-2] != n:
         raise ValueError(f"A must be square (..., n, n), got shape {tuple(A.shape)}")
+    if A.numel() == 0:
+        return A.clone()
+    # ‖A‖_F and the products below square the entries (overflow/underflow beyond ~1e±154 in
+    # float64): divide by an even power of two 4^h first, exactly, and multiply the root by 2^h.
+    half = torch.div(power_of_two_exponent(A), 2, rounding_mode="floor")
+    A = times_power_of_two(A, -2 * half)
     with torch.no_grad():
         asymmetry = torch.linalg.matrix_norm(A - A.mT) / torch.linalg.matrix_norm(
             A
@@ -291,7 +338,7 @@ def sqrtm(
             f"A must be symmetric, got relative asymmetry ‖A − Aᵀ‖_F/‖A‖_F = "
             f"{float(asymmetry.max()):.2e} > {_sqrt_eps(A.dtype):.1e}"
         )
-    batch = A.shape[:-2]
+    batch, half = A.shape[:-2], half.reshape(-1, 1, 1)
     A = _symmetrize(A).reshape(-1, n, n)
     # The forward fills `report` (steps taken, residual) so the warning can be raised here,
     # pointing at the caller rather than inside autograd.
@@ -300,4 +347,7 @@ def sqrtm(
     residual = report.get("residual", 0.0)
     if check and residual > _sqrt_eps(A.dtype):
         _warn_unconverged(method, residual, report["steps"], A.dtype)
+    if check and inverse and report["kappa"] * torch.finfo(A.dtype).eps >= 1:
+        _warn_singular(report["kappa"], A.dtype)
+    out = times_power_of_two(out, -half if inverse else half)
     return out.reshape(*batch, n, n)
