@@ -12,15 +12,20 @@ bad-input class over a fixed survey of probes (the same builders the tests use).
 from __future__ import annotations
 
 import math
-import re
-import signal
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.solve.test_fuzz import (
+    NAMED,
+    OK,
+    assert_named,
+    classify,
+    print_table,
+    survey,
+)
 
 from diffnum.constrain import (
     ConstrainedModel,
@@ -42,60 +47,7 @@ from diffnum.pde import Heat1D, uniform_grid
 DT = torch.float64
 NAN, INF = math.nan, math.inf
 
-# -- the classification harness (as in tests/solve/test_fuzz.py) -----------------------------
-
-OK, NAMED, RAW, GARBAGE, HANG = "ok", "named error", "raw error", "silent garbage", "hang"
-OUTCOMES = (OK, NAMED, RAW, GARBAGE, HANG)
-
-
-class _Timeout(BaseException):
-    """Raised by the alarm inside a call that runs too long."""
-
-
-def _names(name: str, message: str) -> bool:
-    return re.search(rf"(?<![\w.]){re.escape(name)}(?!\w)", message) is not None
-
-
-def classify(call: Callable[[], Any], name: str, check: Callable[[Any], bool] | None = None,
-             *, timeout: float = 20.0) -> tuple[str, str]:
-    """(outcome, detail) of ``call()``: a ValueError/TypeError naming ``name`` is a named error
-    (any other exception a raw one); a return value is ok if ``check`` accepts it, else silent
-    garbage; a call still running after ``timeout`` s is a hang."""
-    def alarm(*_: Any) -> None:
-        raise _Timeout
-
-    previous = signal.signal(signal.SIGALRM, alarm)
-    signal.setitimer(signal.ITIMER_REAL, timeout)
-    try:
-        out = call()
-    except _Timeout:
-        return HANG, f"still running after {timeout} s"
-    except (ValueError, TypeError) as error:
-        detail = f"{type(error).__name__}: {error}"
-        return (NAMED if _names(name, str(error)) else RAW), detail
-    except Exception as error:
-        return RAW, f"{type(error).__name__}: {error}"
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-    try:
-        good = check is None or check(out)
-    except Exception:  # e.g. a meta tensor returned, whose values cannot be read
-        good = False
-    return (OK, "") if good else (GARBAGE, f"returned {type(out).__name__}")
-
-
-def assert_named_or_ok(call: Callable[[], Any], name: str,
-                       check: Callable[[Any], bool] | None = None) -> None:
-    outcome, detail = classify(call, name, check)
-    assert outcome in (OK, NAMED), f"{name}: {outcome}: {detail}"
-
-
-def assert_named(call: Callable[[], Any], name: str) -> None:
-    """For values that must be refused: only a named error will do."""
-    outcome, detail = classify(call, name, lambda _: False)
-    assert outcome == NAMED, f"{name}: {outcome}: {detail}"
-
+# -- the classification harness is tests/solve/test_fuzz.py's ----------------------------------
 
 REFUSE = lambda _: False  # noqa: E731  (accepting the value at all is the garbage)
 
@@ -360,26 +312,6 @@ def survey_probes() -> list[Probe]:
     return probes
 
 
-def survey() -> dict[str, Counter]:
-    torch.set_num_threads(1)
-    table: dict[str, Counter] = {}
-    for cls, name, call, check in survey_probes():
-        outcome, detail = classify(call, name, check)
-        table.setdefault(cls, Counter())[outcome] += 1
-        if outcome not in (OK, NAMED):
-            print(f"  [{cls}] {name}: {outcome}: {detail.splitlines()[0][:150] if detail else ''}")
-    return table
-
-
-def print_table(table: dict[str, Counter]) -> None:
-    print(f"{'class':14}" + "".join(f"{o:>16}" for o in OUTCOMES))
-    total = Counter()
-    for cls, counts in table.items():
-        total.update(counts)
-        print(f"{cls:14}" + "".join(f"{counts[o]:>16}" for o in OUTCOMES))
-    print(f"{'total':14}" + "".join(f"{total[o]:>16}" for o in OUTCOMES))
-
-
 # -- the property-based tests ----------------------------------------------------------------
 
 FAST = settings(max_examples=20, deadline=10_000, derandomize=True,
@@ -573,4 +505,4 @@ def test_good_calls_still_work():
 
 
 if __name__ == "__main__":
-    print_table(survey())
+    print_table(survey(survey_probes()))

@@ -56,7 +56,7 @@ def _names(name: str, message: str) -> bool:
 
 
 def classify(call: Callable[[], Any], name: str, check: Callable[[Any], bool] | None = None,
-             *, timeout: float = 5.0) -> tuple[str, str]:
+             *, timeout: float = 20.0) -> tuple[str, str]:
     """(outcome, detail) of ``call()``: a ValueError/TypeError naming ``name`` is a named error
     (any other exception a raw one); a return value is ok if ``check`` accepts it (finite,
     right shape, correct), else silent garbage; a call still running after ``timeout`` s is a
@@ -364,10 +364,11 @@ def survey_probes() -> list[Probe]:
     return probes
 
 
-def survey() -> dict[str, Counter]:
+def survey(probes: list | None = None) -> dict[str, Counter]:
+    """Outcome counts per class over ``probes`` (default: this pillar's), printing the bad."""
     torch.set_num_threads(1)
     table: dict[str, Counter] = {}
-    for cls, name, call, check in survey_probes():
+    for cls, name, call, check in (survey_probes() if probes is None else probes):
         outcome, detail = classify(call, name, check)
         table.setdefault(cls, Counter())[outcome] += 1
         if outcome not in (OK, NAMED):
