@@ -97,3 +97,27 @@ def test_a_nonfinite_element_adds_exact_zeros_to_shared_gradients():
     _, reference = gradient(B)
     assert torch.isfinite(grad)
     torch.testing.assert_close(grad, reference, rtol=1e-12, atol=0)
+
+
+def test_a_nonfinite_element_adds_exact_zeros_through_the_unrolled_adjoint():
+    from diffnum.solve import UnrollAdjoint
+
+    B, target, scale = _problem(batch=4)
+    theta = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+
+    def gradient(B):
+        y0 = torch.zeros(B.shape[0], B.shape[-1], dtype=torch.float64)
+        out = least_squares(_residual, y0, (B, target + theta * 0.01, scale),
+                            adjoint=UnrollAdjoint())
+        keep = torch.tensor([True, True, False, True])
+        (grad,) = torch.autograd.grad(torch.where(keep[:, None], out.value, 0.0).sum(), theta)
+        return out, grad
+
+    poisoned = B.clone()
+    poisoned[2, 3, 0] = float("nan")
+    out, grad = gradient(poisoned)
+    assert out.status.tolist()[2] == int(Status.NONFINITE)
+    clean, reference = gradient(B)
+    assert torch.equal(out.value[[0, 1, 3]], clean.value[[0, 1, 3]])
+    assert torch.isfinite(grad)
+    torch.testing.assert_close(grad, reference, rtol=1e-12, atol=0)

@@ -225,6 +225,19 @@ def _rescaled(sigma: torch.Tensor, fn1, jac1, fused1, compact):
     return scaled_fn, scaled_jac, None if fused1 is None else scaled_fused, compact
 
 
+def _sanitized(t: torch.Tensor | None, batch_ndim: int
+               ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(t with every batch element that holds a non-finite entry zeroed, which elements were
+    finite). Used when the iteration is recorded (unrolled adjoint): a NaN that only a
+    ``where`` masks still reaches shared tensors' gradients as NaN·0 through the products
+    it enters; zeroed first, a failed element adds exact zeros."""
+    if t is None:
+        return None, None
+    ok = torch.isfinite(t.detach()).flatten(batch_ndim).all(-1)
+    shape = (*ok.shape, *([1] * (t.ndim - batch_ndim)))
+    return torch.where(ok.reshape(shape), t, torch.zeros((), dtype=t.dtype)), ok
+
+
 def _iterate(fn1: Callable | None, jac1: Callable | None, fused1: Callable | None,
              y: torch.Tensor, start: list, solver: LevenbergMarquardt | GaussNewton,
              max_steps: int, keep_jacobian: bool = False, compact: _Compactor | None = None
@@ -281,15 +294,26 @@ def _iterate(fn1: Callable | None, jac1: Callable | None, fused1: Callable | Non
     def half_square(residual: torch.Tensor) -> torch.Tensor:
         return _half_square_norm(residual * inv_S)
 
+    # Recorded by autograd (unrolled adjoint): non-finite elements are zeroed at every
+    # evaluation and flagged (see _sanitized).
+    guard = torch.is_grad_enabled()
+    bad_start = None
+    if guard:
+        r, bad_r = _sanitized(r, len(batch))
+        J, bad_J = _sanitized(J, len(batch))
+        bad_start = ~bad_r if bad_J is None else ~(bad_r & bad_J)
     f = half_square(r)
     # An exact fit: ‖r‖ <= atol + rtol ‖r₀‖ (rounding of r, not of ½‖r‖², then limits the gain
     # ratio, and no step or gradient test can be met reliably).
     exact_fit = 0.5 * (atol / S + rtol * torch.sqrt(2 * f)) ** 2
     if J is None:
         J = jac1(y)
+        if guard:
+            J, ok_J = _sanitized(J, len(batch))
+            bad_start = bad_start | ~ok_J
     # Finiteness of J is checked through diag(JᵀJ) and Jᵀr in the loop (a NaN or inf in J
     # reaches them), which is far cheaper than scanning the m×n Jacobian.
-    finite = torch.isfinite(f)
+    finite = torch.isfinite(f) if bad_start is None else torch.isfinite(f) & ~bad_start
     status = torch.where(finite, status, nonfinite)
     lam = torch.full(batch, float(solver.initial_damping) if damped else 0.0,
                      dtype=dtype, device=device)
@@ -367,7 +391,14 @@ def _iterate(fn1: Callable | None, jac1: Callable | None, fused1: Callable | Non
             r_try, J_try = fused1(y_try)
             jevals += 1
         fevals += 1
+        if guard:
+            r_try, ok_try = _sanitized(r_try, len(batch))
+            J_try, ok_J_try = _sanitized(J_try, len(batch))
+            if ok_J_try is not None:
+                ok_try = ok_try & ok_J_try
         f_try = half_square(r_try)
+        if guard:  # a non-finite trial point is rejected, as without the guard
+            f_try = torch.where(ok_try, f_try, torch.full((), torch.nan, dtype=dtype))
 
         fd, ftd, pd = f.detach(), f_try.detach(), pred.detach()
         actual = fd - ftd
@@ -441,6 +472,9 @@ def _iterate(fn1: Callable | None, jac1: Callable | None, fused1: Callable | Non
                 J = None  # release the old Jacobian before evaluating the new one
                 J = jac1(y)
                 jevals += 1
+                if guard:
+                    J, ok_J = _sanitized(J, len(batch))
+                    status = torch.where(rebuild & ~ok_J, nonfinite, status)
             elif gram and bool(running.any()):
                 # Every element that moved has finished; the rest keep their point, and in
                 # the Gram form their J, which is stale only for the finished ones.
