@@ -333,3 +333,14 @@ def test_a_failed_solve_adds_exact_zeros_to_shared_gradients():
     assert bool(clean.converged.all())
     assert torch.isfinite(grad)
     torch.testing.assert_close(grad, reference, rtol=1e-12, atol=0)
+
+
+def test_a_float32_basis_converges_with_float32_tolerances():
+    # The layer's default solver takes its tolerances from the dtype (1e-4 in float32): with
+    # float64's 1e-8 every float32 solve ran into max_steps.
+    pde, grid, basis, initial = _heat_problem()
+    out = HardConstraint(pde, None, ridge=1e-3)(basis.float(), grid, initial.float())
+    assert out.u.dtype == torch.float32
+    assert bool(out.converged.all()) and int(out.steps.max()) < 50
+    reference = HardConstraint(pde, None, ridge=1e-3)(basis, grid, initial)
+    torch.testing.assert_close(out.u.double(), reference.u, rtol=0, atol=1e-3)
