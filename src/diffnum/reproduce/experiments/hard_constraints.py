@@ -214,7 +214,9 @@ def _baselines(ctx: Context, label: str, problem: PhysicsProblem, s: dict[str, A
     grid = problem.grid
     t_axis = grid.axis_index("t")
     persistence = problem.test_initial.unsqueeze(1 + t_axis).expand(-1, *grid.shape)
-    rows = [_field_row("persistence (u = u₀)", persistence, problem, soft)]
+    rows = [_field_row("reference solution (scored against itself)", problem.test_solution,
+                       problem, soft),
+            _field_row("persistence (u = u₀)", persistence, problem, soft)]
     if label == "ds":
         coarse = replace_cells(ctx, problem, s)
         rows.append(_field_row(f"reference solver, {s['nx']} cells", coarse, problem, soft))
@@ -226,6 +228,10 @@ def _baselines(ctx: Context, label: str, problem: PhysicsProblem, s: dict[str, A
 # The loss minimizer has one unknown per grid point: an N × N solve with N = P.
 _MINIMIZER_MAX_POINTS = 4096
 _MINIMIZER_SAMPLES = 4
+
+
+def _row(rows: list[dict], prefix: str) -> dict:
+    return next(r for r in rows if r["method"].startswith(prefix))
 
 
 def _loss_minimizer_row(problem: PhysicsProblem, soft) -> dict[str, Any]:
@@ -368,13 +374,6 @@ def _table(rows: list[dict]) -> str:
           fmt(r, "loss_tail_spread", ".3f")] for r in rows])
 
 
-def _reference_loss(rows: list[dict], problem: PhysicsProblem) -> float:
-    """The physics loss of the reference solutions themselves (same terms and weights)."""
-    soft = rows[0]["model"]
-    loss, _ = physics_loss(soft, problem.test_initial, problem.test_solution)
-    return float(loss)
-
-
 def _findings(label: str, rows: list[dict], reference_loss: float, baselines: list[dict],
               scaling: dict[str, Any] | None) -> list[str]:
     """What the numbers say about the paper's claims, sentence by sentence."""
@@ -445,6 +444,7 @@ def _findings(label: str, rows: list[dict], reference_loss: float, baselines: li
 
 
 def _verdicts(rows: list[dict], persistence: dict) -> dict[str, bool]:
+    """The paper's claims as yes/no on these numbers (``persistence``: its baseline row)."""
     soft, hard, moe = rows
     return {
         "every method below persistence": all(
@@ -471,9 +471,10 @@ def run(ctx: Context) -> Section:
     scaling["projection"] = _projection(scaling, sizes["scaling"]["ks"])
     figures = _figures(ctx, runs, problems, scaling)
 
-    verdicts = {label: _verdicts(rows, baselines[label][0]) for label, rows in runs.items()}
-    reference_losses = {label: _reference_loss(rows, problems[label])
-                        for label, rows in runs.items()}
+    verdicts = {label: _verdicts(rows, _row(baselines[label], "persistence"))
+                for label, rows in runs.items()}
+    reference_losses = {label: _row(baselines[label], "reference solution")["final_loss"]
+                        for label in runs}
     findings = {label: _findings(label, rows, reference_losses[label], baselines[label],
                                  scaling if label == "ds" else None)
                 for label, rows in runs.items()}
