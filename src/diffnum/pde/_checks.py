@@ -108,3 +108,12 @@ def finite_tensor(name: str, x: object) -> torch.Tensor:
     real_floating_dtype(name, x)
     check_finite(name, x)
     return x
+
+
+def broadcasts_to(shape: torch.Size | tuple[int, ...], target: torch.Size | tuple[int, ...]
+                  ) -> bool:
+    """Whether a tensor of ``shape`` broadcasts to exactly ``target``."""
+    try:
+        return torch.broadcast_shapes(shape, target) == tuple(target)
+    except RuntimeError:
+        return False

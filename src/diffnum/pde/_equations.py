@@ -16,7 +16,13 @@ from diffnum._core.validation import (
     check_real,
     real_floating_dtype,
 )
-from diffnum.pde._checks import as_values, check_choice, check_grid, check_terms
+from diffnum.pde._checks import (
+    as_values,
+    broadcasts_to,
+    check_choice,
+    check_grid,
+    check_terms,
+)
 from diffnum.pde._derivative import differentiate, differentiate_basis
 from diffnum.pde._exact import burgers_sine_cole_hopf
 from diffnum.pde._grid import Grid
@@ -307,11 +313,7 @@ class PDE1D:
             raise TypeError(f"boundary_values callables must return a tensor of t's shape "
                             f"{tuple(t.shape)}, got {type(value).__name__}")
         value = torch.as_tensor(value, dtype=t.dtype, device=t.device)
-        try:
-            fits = torch.broadcast_shapes(value.shape, t.shape) == t.shape
-        except RuntimeError:
-            fits = False
-        if not fits:
+        if not broadcasts_to(value.shape, t.shape):
             raise ValueError(f"boundary_values callables must return a tensor of t's shape "
                              f"{tuple(t.shape)}, got {tuple(value.shape)}")
         check_finite("boundary_values(t)", value)

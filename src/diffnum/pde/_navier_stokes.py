@@ -18,6 +18,7 @@ from diffnum._core.validation import (
 )
 from diffnum.pde._checks import (
     as_values,
+    broadcasts_to,
     check_bool,
     check_choice,
     check_terms,
@@ -458,11 +459,7 @@ def _forcing_field(f: object, initial: torch.Tensor) -> torch.Tensor:
                         f"{type(f).__name__}")
     f = torch.as_tensor(f, dtype=initial.dtype, device=initial.device)
     check_finite("forcing", f)
-    try:
-        fits = torch.broadcast_shapes(f.shape, initial.shape) == initial.shape
-    except RuntimeError:
-        fits = False
-    if not fits:
+    if not broadcasts_to(f.shape, initial.shape):
         raise ValueError(f"forcing must broadcast to the shape of initial {tuple(initial.shape)}, "
                          f"got {tuple(f.shape)}")
     return f
