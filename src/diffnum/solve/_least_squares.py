@@ -553,11 +553,8 @@ def least_squares(fn: Callable[..., torch.Tensor], y0: Any, args: Any = (), *,
         hessian: optional ``hessian(y, *args) -> (*batch, n, n)``, the exact Hessian
             H = ∂_y(Jᵀr) = JᵀJ + Σᵢ rᵢ ∇²rᵢ of ½‖r‖² at y, for the full-Hessian implicit adjoint.
             It is called once, at y* and without gradients, in place of the n autograd
-            backward passes that otherwise build H; with a callable ``jacobian`` too (which
-            must then be exact and written in torch operations, so that it is differentiable
-            in ``args``), ∂_θ(Jᵀr) is taken through it in one backward pass. For a residual
-            F(Tw) acting pointwise on linear maps T of y, H is a few batched products (see
-            ``diffnum.constrain``).
+            backward passes that otherwise build H (for a residual F(Tw) that acts pointwise on
+            linear maps T of y, H is a few batched products; see ``diffnum.constrain``).
             Ignored by ``ImplicitAdjoint(hessian="gauss_newton")`` and ``UnrollAdjoint``.
         compact: evaluate ``fn`` and the Jacobian only on the elements still running, so
             that finished ones cost nothing (a batch of experts of which most converge early
@@ -693,16 +690,6 @@ def _attach(fn: Callable, args: tuple, y: torch.Tensor, J: torch.Tensor | None,
         Jd = J.detach()
         g = (Jd.mT @ r.unsqueeze(-1)).squeeze(-1)  # ∂_θ g ≈ Jᵀ ∂_θ r
         H = Jd.mT @ Jd
-    elif hessian is not None and callable(mode):
-        # With the exact Hessian and an analytic Jacobian given, g = J(y*, θ)ᵀ r(y*, θ) is
-        # built directly: its graph to θ is one ordinary backward pass, not the
-        # double-backward through autograd's ∂_y ½‖r‖² (the same derivative).
-        with torch.enable_grad():
-            yd = y.detach()
-            g = (fn(yd, *args).unsqueeze(-2) @ mode(yd, *args)).squeeze(-2)
-        with torch.no_grad():
-            H = _checked_hessian(hessian, y.detach(), args)
-        return attach_implicit(y, g, H, valid, symmetric=True, method=adjoint.linear_solver)
     else:
         with torch.enable_grad():
             yv = y.detach().requires_grad_(True)
