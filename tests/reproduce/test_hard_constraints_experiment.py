@@ -23,8 +23,17 @@ def test_toy_run_writes_tables_figures_and_resumes(tmp_path, monkeypatch):
     section = hard_constraints.run(ctx)
     for name in ("PI-SC", "PI-HC", "PI-HC-MoE (K=4)"):
         assert f"| {name} |" in section.markdown
-    assert set(section.results) == {"ds", "ns", "baselines", "time_vs_m", "verdicts",
-                                    "reference_physics_loss", "findings"}
+    assert set(section.results) == {"ds", "ns", "baselines", "layer_swaps", "time_vs_m",
+                                    "verdicts", "reference_physics_loss", "findings"}
+    # The layer swap: each trained basis under the other layer, scored like the models.
+    for label in ("ds", "ns"):
+        swaps = section.results["layer_swaps"][label]
+        assert [s["method"] for s in swaps] == [
+            "PI-HC-MoE (K=4) layer on PI-HC's trained basis",
+            "PI-HC layer on PI-HC-MoE (K=4)'s trained basis"]
+        assert all(s["relative_l2_initial"] <= 1e-12 for s in swaps)
+        assert f"| {swaps[0]['method']} |" in section.markdown
+    assert "Swapping layers after training" in section.markdown
     assert "| persistence (u = u₀) |" in section.markdown
     # The hard-constrained predictions meet u₀ at t = 0 (the conditions are eliminated).
     for label in ("ds", "ns"):
@@ -44,3 +53,24 @@ def test_toy_run_writes_tables_figures_and_resumes(tmp_path, monkeypatch):
         for before, after in zip(section.results[label], resumed.results[label]):
             assert before["loss_curve"] == after["loss_curve"]
             assert before["relative_l2"] == after["relative_l2"]
+
+
+def test_swapped_model_leaves_the_original_alone():
+    import torch
+
+    from diffnum.constrain import MixtureOfExperts, TrainConfig
+    from diffnum.constrain._train import ConstrainedModel
+    from diffnum.pde import Heat1D, uniform_grid
+
+    grid = uniform_grid({"x": (0.0, 1.0, 8), "t": (0.0, 0.1, 6)})
+    pde = Heat1D(0.1, boundary="dirichlet")
+    config = TrainConfig(method="hard", n_basis=3, n_sampled=None, width=4, modes=(3, 2),
+                         depth=1)
+    model = ConstrainedModel(config, pde, grid)
+    moe = MixtureOfExperts(model.layer, (2, 1), distributed=False)
+    swapped = hard_constraints._swapped(model, moe)
+    assert swapped.layer is moe and model.layer is not moe
+    assert swapped.backbone is model.backbone
+    initial = torch.sin(torch.pi * grid.coordinates[0]).unsqueeze(0).double()
+    u, solution = swapped(initial)
+    assert solution.weights.shape[-2] == 2 and u.shape == (1, *grid.shape)
