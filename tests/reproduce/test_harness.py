@@ -76,3 +76,35 @@ def test_real_experiments_are_discovered():
 def test_bench_without_benchmarks_is_a_clear_error(tmp_path, capsys):
     assert cli.main(["bench", "--dir", str(tmp_path)]) == 2
     assert "no bench_*.py files" in capsys.readouterr().err
+
+
+def test_atomic_write_respects_the_umask(tmp_path):
+    import os
+
+    from diffnum._core.files import atomic_write
+
+    old = os.umask(0o027)
+    try:
+        atomic_write(tmp_path / "a" / "f.bin", lambda f: f.write(b"x"))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a" / "f.bin").read_bytes() == b"x"
+    assert (tmp_path / "a" / "f.bin").stat().st_mode & 0o777 == 0o640
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["f.bin"]
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    import pytest
+
+    from diffnum._core.files import atomic_write
+
+    (tmp_path / "f").write_text("old")
+
+    def boom(f):
+        f.write(b"partial")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(tmp_path / "f", boom)
+    assert (tmp_path / "f").read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f"]

@@ -8,7 +8,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from diffnum._core.files import atomic_write
 from diffnum._core.validation import (
     check_count,
     check_int_in_range,
@@ -220,18 +220,8 @@ def _sha256(path: Path) -> str:
 
 
 def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    """Write through a temporary file in the same directory, fsync, then os.replace: readers
-    see either the old file or the complete new one, never a partial file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Readers see either the old file or the complete new one, never a partial file."""
+    atomic_write(path, write)
 
 
 def _expected(kind: str, n: int, seed: int, settings: dict[str, Any]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 import diffnum
+from diffnum._core.files import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -95,17 +96,7 @@ def available_experiments() -> dict[str, Experiment]:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def _json_safe(value: Any) -> Any:
