@@ -71,11 +71,16 @@ def environment() -> dict[str, Any]:
     }
 
 
+# Where write_results puts its files; ``diffnum bench --dir D`` sets it to D/results.
+results_directory = Path("benchmarks") / "results"
+
+
 def write_results(name: str, command: str, records: list[dict[str, Any]],
                   headers: Sequence[str], rows: Sequence[Sequence[Any]],
                   notes: str = "", directory: Path | None = None) -> Path:
-    """Write ``results/NAME.json`` and ``results/NAME.md`` next to the benchmark scripts."""
-    directory = directory or Path("benchmarks") / "results"
+    """Write ``results/NAME.json`` and ``results/NAME.md`` next to the benchmark scripts
+    (the ``--dir`` of ``diffnum bench``; ``benchmarks/`` when a script runs on its own)."""
+    directory = directory or results_directory
     if "--quick" in command:  # smoke runs never overwrite the committed full-size results
         directory = directory / "quick"
     directory.mkdir(parents=True, exist_ok=True)

@@ -5,18 +5,33 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
+import pkgutil
 import sys
 from pathlib import Path
 
 import diffnum
 
 
+def _target_names() -> list[str]:
+    """The reproduce targets, read from the experiment modules' names without importing
+    them (``hard_constraints.py`` is the target ``hard-constraints``)."""
+    from diffnum.reproduce import experiments
+
+    return [m.name.replace("_", "-") for m in pkgutil.iter_modules(experiments.__path__)
+            if not m.name.startswith("_")]
+
+
+def _spelled(name: str) -> str:
+    """One spelling for targets and benchmarks: hyphens (``hard_constraints`` is accepted)."""
+    return name.replace("_", "-")
+
+
 def _reproduce(args: argparse.Namespace) -> int:
     from diffnum import reproduce
-    from diffnum.reproduce._harness import OutputLockedError
+    from diffnum.reproduce._harness import Interrupted, OutputLockedError
 
     registry = reproduce.available_experiments()
-    targets = list(args.targets) or ["all"]
+    targets = [_spelled(t) for t in args.targets] or ["all"]
     if "all" in targets:
         names = list(registry)
     else:
@@ -33,12 +48,18 @@ def _reproduce(args: argparse.Namespace) -> int:
     except OutputLockedError as error:  # another run owns --out: a message, not a traceback
         print(f"diffnum reproduce: {error}", file=sys.stderr)
         return 2
+    except Interrupted as stop:  # Ctrl-C: one line, not a traceback
+        kept = f" ({', '.join(stop.finished)} finished and saved)" if stop.finished else ""
+        print(f"\ndiffnum reproduce: interrupted during '{stop.running}'{kept}; rerun the "
+              f"same command with --resume to continue from its checkpoints", file=sys.stderr)
+        return 130
     print(f"wrote {out / 'report.md'} and {out / 'results.json'}")
     return 0
 
 
 def _find_benchmarks(directory: Path) -> dict[str, Path]:
-    return {p.stem.removeprefix("bench_"): p for p in sorted(directory.glob("bench_*.py"))}
+    return {_spelled(p.stem.removeprefix("bench_")): p
+            for p in sorted(directory.glob("bench_*.py"))}
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -48,12 +69,15 @@ def _bench(args: argparse.Namespace) -> int:
         print(f"diffnum bench: no bench_*.py files in {directory.resolve()} "
               "(run from the repository root or pass --dir)", file=sys.stderr)
         return 2
-    names = list(args.names) or list(found)
+    names = [_spelled(n) for n in args.names] or list(found)
     unknown = [n for n in names if n not in found]
     if unknown:
         print(f"diffnum bench: unknown benchmark(s) {unknown}; choose from {list(found)}",
               file=sys.stderr)
         return 2
+    from diffnum import _bench
+
+    _bench.results_directory = directory / "results"
     for name in names:
         spec = importlib.util.spec_from_file_location(f"_diffnum_bench_{name}", found[name])
         module = importlib.util.module_from_spec(spec)
@@ -63,7 +87,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _data(args: argparse.Namespace) -> int:
-    from diffnum.pde import generate_dataset
+    from diffnum.pde import dataset_paths, generate_dataset
 
     sizes = {}
     for item in args.size:
@@ -73,6 +97,7 @@ def _data(args: argparse.Namespace) -> int:
             return 2
         sizes[key] = value
     try:
+        before = _stamp(dataset_paths(args.kind, args.n, args.seed, args.out)[0])
         path = generate_dataset(args.kind, args.n, args.seed, args.out, overwrite=args.overwrite,
                                 **sizes)
     except (ValueError, TypeError) as error:  # a bad --n/--seed/--out/--size: one line, exit 2
@@ -82,8 +107,20 @@ def _data(args: argparse.Namespace) -> int:
         print(f"diffnum data: generation failed: {type(error).__name__}: {_one_line(error)}",
               file=sys.stderr)
         return 1
-    print(f"wrote {path} and {path.with_suffix('.json')}")
+    if before is not None and _stamp(path) == before:
+        print(f"cached: {path} (settings and checksum match; --overwrite regenerates)")
+    else:
+        print(f"wrote {path} and {path.with_suffix('.json')}")
     return 0
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """(inode, mtime) of an existing file: a reused dataset keeps both."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
 
 
 def _one_line(error: BaseException) -> str:
@@ -106,8 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "report.md, results.json and PNG figures to --out.",
     )
     rep.add_argument("targets", nargs="*", metavar="TARGET",
-                     help="experiments to run: 'all' (default) or any of the discovered names "
-                          "(factor, ...)")
+                     help="experiments to run: 'all' (default) or any of "
+                          + ", ".join(_target_names()))
     rep.add_argument("--quick", action="store_true", help="small sizes; finishes in minutes")
     rep.add_argument("--out", default="reproduce-out",
                      help="output directory (default: %(default)s)")

@@ -115,6 +115,10 @@ def test_cli_data_generate(tmp_path, capsys):
             "--size", "grid=16", "--size", "steps=4", "--size", "save_every=2"]
     assert cli_main(argv) == 0
     assert "wrote" in capsys.readouterr().out
+    assert cli_main(argv) == 0  # the same settings again: a cache hit, said as such
+    assert capsys.readouterr().out.startswith("cached: ")
+    assert cli_main([*argv, "--overwrite"]) == 0
+    assert "wrote" in capsys.readouterr().out
     data = load_dataset("navier-stokes", 2, 1, out, generate=False, grid=16, steps=4, save_every=2)
     assert data.solution.shape == (2, 3, 16, 16)
     assert cli_main(["data", "generate", "burgers", "--n", "1", "--out", str(out),

@@ -108,3 +108,54 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
         atomic_write(tmp_path / "f", boom)
     assert (tmp_path / "f").read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["f"]
+
+
+def test_ctrl_c_is_one_line_naming_the_experiment(tmp_path, monkeypatch, capsys):
+    def interrupted(ctx):
+        raise KeyboardInterrupt
+
+    registry = {"tiny": Experiment(name="tiny", title="Tiny", run=_tiny),
+                "slow-one": Experiment(name="slow-one", title="Slow", run=interrupted)}
+    monkeypatch.setattr(_harness, "available_experiments", lambda: registry)
+    monkeypatch.setattr(diffnum.reproduce, "available_experiments", lambda: registry)
+    assert cli.main(["reproduce", "tiny", "slow_one", "--no-progress",
+                     "--out", str(tmp_path)]) == 130
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "interrupted during 'slow-one'" in err and "tiny finished" in err
+    assert "--resume" in err and "Traceback" not in err
+    assert (tmp_path / ".cache" / "tiny-full-seed0.json").exists()  # kept for --resume
+
+
+def test_resumed_experiments_are_announced(tmp_path, tiny_registry, capsys):
+    _harness.run(["tiny"], out=tmp_path, show_progress=False)
+    _harness.run(["tiny"], out=tmp_path, resume=True, show_progress=True)
+    assert "tiny: reused from" in capsys.readouterr().err
+
+
+def test_help_lists_the_targets_and_both_spellings_work(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["reproduce", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "dcls, factor, hard-constraints" in out
+    assert cli._spelled("hard_constraints") == "hard-constraints"
+    (tmp_path / "bench_two_words.py").write_text("def main(quick):\n    print('ran', quick)\n")
+    for spelling in ("two_words", "two-words"):
+        assert cli.main(["bench", spelling, "--dir", str(tmp_path), "--quick"]) == 0
+        assert "ran True" in capsys.readouterr().out
+
+
+def test_bench_results_go_beside_dir(tmp_path, monkeypatch):
+    from diffnum import _bench
+
+    monkeypatch.chdir(tmp_path)
+    bench_dir = tmp_path / "elsewhere"
+    bench_dir.mkdir()
+    (bench_dir / "bench_demo.py").write_text(
+        "from diffnum._bench import write_results\n"
+        "def main(quick):\n"
+        "    write_results('demo', 'diffnum bench demo', [{'a': 1}], ['a'], [[1]])\n")
+    monkeypatch.setattr(_bench, "results_directory", _bench.results_directory)
+    assert cli.main(["bench", "demo", "--dir", str(bench_dir)]) == 0
+    assert (bench_dir / "results" / "demo.json").exists()
+    assert not (tmp_path / "benchmarks").exists()

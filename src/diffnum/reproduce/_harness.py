@@ -12,6 +12,7 @@ import pkgutil
 import platform
 import secrets
 import socket
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -57,9 +58,12 @@ class Context:
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
-    def progress(self, iterable: Iterable, desc: str, total: int | None = None) -> Iterable:
-        """Wrap ``iterable`` in a progress bar (silent when progress is off)."""
-        return tqdm(iterable, desc=desc, total=total, disable=not self.show_progress, leave=False)
+    def progress(self, iterable: Iterable, desc: str, total: int | None = None,
+                 initial: int = 0) -> Iterable:
+        """Wrap ``iterable`` in a progress bar (silent when progress is off); ``initial``:
+        the count already done (a resumed run's bar starts at its checkpoint)."""
+        return tqdm(iterable, desc=desc, total=total, initial=initial,
+                    disable=not self.show_progress, leave=False)
 
     def figure_path(self, name: str) -> Path:
         """Path of a figure file inside the output directory."""
@@ -322,6 +326,16 @@ def run(
         return _run_locked(ctx, registry, names)
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run: which experiment was running and which had finished (their
+    results are saved; ``--resume`` reuses them and the interrupted one continues from its
+    checkpoints)."""
+
+    def __init__(self, running: str, finished: list[str]) -> None:
+        super().__init__(running)
+        self.running, self.finished = running, finished
+
+
 def _run_locked(ctx: Context, registry: dict[str, Experiment],
                 names: Sequence[str]) -> dict[str, Section]:
     """:func:`run`'s work, while the output directory is locked."""
@@ -330,11 +344,17 @@ def _run_locked(ctx: Context, registry: dict[str, Experiment],
     for name in names:
         cached = _load_cached(ctx, name) if ctx.resume else None
         if cached is not None:
+            if ctx.show_progress:
+                print(f"{name}: reused from {_cache_path(ctx, name)} (--resume)",
+                      file=sys.stderr)
             sections[name] = cached
             timings[name] = float("nan")
             continue
         start = time.perf_counter()
-        section = registry[name].run(ctx)
+        try:
+            section = registry[name].run(ctx)
+        except KeyboardInterrupt:
+            raise Interrupted(name, list(sections)) from None
         timings[name] = time.perf_counter() - start
         sections[name] = section
         payload = {"quick": ctx.quick, "seed": ctx.seed, "version": diffnum.__version__,

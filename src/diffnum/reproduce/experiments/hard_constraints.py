@@ -138,7 +138,7 @@ def _run_method(ctx: Context, label: str, problem: PhysicsProblem, config: Train
     result = train(config, problem, checkpoint=ctx.checkpoint_path(name), resume=ctx.resume,
                    metrics=ctx.out / "metrics" / f"{label}-{config.method}.jsonl",
                    progress=lambda r: ctx.progress(r, desc=f"{label}: {config.name}",
-                                                   total=len(r)))
+                                                   total=r.stop, initial=r.start))
     report = evaluate(result.model, problem)
     history = result.history
     solves = [(h["converged_fraction"], 1) for h in history if "converged_fraction" in h]
