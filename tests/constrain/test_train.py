@@ -96,3 +96,51 @@ def test_bad_configuration_is_named():
         TrainConfig(method="pinn")
     with pytest.raises(ValueError, match="lr"):
         TrainConfig(lr=-1.0)
+
+
+def test_experts_residual_is_the_mixtures_own_loss():
+    """residual='experts': the PDE term is the mean square of expert_residual (no interface
+    terms); it trains, resumes under its own digest, and a K = 1 'experts' loss would be the
+    assembled one (checked through the residuals themselves)."""
+    from dataclasses import replace
+
+    from diffnum.constrain import expert_residual, interior_mask, physics_loss
+    from diffnum.constrain._train import ConstrainedModel
+
+    problem = heat_problem()
+    base = TrainConfig(method="moe", experts=(2, 1), steps=3, **SMALL)
+    own = replace(base, residual="experts")
+    assert own.digest != base.digest and own.name == "PI-HC-MoE (K=2, experts' residuals)"
+    torch.manual_seed(0)
+    model = ConstrainedModel(own, problem.pde, problem.grid)
+    initial = problem.train_initial[:2]
+    u, solution = model(initial, torch.Generator().manual_seed(1))
+    loss, parts = physics_loss(model, initial, u, solution)
+    F = expert_residual(problem.pde, solution.terms, solution.weights, problem.grid, (2, 1),
+                        solution.particular)
+    mask = interior_mask(problem.pde, problem.grid)
+    assert parts["pde"] == pytest.approx(float(F[..., mask].square().mean()), rel=1e-12)
+    assert float(loss) == pytest.approx(sum(parts.values()), rel=1e-12)  # weights 1
+    # The assembled residual differs only next to the block interface.
+    G = problem.pde.residual(u, problem.grid)
+    # (x, t) after t₀; blocks x = 0..7 and 8..15; Heat1D's u_xx has a 5-point stencil, so
+    # nodes 6..9 straddle the interface.
+    gap = (F - G).abs().amax(0)[:, 1:]
+    assert float(gap[[*range(0, 6), *range(10, 16)]].max()) < 1e-10
+    assert float(gap[6:10].min(1).values.min()) > 1e-6
+    with pytest.raises(ValueError, match="needs the mixture's solution"):
+        physics_loss(model, initial, u)
+    result = train(own, problem)
+    assert len(result.history) == 3 and all(math.isfinite(h["loss"]) for h in result.history)
+
+
+def test_residual_setting_is_checked_and_old_checkpoints_stay_valid():
+    with pytest.raises(ValueError, match="residual"):
+        TrainConfig(method="hard", residual="experts")
+    with pytest.raises(ValueError, match="residual"):
+        TrainConfig(method="moe", experts=(2, 1), residual="bogus")
+    # A setting added later is left out of the record while it holds its default, so that
+    # the digests (checkpoint names) of runs that never used it do not change.
+    config = TrainConfig(method="hard")
+    assert "residual" not in config.record()
+    assert config.digest == "137bf8bffa24"  # the digest before the setting existed

@@ -2,6 +2,7 @@
 resumed run that reuses its training checkpoints."""
 
 import json
+import math
 
 from diffnum.reproduce import Context
 from diffnum.reproduce.experiments import hard_constraints
@@ -35,6 +36,13 @@ def test_toy_run_writes_tables_figures_and_resumes(tmp_path, monkeypatch):
         assert f"| {swaps[0]['method']} |" in section.markdown
     assert "Swapping layers after training" in section.markdown
     assert "| persistence (u = u₀) |" in section.markdown
+    # Diffusion–sorption adds the mixture trained on its experts' own residuals.
+    assert [r["method"] for r in section.results["ds"]][3] == (
+        "PI-HC-MoE (K=4, experts' residuals)")
+    assert len(section.results["ns"]) == 3
+    assert "Trained on its experts' own residuals instead" in section.markdown
+    for label in ("ds", "ns"):
+        assert all(math.isfinite(r["heldout_loss"]) for r in section.results[label])
     # The hard-constrained predictions meet u₀ at t = 0 (the conditions are eliminated).
     for label in ("ds", "ns"):
         for row in section.results[label][1:]:

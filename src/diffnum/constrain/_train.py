@@ -28,7 +28,14 @@ from diffnum._core.validation import (
     real_floating_dtype,
 )
 from diffnum.constrain._distributed import agree_on_resume, broadcast_state
-from diffnum.constrain._layer import HardConstraint, MixtureOfExperts, check_pde, interior_mask
+from diffnum.constrain._layer import (
+    ConstrainedSolution,
+    HardConstraint,
+    MixtureOfExperts,
+    check_pde,
+    expert_residual,
+    interior_mask,
+)
 from diffnum.models import FNO
 from diffnum.pde import Grid
 
@@ -98,6 +105,10 @@ class PhysicsProblem:
     test_solution: torch.Tensor
 
 
+# Fields added after the first checkpoints were written, with their defaults.
+_LATER_FIELDS = {"residual": "assembled"}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Settings of a run; switching PI-SC / PI-HC / PI-HC-MoE is ``method``.
@@ -123,6 +134,12 @@ class TrainConfig:
             whole batch and solves its share of the experts, as the paper) or ``"batch"``
             (every rank takes its share of the batch — the FNO work is divided too — and
             solves all of its experts; ``batch_size`` must divide by the world size).
+        residual: the PDE residual of the physics loss for ``moe``: ``"assembled"`` (of the
+            prediction u itself, as the authors' code: at a block interface the difference
+            quotients of u straddle two independent solves, so a jump δ between experts costs
+            like a residual of δ/h² in a second derivative) or ``"experts"`` (each expert's own
+            residual on its block, from the derivatives of the basis, :func:`expert_residual`:
+            no interface term at all).
     """
 
     method: str = "hard"
@@ -147,12 +164,17 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 50
     parallel: str = "experts"
+    residual: str = "assembled"
 
     def __post_init__(self) -> None:
         check_one_of("method", self.method, METHODS)
         check_one_of("routing", self.routing, ("replicate", "partition"))
         check_one_of("constraints", self.constraints, ("eliminate", "rows"))
         check_one_of("parallel", self.parallel, ("experts", "batch"))
+        check_one_of("residual", self.residual, ("assembled", "experts"))
+        if self.residual == "experts" and self.method != "moe":
+            raise ValueError(f"residual='experts' is the per-expert loss of a mixture "
+                             f"(method='moe'), got method={self.method!r}")
         if self.method == "moe" and not self.experts:
             raise ValueError("method='moe' needs experts, e.g. experts=(4, 1)")
         if self.experts is not None:
@@ -189,7 +211,8 @@ class TrainConfig:
     def name(self) -> str:
         """PI-SC, PI-HC or PI-HC-MoE (K = …)."""
         if self.method == "moe":
-            return f"{METHOD_NAMES['moe']} (K={math.prod(self.experts)})"
+            own = ", experts' residuals" if self.residual == "experts" else ""
+            return f"{METHOD_NAMES['moe']} (K={math.prod(self.experts)}{own})"
         return METHOD_NAMES[self.method]
 
     @property
@@ -200,8 +223,18 @@ class TrainConfig:
         output directory) starts its own checkpoint instead of finding another run's one;
         JSON of the dataclass fields is stable across processes and Python versions, unlike
         ``hash()``."""
-        text = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        text = json.dumps(self.record(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def record(self) -> dict[str, Any]:
+        """The fields as a dict, for the digest and the checkpoint: every field, except
+        fields added after checkpoints existed while they hold their default (so that
+        adding a setting does not invalidate the runs that did not use it)."""
+        record = asdict(self)
+        for name, default in _LATER_FIELDS.items():
+            if record[name] == default:
+                del record[name]
+        return record
 
 
 class ConstrainedModel(nn.Module):
@@ -259,18 +292,26 @@ def _mean_square(x: torch.Tensor) -> torch.Tensor:
     return (x * x).mean() if x.numel() else x.new_zeros(())
 
 
-def physics_loss(model: ConstrainedModel, initial: torch.Tensor, u: torch.Tensor
+def physics_loss(model: ConstrainedModel, initial: torch.Tensor, u: torch.Tensor,
+                 solution: ConstrainedSolution | None = None
                  ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Weighted mean squares of the PDE residual of the prediction u where it is collocated
-    (:func:`interior_mask`), its initial residual and its boundary residual (no data term).
+    """Weighted mean squares of the PDE residual where it is collocated
+    (:func:`interior_mask`), the initial residual and the boundary residual of the
+    prediction u (no data term).
 
-    The residual is that of u itself, for every method: for a mixture, difference quotients
-    straddle the experts' blocks, so a jump between neighbouring experts costs loss. (Each
-    expert's own residual, :func:`expert_residual`, sees no interface: measured on
-    diffusion–sorption, a mixture trained on it reached a lower loss than PI-HC and a
-    4× larger error, its blocks away from x = 0 never told about the boundary.)"""
+    The PDE residual is that of u itself (``TrainConfig.residual="assembled"``, every
+    method): for a mixture, difference quotients straddle the experts' blocks, so a jump
+    between neighbouring experts costs loss. With ``residual="experts"`` it is each expert's
+    own residual on its block (:func:`expert_residual` of ``solution``, the mixture's
+    :class:`ConstrainedSolution`), which sees no interface."""
     cfg, pde, grid = model.config, model.pde, model.grid
-    F = pde.residual(u, grid)
+    if cfg.residual == "experts":
+        if solution is None:
+            raise ValueError("physics_loss: residual='experts' needs the mixture's solution")
+        F = expert_residual(pde, solution.terms, solution.weights, grid, cfg.experts,
+                            solution.particular)
+    else:
+        F = pde.residual(u, grid)
     parts = {"pde": _mean_square(F[..., interior_mask(pde, grid)]),
              "initial": _mean_square(pde.initial_residual(u, grid, initial)),
              "boundary": _mean_square(pde.boundary_residual(u, grid))}
@@ -306,7 +347,7 @@ def _checkpoint_problem(state: Any, config: TrainConfig) -> str | None:
     a model, and the history (summed over right after) is known to hold what the loop wrote."""
     if not isinstance(state, dict) or not _CHECKPOINT_KEYS <= state.keys():
         return f"not a training checkpoint (keys {sorted(_CHECKPOINT_KEYS)} expected)"
-    if state["config"] != asdict(config):
+    if state["config"] != config.record():
         return "it was written with a different configuration"
     step, history = state["step"], state["history"]
     if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= config.steps:
@@ -470,7 +511,7 @@ def train(config: TrainConfig, problem: PhysicsProblem, *,
                                         if share > 1 else indices]
         optimizer.zero_grad(set_to_none=True)
         u, solution = model(initial, sample_gen)
-        loss, parts = physics_loss(model, initial, u)
+        loss, parts = physics_loss(model, initial, u, solution)
         summary = torch.tensor(
             [float(loss.detach()), parts["pde"], parts["initial"], parts["boundary"],
              0.0 if solution is None else float(solution.steps.double().sum()),
@@ -513,7 +554,7 @@ def train(config: TrainConfig, problem: PhysicsProblem, *,
         last = step + 1 == config.steps
         if ckpt is not None and _is_main() and (last or (
                 config.checkpoint_every and (step + 1) % config.checkpoint_every == 0)):
-            _atomic_save({"config": asdict(config), "model": model.state_dict(),
+            _atomic_save({"config": config.record(), "model": model.state_dict(),
                           "optimizer": optimizer.state_dict(), "step": step + 1,
                           "sample_generator": sample_gen.get_state(), "history": history}, ckpt)
         if stop_after is not None and done >= stop_after:
