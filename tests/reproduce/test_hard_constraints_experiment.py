@@ -51,8 +51,12 @@ def test_toy_run_writes_tables_figures_and_resumes(tmp_path, monkeypatch):
     assert len(section.results["ds"][0]["relative_l2"]) == 2
     assert all((tmp_path / f).exists() for f in section.figures)
     assert sorted(section.results["time_vs_m"]["seconds"]) == ["PI-HC", "PI-HC-MoE (K=2)"]
-    lines = (tmp_path / "metrics" / "ds-moe.jsonl").read_text().splitlines()
-    assert [json.loads(line)["step"] for line in lines] == [1, 2]
+    # One metrics file per run, named by its configuration's digest (seed included): the
+    # mixture and its experts'-residuals variant do not overwrite each other.
+    files = sorted((tmp_path / "metrics").glob("ds-moe-*.jsonl"))
+    assert len(files) == 2
+    for f in files:
+        assert [json.loads(line)["step"] for line in f.read_text().splitlines()] == [1, 2]
     json.dumps(section.results)  # JSON-serializable as the harness stores it
     # Resumed: every run finds its final checkpoint and trains no further step.
     resumed = hard_constraints.run(Context(out=tmp_path, quick=True, seed=0,

@@ -143,7 +143,7 @@ def _run_method(ctx: Context, label: str, problem: PhysicsProblem, config: Train
                 ) -> dict[str, Any]:
     name = f"hc-{label}-{config.method}-{config.digest}.pt"
     result = train(config, problem, checkpoint=ctx.checkpoint_path(name), resume=ctx.resume,
-                   metrics=ctx.out / "metrics" / f"{label}-{config.method}.jsonl",
+                   metrics=ctx.out / "metrics" / f"{label}-{config.method}-{config.digest}.jsonl",
                    progress=lambda r: ctx.progress(r, desc=f"{label}: {config.name}",
                                                    total=r.stop, initial=r.start))
     report = evaluate(result.model, problem)
