@@ -29,6 +29,7 @@ def _spelled(name: str) -> str:
 def _reproduce(args: argparse.Namespace) -> int:
     from diffnum import reproduce
     from diffnum.reproduce._harness import Interrupted, OutputLockedError
+    from diffnum.reproduce._readme import ReadmeError
 
     registry = reproduce.available_experiments()
     targets = [_spelled(t) for t in args.targets] or ["all"]
@@ -44,9 +45,12 @@ def _reproduce(args: argparse.Namespace) -> int:
     out = Path(args.out)
     try:
         reproduce.run(names, out=out, quick=args.quick, seed=args.seed, resume=args.resume,
-                      show_progress=not args.no_progress)
+                      show_progress=not args.no_progress, readme=args.readme)
     except OutputLockedError as error:  # another run owns --out: a message, not a traceback
         print(f"diffnum reproduce: {error}", file=sys.stderr)
+        return 2
+    except ReadmeError as error:  # --readme without its markers, or unwritable
+        print(f"diffnum reproduce: --readme: {_one_line(error)}", file=sys.stderr)
         return 2
     except Interrupted as stop:  # Ctrl-C: one line, not a traceback
         kept = f" ({', '.join(stop.finished)} finished and saved)" if stop.finished else ""
@@ -152,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--resume", action="store_true",
                      help="reuse experiments already finished in --out with the same settings")
     rep.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    rep.add_argument("--readme", metavar="PATH",
+                     help="also rewrite the marked results blocks of this README from the "
+                          "run's results (with --resume, finished experiments are reused)")
     rep.set_defaults(func=_reproduce)
 
     bench = sub.add_parser(

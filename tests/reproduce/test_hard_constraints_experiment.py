@@ -58,6 +58,13 @@ def test_toy_run_writes_tables_figures_and_resumes(tmp_path, monkeypatch):
     for f in files:
         assert [json.loads(line)["step"] for line in f.read_text().splitlines()] == [1, 2]
     json.dumps(section.results)  # JSON-serializable as the harness stores it
+    # The README block, from the results as results.json holds them, shows the report's
+    # own tables (the same format, the same numbers).
+    stored = json.loads(json.dumps(section.results, default=float))
+    block = hard_constraints.readme(stored, "quick")
+    tables = [t for t in block.split("\n\n") if t.startswith("| method |")]
+    assert len(tables) == 2 and all(t in section.markdown for t in tables)
+    assert "Claims checked on this machine" in block
     # Resumed: every run finds its final checkpoint and trains no further step.
     resumed = hard_constraints.run(Context(out=tmp_path, quick=True, seed=0,
                                            show_progress=False, resume=True))

@@ -159,3 +159,29 @@ def test_bench_results_go_beside_dir(tmp_path, monkeypatch):
     assert cli.main(["bench", "demo", "--dir", str(bench_dir)]) == 0
     assert (bench_dir / "results" / "demo.json").exists()
     assert not (tmp_path / "benchmarks").exists()
+
+
+def _tiny_readme(results, mode):
+    return markdown_table(["value", "mode"], [[results["value"], mode]])
+
+
+def test_readme_blocks_are_written_from_the_results(tmp_path, monkeypatch, capsys):
+    registry = {"tiny": Experiment(name="tiny", title="Tiny", run=_tiny, readme=_tiny_readme)}
+    monkeypatch.setattr(_harness, "available_experiments", lambda: registry)
+    monkeypatch.setattr(diffnum.reproduce, "available_experiments", lambda: registry)
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- reproduce:quick:tiny -->\nstale\n"
+                      "<!-- /reproduce:quick:tiny -->\noutro\n")
+    out = tmp_path / "out"
+    assert cli.main(["reproduce", "tiny", "--quick", "--no-progress", "--out", str(out),
+                     "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "stale" not in text and text.startswith("intro\n") and text.endswith("outro\n")
+    # The block is exactly what the experiment's readme function makes of results.json.
+    results = json.loads((out / "results.json").read_text())
+    block = _tiny_readme(results["experiments"]["tiny"]["results"], "quick")
+    assert f"<!-- reproduce:quick:tiny -->\n{block}\n<!-- /reproduce:quick:tiny -->" in text
+    # The full-mode block is missing: a one-line error naming the markers, exit 2.
+    assert cli.main(["reproduce", "tiny", "--no-progress", "--out", str(out),
+                     "--readme", str(readme)]) == 2
+    assert "<!-- reproduce:full:tiny -->" in capsys.readouterr().err

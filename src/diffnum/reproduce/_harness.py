@@ -83,6 +83,9 @@ class Experiment:
     title: str
     run: Callable[[Context], Section]
     order: int = 100
+    # ``readme(results, mode) -> markdown``: the experiment's README block, from the results
+    # it stored (``diffnum reproduce --readme``); None: the experiment has none.
+    readme: Callable[[dict[str, Any], str], str] | None = None
 
 
 def available_experiments() -> dict[str, Experiment]:
@@ -313,8 +316,11 @@ def run(
     seed: int = 0,
     resume: bool = False,
     show_progress: bool = True,
+    readme: str | os.PathLike | None = None,
 ) -> dict[str, Section]:
-    """Run the named experiments and write ``report.md`` and ``results.json`` into ``out``."""
+    """Run the named experiments and write ``report.md`` and ``results.json`` into ``out``;
+    with ``readme``, also the marked results blocks of that README (see
+    :mod:`diffnum.reproduce._readme`)."""
     registry = available_experiments()
     unknown = [n for n in names if n not in registry]
     if unknown:
@@ -323,7 +329,12 @@ def run(
     out.mkdir(parents=True, exist_ok=True)
     ctx = Context(out=out, quick=quick, seed=seed, show_progress=show_progress, resume=resume)
     with output_lock(out):
-        return _run_locked(ctx, registry, names)
+        sections, results = _run_locked(ctx, registry, names)
+    if readme is not None:
+        from diffnum.reproduce._readme import update_readme
+
+        update_readme(readme, results)
+    return sections
 
 
 class Interrupted(KeyboardInterrupt):
@@ -337,7 +348,7 @@ class Interrupted(KeyboardInterrupt):
 
 
 def _run_locked(ctx: Context, registry: dict[str, Experiment],
-                names: Sequence[str]) -> dict[str, Section]:
+                names: Sequence[str]) -> tuple[dict[str, Section], dict[str, Any]]:
     """:func:`run`'s work, while the output directory is locked."""
     sections: dict[str, Section] = {}
     timings: dict[str, float] = {}
@@ -360,8 +371,7 @@ def _run_locked(ctx: Context, registry: dict[str, Experiment],
         payload = {"quick": ctx.quick, "seed": ctx.seed, "version": diffnum.__version__,
                    "section": asdict(section)}
         _atomic_write(_cache_path(ctx, name), json.dumps(payload, indent=1))
-    _write_report(ctx, registry, sections, timings)
-    return sections
+    return sections, _write_report(ctx, registry, sections, timings)
 
 
 def _environment() -> dict[str, Any]:
@@ -375,7 +385,8 @@ def _environment() -> dict[str, Any]:
 
 
 def _write_report(ctx: Context, registry: dict[str, Experiment],
-                  sections: dict[str, Section], timings: dict[str, float]) -> None:
+                  sections: dict[str, Section], timings: dict[str, float]) -> dict[str, Any]:
+    """Write report.md and results.json; returns what results.json holds."""
     env = _environment()
     mode = "quick" if ctx.quick else "full"
     lines = [
@@ -403,5 +414,7 @@ def _write_report(ctx: Context, registry: dict[str, Experiment],
             for name, s in sections.items()
         },
     }
+    results = _json_safe(results)
     _atomic_write(ctx.out / "results.json",
-                  json.dumps(_json_safe(results), indent=1, default=float, allow_nan=False))
+                  json.dumps(results, indent=1, default=float, allow_nan=False))
+    return json.loads(json.dumps(results, default=float))  # as a reader of the file sees it

@@ -623,10 +623,7 @@ def run(ctx: Context) -> Section:
         markdown_table(["layer", *[f"M={m}" for m in scaling["m"]], "last/first"],
                        scale_rows),
         "",
-        "Claims checked on this machine: "
-        + "; ".join(f"{label}: " + ", ".join(f"{k} {'yes' if v else 'no'}"
-                                              for k, v in verdict.items())
-                    for label, verdict in verdicts.items()) + ".",
+        _claims_line(verdicts),
         "",
         "**Why, where the results differ from the paper's claims.** Diffusion–sorption: "
         + " ".join(findings["ds"]),
@@ -640,5 +637,43 @@ def run(ctx: Context) -> Section:
                    summary_table=_table(runs["ds"]))
 
 
+def _claims_line(verdicts: dict[str, dict[str, bool]]) -> str:
+    return ("Claims checked on this machine: "
+            + "; ".join(f"{label}: " + ", ".join(f"{k} {'yes' if v else 'no'}"
+                                                  for k, v in verdict.items())
+                        for label, verdict in verdicts.items()) + ".")
+
+
+def readme(results: dict[str, Any], mode: str) -> str:
+    """The README block of a run: both tables (trained models, layer swaps, baselines), the
+    claims checked and the findings, from the stored ``results`` (see
+    :mod:`diffnum.reproduce._readme`)."""
+    sizes = _sizes(mode == "quick")
+    ds, ns = sizes["ds"], sizes["ns"]
+    command = "diffnum reproduce hard-constraints" + (" --quick" if mode == "quick" else "")
+
+    def rows(label: str) -> list[dict]:
+        return results[label] + results["layer_swaps"][label] + results["baselines"][label]
+
+    return "\n".join([
+        f"{'Quick' if mode == 'quick' else 'Full'} run (`{command}`, seed 0). "
+        f"Diffusion–sorption ({ds['nx']} × {ds['nt']}, N = {ds['n_basis']}, "
+        f"M = {ds['n_sampled']}, {ds['steps']} steps):",
+        "",
+        _table(rows("ds")),
+        "",
+        f"Navier–Stokes ({ns['n']}² × {ns['nt']}, N = {ns['n_basis']}, M = {ns['n_sampled']}, "
+        f"{ns['steps']} steps):",
+        "",
+        _table(rows("ns")),
+        "",
+        _claims_line(results["verdicts"]),
+        "",
+        "Diffusion–sorption: " + " ".join(results["findings"]["ds"]),
+        "",
+        "Navier–Stokes: " + " ".join(results["findings"]["ns"]),
+    ])
+
+
 EXPERIMENT = Experiment(name="hard-constraints", title="Hard constraints with a mixture of experts",
-                        run=run, order=30)
+                        run=run, order=30, readme=readme)
