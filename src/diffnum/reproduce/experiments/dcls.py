@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -262,6 +263,35 @@ def _figures(ctx: Context, rec_curves: dict, cls_curves: dict, snn_curves: dict)
     return names
 
 
+def _tables(results: dict[str, Any]) -> tuple[str, str, str]:
+    """The (a) recovery, (b) iso-parameter and (c) delays tables from the stored results."""
+    rec_table = markdown_table(
+        ["model", "median final MSE", "median position error", "runs recovered"],
+        [[n, r["median_mse"], r["median_position_error"], f"{r['recovered']}/{r['runs']}"]
+         for n, r in results["recovery"].items()])
+    cls_table = markdown_table(
+        ["model", "weights", "positions", "test accuracy", "seconds"],
+        [[n, r["weights"], r["positions"], r["test_accuracy"], r["seconds"]]
+         for n, r in results["iso_parameter"].items()])
+    delays = results["delays"]
+    learned = delays["learned delays"]
+    snn_table = markdown_table(
+        ["model", "test accuracy", "with rounded integer delays"],
+        [["learned delays", learned["test_accuracy"], learned["integer_delay_accuracy"]],
+         ["zero delays", delays["zero delays"]["test_accuracy"], "—"]])
+    return rec_table, cls_table, snn_table
+
+
+def readme(results: dict[str, Any], mode: str) -> str:
+    """The README block: the three tables of the run, from its stored results."""
+    command = "diffnum reproduce dcls" + (" --quick" if mode == "quick" else "")
+    rec_table, cls_table, snn_table = _tables(results)
+    return "\n".join([
+        f"**DCLS** (`{command}`, seed 0) — (a) planted-kernel recovery, (b) an iso-parameter "
+        f"task that needs taps {GAP} steps apart, (c) the delayed-coincidence spiking task:",
+        "", rec_table, "", cls_table, "", snn_table])
+
+
 def run(ctx: Context) -> Section:
     sizes = _sizes(ctx.quick)
     rec_summary, rec_curves = _recovery(ctx, sizes["recover_steps"], sizes["restarts"])
@@ -269,17 +299,13 @@ def run(ctx: Context) -> Section:
     snn_results, snn_curves = _delays(ctx, sizes["snn_epochs"], sizes["snn_train"])
     figures = _figures(ctx, rec_curves, cls_curves, snn_curves)
 
-    rec_table = markdown_table(
-        ["model", "median final MSE", "median position error", "runs recovered"],
-        [[n, r["median_mse"], r["median_position_error"], f"{r['recovered']}/{r['runs']}"]
-         for n, r in rec_summary.items()])
-    cls_table = markdown_table(["model", "weights", "positions", "test accuracy", "seconds"],
-                               cls_rows)
+    results = {"recovery": rec_summary,
+               "iso_parameter": {r[0]: {"weights": r[1], "positions": r[2],
+                                        "test_accuracy": r[3], "seconds": r[4]}
+                                 for r in cls_rows},
+               "delays": snn_results}
+    rec_table, cls_table, snn_table = _tables(results)
     learned = snn_results["learned delays"]
-    snn_table = markdown_table(
-        ["model", "test accuracy", "with rounded integer delays"],
-        [["learned delays", learned["test_accuracy"], learned["integer_delay_accuracy"]],
-         ["zero delays", snn_results["zero delays"]["test_accuracy"], "—"]])
     markdown = "\n".join([
         "**(a) Planted-kernel recovery.** y = K* ⋆ x with three taps at non-lattice positions "
         f"{[round(p, 2) for p in TRUE_POSITIONS.tolist()]} in a support of {SUPPORT}; DCLS "
@@ -301,11 +327,6 @@ def run(ctx: Context) -> Section:
         "all delays frozen at 0.", "",
         snn_table, "",
     ])
-    results = {"recovery": rec_summary,
-               "iso_parameter": {r[0]: {"weights": r[1], "positions": r[2],
-                                        "test_accuracy": r[3], "seconds": r[4]}
-                                 for r in cls_rows},
-               "delays": snn_results}
     summary = markdown_table(
         ["claim", "value"],
         [["(a) DCLS gauss / v1 runs recovered",
@@ -320,4 +341,4 @@ def run(ctx: Context) -> Section:
 
 
 EXPERIMENT = Experiment(name="dcls", title="Dilated convolution with learnable spacings",
-                        run=run, order=20)
+                        run=run, order=20, readme=readme)

@@ -55,7 +55,6 @@ def _recipe_table(ctx: Context, sizes: dict[str, int]) -> tuple[str, dict]:
     counter = iter(range(10**6))
     recipes = _recipes(lambda: ctx.generator(100 + next(counter)))
     results: dict[str, dict[str, dict[str, float]]] = {}
-    rows = []
     jobs = [(f, r) for f in FAMILIES for r in recipes]
     for family, recipe in ctx.progress(jobs, desc="factor: recipes x families"):
         spec = FAMILIES[family]
@@ -78,22 +77,29 @@ def _recipe_table(ctx: Context, sizes: dict[str, int]) -> tuple[str, dict]:
         optimal = float(sigma[k:].norm() / sigma.norm())
         results.setdefault(recipe, {})[family] = {
             "error": err, "eckart_young": optimal, "seconds": statistics.median(times)}
+    return _format_table(results), results
+
+
+def _missing(value: float | None) -> bool:
+    """NaN in memory, null once stored in results.json."""
+    return value is None or value != value
+
+
+def _format_table(results: dict) -> str:
+    """Recipe × family cells "error (time)", and the Eckart–Young row."""
+    rows = []
     for recipe, per_family in results.items():
         row = [recipe]
         for family in FAMILIES:
             cell = per_family[family]
-            if cell["error"] != cell["error"]:
+            if _missing(cell["error"]):
                 row.append("—")
             else:
                 row.append(f"{cell['error']:.2e} ({1e3 * cell['seconds']:.1f} ms)")
         rows.append(row)
-    ey_row = ["*Eckart–Young bound*"]
-    for family in FAMILIES:
-        ey = results["svd"][family]["eckart_young"]
-        ey_row.append(f"{ey:.2e}")
-    rows.append(ey_row)
-    table = markdown_table(["recipe", *FAMILIES], rows)
-    return table, results
+    rows.append(["*Eckart–Young bound*",
+                 *[f"{results['svd'][family]['eckart_young']:.2e}" for family in FAMILIES]])
+    return markdown_table(["recipe", *FAMILIES], rows)
 
 
 def _error_vs_k(ctx: Context, sizes: dict[str, int]) -> tuple[dict, str | None]:
@@ -196,11 +202,11 @@ def _newton_schulz_map(ctx: Context) -> tuple[dict, str | None]:
 def _summarize(table: dict) -> str:
     """Sentences computed from the table: worst exact-rank error, ratios to Eckart–Young."""
     exact = [cell["error"] for per in table.values() for fam, cell in per.items()
-             if ("low rank" in fam or "deficient" in fam) and cell["error"] == cell["error"]]
+             if ("low rank" in fam or "deficient" in fam) and not _missing(cell["error"])]
     rows = []
     for recipe, per in table.items():
         ratios = [per[f]["error"] / per[f]["eckart_young"] for f in FAMILIES
-                  if "decay" in f and per[f]["error"] == per[f]["error"]]
+                  if "decay" in f and not _missing(per[f]["error"])]
         if ratios:
             rows.append([recipe, *ratios])
     decays = [f for f in FAMILIES if "decay" in f]
@@ -249,4 +255,18 @@ which is why Turbo-Muon can drop a step. Note msign(diag(s)M) ≠ msign(M).
                    figures=figures, summary_table=table)
 
 
-EXPERIMENT = Experiment(name="factor", title="Meta-factorization", run=run, order=10)
+def readme(results: dict, mode: str) -> str:
+    """The README block: the recipe × family table and the ratios to Eckart–Young, from the
+    stored results."""
+    sizes = results["sizes"]
+    command = "diffnum reproduce factor" + (" --quick" if mode == "quick" else "")
+    return "\n".join([
+        f"**Meta-factorization** (`{command}`, seed 0) — relative error ‖A − FGHᵀ‖/‖A‖ (and "
+        f"median time), {sizes['m']}×{sizes['n']} float64, k = {sizes['k']} (= the rank for "
+        "the exact families):", "",
+        _format_table(results["table"]), "",
+        _summarize(results["table"])])
+
+
+EXPERIMENT = Experiment(name="factor", title="Meta-factorization", run=run, order=10,
+                        readme=readme)
