@@ -17,7 +17,7 @@ from diffnum.models import FNO
 torch.manual_seed(0)
 NU_T = 2e-3  # ν·T: mode k decays by exp(−4π²·ν·T·k²), k = 4 keeps 28 %
 BAND = 6  # initial data hold the frequencies |k| ≤ BAND
-STEPS = 1500
+STEPS = 500
 
 
 def heat_pairs(n_samples: int, n: int, generator: torch.Generator):
@@ -48,7 +48,7 @@ for step in range(1, STEPS + 1):
     loss.backward()
     optimizer.step()
     scheduler.step()
-    if step % 150 == 0:
+    if step % 100 == 0:
         print(f"step {step:4d}  mse {loss.item():.3e}")
 print(f"trained in {time.perf_counter() - start:.1f} s")
 
