@@ -179,11 +179,25 @@ def _run_method(ctx: Context, label: str, problem: PhysicsProblem, config: Train
 
 
 @torch.no_grad()
-def _heldout_loss(model, problem: PhysicsProblem, soft) -> float:
-    """The physics loss of a trained model's prediction on the held-out u₀, with the
-    assembled residual of u (what the reference and the baselines are scored with)."""
+def _heldout(model, problem: PhysicsProblem, soft) -> dict[str, float]:
+    """A trained model on the held-out u₀: the physics loss of its prediction, with the
+    assembled residual of u (what the reference and the baselines are scored with), and the
+    norm it keeps at the final time (:func:`_kept_norm`)."""
     u, _ = model(problem.test_initial, torch.Generator().manual_seed(0))
-    return float(physics_loss(soft, problem.test_initial, u)[0])
+    return {"heldout_loss": float(physics_loss(soft, problem.test_initial, u)[0]),
+            **_final_time(u, problem)}
+
+
+def _final_time(u: torch.Tensor, problem: PhysicsProblem) -> dict[str, float]:
+    """At the final time T, means over held-out u₀ of ‖u(·, T)‖ / ‖u_ref(·, T)‖ (a field kept
+    at a fraction a of the reference's norm is at least |1 − a| from it in relative L2) and
+    of the relative L2 error itself."""
+    t_axis = problem.grid.axis_index("t")
+    last = problem.grid.shape[t_axis] - 1
+    u_T = u.select(1 + t_axis, last).flatten(1)
+    ref_T = problem.test_solution.select(1 + t_axis, last).flatten(1)
+    return {"kept_norm_final": float((u_T.norm(dim=1) / ref_T.norm(dim=1)).mean()),
+            "relative_l2_final": float(((u_T - ref_T).norm(dim=1) / ref_T.norm(dim=1)).mean())}
 
 
 @torch.no_grad()
@@ -219,7 +233,8 @@ def _field_row(name: str, u: torch.Tensor, problem: PhysicsProblem, soft) -> dic
     loss, _ = physics_loss(soft, problem.test_initial, u)
     return {"method": name, "relative_l2_mean": statistics.fmean(errors),
             "relative_l2_std": statistics.pstdev(errors), "relative_l2": errors,
-            "relative_l2_initial": float(at_start.mean()), "final_loss": float(loss)}
+            "relative_l2_initial": float(at_start.mean()), "final_loss": float(loss),
+            **_final_time(u, problem)}
 
 
 def _baselines(ctx: Context, label: str, problem: PhysicsProblem, s: dict[str, Any], soft
@@ -412,11 +427,12 @@ def _table(rows: list[dict]) -> str:
         return "—" if v is None else format(v, spec)
 
     return markdown_table(
-        ["method", "rel. L2 (mean ± std)", "rel. L2 at t = 0", "physics loss (held-out u₀)",
+        ["method", "rel. L2 (mean ± std)", "rel. L2 at t = 0", "‖u(T)‖ / ‖u_ref(T)‖",
+         "physics loss (held-out u₀)",
          "train step s", "inference s/sample", "LM iterations", "solves converged (train)",
          "loss spread (last ¼)"],
         [[r["method"], f"{r['relative_l2_mean']:.4f} ± {r['relative_l2_std']:.4f}",
-          fmt(r, "relative_l2_initial", ".2e"),
+          fmt(r, "relative_l2_initial", ".2e"), fmt(r, "kept_norm_final", ".3f"),
           format(r.get("heldout_loss", r["final_loss"]), ".3g"),
           fmt(r, "train_step_seconds", ".4f"), fmt(r, "inference_seconds_per_sample", ".4f"),
           fmt(r, "solver_steps_mean", ".2f"), fmt(r, "converged_fraction_train", ".3f"),
@@ -473,6 +489,7 @@ def _findings(label: str, rows: list[dict], reference_loss: float, baselines: li
                 f"The mixture's PDE loss is not concentrated at block interfaces "
                 f"({100 * loss_share:.0f} % of it at the {100 * point_share:.0f} % of points "
                 "next to one).")
+    out.append(_amplitude_finding(rows[:3], _row(baselines, "persistence")))
     out.append(_swap_finding(hard, moe, swaps))
     for variant in rows[3:]:
         out.append(
@@ -504,6 +521,26 @@ def _findings(label: str, rows: list[dict], reference_loss: float, baselines: li
                     f"per expert would take {seconds[-1]:.3f} s, "
                     f"{seconds[-1] / scaling['seconds']['PI-HC'][-1]:.2f}× PI-HC's step.")
     return out
+
+
+def _amplitude_finding(rows: list[dict], persistence: dict) -> str:
+    """How much of the reference's norm the trained fields keep at the final time, and what
+    that alone costs in relative L2 there."""
+    kept = {r["method"]: r["kept_norm_final"] for r in rows}
+    text = ("At the final time the trained fields keep "
+            + ", ".join(f"{v:.2f} ({k})" for k, v in kept.items())
+            + f" of the reference's norm (u₀ itself: {persistence['kept_norm_final']:.2f})")
+    damped = [r for r in rows if r["kept_norm_final"] < 0.8]
+    if damped:
+        text += ("; a field kept at a fraction a of the reference's norm is at least 1 − a "
+                 "from it in relative L2, so of the final-time errors "
+                 + ", ".join(f"{r['relative_l2_final']:.2f} ({r['method']})" for r in damped)
+                 + " the lost amplitude alone accounts for "
+                 + ", ".join(f"{1 - r['kept_norm_final']:.2f}" for r in damped)
+                 + (": their error is mostly a field that decays too fast" if all(
+                     1 - r["kept_norm_final"] >= 0.5 * r["relative_l2_final"] for r in damped)
+                    else ""))
+    return text + "."
 
 
 def _swap_finding(hard: dict, moe: dict, swaps: list[dict]) -> str:
@@ -557,7 +594,7 @@ def run(ctx: Context) -> Section:
                        for config in _configs(label, sizes[label], ctx.seed)]
     for label, rows in runs.items():
         for row in rows:
-            row["heldout_loss"] = _heldout_loss(row["model"], problems[label], rows[0]["model"])
+            row.update(_heldout(row["model"], problems[label], rows[0]["model"]))
     baselines = {label: _baselines(ctx, label, problems[label], sizes[label], rows[0]["model"])
                  for label, rows in runs.items()}
     scaling = _time_vs_m(ctx, sizes["scaling"])
