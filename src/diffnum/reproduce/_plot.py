@@ -24,7 +24,8 @@ def pyplot():
 def save_figure(ctx, fig, name: str) -> str:
     """Lay out, write ``figures/NAME`` under the run's output directory, close the figure, and
     return its path relative to the output directory (as the report links it)."""
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:  # figures made with layout="constrained" keep it
+        fig.tight_layout()
     path = ctx.figure_path(name)
     fig.savefig(path, dpi=110)
     pyplot().close(fig)

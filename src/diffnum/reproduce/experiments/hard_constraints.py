@@ -367,57 +367,88 @@ def _projection(scaling: dict[str, Any], ks: tuple[int, ...]) -> dict[str, list[
                                                           scaling["m"]] for k in ks}
 
 
+_TITLES = {"ds": "diffusion–sorption", "ns": "Navier–Stokes"}
+_STYLES = ("-", "--", "-.", ":")
+
+
 def _figures(ctx: Context, runs: dict[str, list[dict]], problems: dict[str, PhysicsProblem],
-             scaling: dict[str, Any]) -> list[str]:
+             scaling: dict[str, Any], reference_losses: dict[str, float]) -> list[str]:
     plt = pyplot()
     if plt is None:
         return []
     figures = []
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     for ax, (label, rows) in zip(axes, runs.items()):
-        for row in rows:
-            ax.semilogy(row["loss_curve"], label=row["method"])
-        ax.set_title({"ds": "diffusion–sorption", "ns": "Navier–Stokes"}[label])
-        ax.set_xlabel("step")
-        ax.set_ylabel("physics loss")
-        ax.legend(fontsize=8)
+        grid = problems[label].grid
+        for row, style in zip(rows, _STYLES):
+            ax.semilogy(row["loss_curve"], linestyle=style, linewidth=1, label=row["method"])
+        ax.axhline(reference_losses[label], color="black", linewidth=1, linestyle=":",
+                   label="reference solution (held-out u₀)")
+        ax.set_title(f"{_TITLES[label]}, grid {' × '.join(map(str, grid.shape))}")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("physics loss (training batch)")
+        ax.legend(fontsize=7)
     figures.append(save_figure(ctx, fig, "hc_training_curves.png"))
 
-    fig, ax = plt.subplots(figsize=(5, 3.6))
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for name, seconds in scaling["seconds"].items():
         ax.loglog(scaling["m"], seconds, marker="o", label=name)
     for name, seconds in scaling["projection"].items():
         points = [(m, t) for m, t in zip(scaling["m"], seconds) if t is not None]
         if points:
             ax.loglog(*zip(*points), linestyle="--", marker="x", label=name)
-    ax.set_xlabel("sampled points M")
+    ax.set_xlabel("sampled points $M$")
     ax.set_ylabel("seconds per layer step (fwd + bwd)")
-    ax.legend(fontsize=8)
+    ax.set_title("layer time vs $M$ (median of repeats)")
+    ax.legend(fontsize=7)
     figures.append(save_figure(ctx, fig, "hc_time_vs_m.png"))
-
-    # Prediction and error of PI-HC-MoE on the first held-out initial condition.
-    fig, axes = plt.subplots(2, 3, figsize=(11, 6))
-    for row_axes, (label, rows) in zip(axes, runs.items()):
-        problem = problems[label]
-        model = rows[2]["model"]
-        with torch.no_grad():
-            u, _ = model(problem.test_initial[:1], torch.Generator().manual_seed(0))
-        ref = problem.test_solution[0]
-        pred = u[0]
-        if label == "ns":  # last time slice of the (x, y, t) field
-            ref, pred = ref[..., -1], pred[..., -1]
-            extent, axis_labels = None, ("y", "x")
-        else:
-            extent, axis_labels = [0, T_END, 1, 0], ("t", "x")
-        for ax, image, title in zip(row_axes, (ref, pred, (pred - ref).abs()),
-                                    ("reference", rows[2]["method"], "|error|")):
-            shown = ax.imshow(image.numpy(), aspect="auto", extent=extent, cmap="viridis")
-            ax.set_title(f"{label}: {title}", fontsize=9)
-            ax.set_xlabel(axis_labels[0])
-            ax.set_ylabel(axis_labels[1])
-            fig.colorbar(shown, ax=ax)
-    figures.append(save_figure(ctx, fig, "hc_prediction_error.png"))
+    for label, rows in runs.items():
+        figures.append(_prediction_figure(ctx, plt, label, rows, problems[label]))
     return figures
+
+
+def _prediction_figure(ctx: Context, plt, label: str, rows: list[dict],
+                       problem: PhysicsProblem) -> str:
+    """The reference and every trained model on the first held-out u₀ (top) and their
+    |error| (bottom), one colour scale per row; diffusion–sorption over (t, x), Navier–Stokes
+    at the final time over (x, y)."""
+    grid, ref = problem.grid, problem.test_solution[0]
+    fields = {"reference": ref}
+    for row in rows:
+        with torch.no_grad():
+            u, _ = row["model"](problem.test_initial[:1], torch.Generator().manual_seed(0))
+        fields[row["method"]] = u[0]
+    if label == "ns":
+        t_end = float(grid.coordinates[grid.axis_index("t")][-1])
+        fields = {k: v[..., -1] for k, v in fields.items()}
+        extent, axis_labels = [0, 2 * math.pi, 2 * math.pi, 0], ("$y$", "$x$")
+        when = f"at $t = T = {t_end:g}$"
+    else:
+        extent, axis_labels = [0, T_END, 1, 0], ("$t$", "$x$")
+        when = "over $(t, x)$"
+    reference = fields["reference"]
+    lo, hi = float(reference.min()), float(reference.max())
+    errors = {k: (v - reference).abs() for k, v in fields.items() if k != "reference"}
+    err_hi = max(float(e.max()) for e in errors.values())
+    n = len(fields)
+    fig, axes = plt.subplots(2, n, figsize=(3.1 * n, 5.8), squeeze=False,
+                             layout="constrained")
+    for ax, (name, field) in zip(axes[0], fields.items()):
+        shown = ax.imshow(field.numpy(), aspect="auto", extent=extent, cmap="viridis",
+                          vmin=lo, vmax=hi)
+        ax.set_title(name, fontsize=8)
+    fig.colorbar(shown, ax=axes[0].tolist(), shrink=0.8)
+    axes[1, 0].axis("off")
+    for ax, (name, error) in zip(axes[1, 1:], errors.items()):
+        shown = ax.imshow(error.numpy(), aspect="auto", extent=extent, cmap="magma",
+                          vmin=0, vmax=err_hi)
+        ax.set_title(f"|error|, {name}", fontsize=8)
+    fig.colorbar(shown, ax=axes[1].tolist(), shrink=0.8)
+    for ax in axes.flat:
+        ax.set_xlabel(axis_labels[0])
+        ax.set_ylabel(axis_labels[1])
+    fig.suptitle(f"{_TITLES[label]}, first held-out initial condition, {when}", fontsize=10)
+    return save_figure(ctx, fig, f"hc_prediction_error_{label}.png")
 
 
 # -------------------------------------------------------------------------- report
@@ -599,7 +630,6 @@ def run(ctx: Context) -> Section:
                  for label, rows in runs.items()}
     scaling = _time_vs_m(ctx, sizes["scaling"])
     scaling["projection"] = _projection(scaling, sizes["scaling"]["ks"])
-    figures = _figures(ctx, runs, problems, scaling)
 
     verdicts = {label: _verdicts(rows, _row(baselines[label], "persistence"))
                 for label, rows in runs.items()}
@@ -607,6 +637,7 @@ def run(ctx: Context) -> Section:
                         for label in runs}
     swaps = {label: _swap_rows(rows, problems[label], rows[0]["model"])
              for label, rows in runs.items()}
+    figures = _figures(ctx, runs, problems, scaling, reference_losses)
     findings = {label: _findings(label, rows, reference_losses[label], baselines[label],
                                  swaps[label], scaling if label == "ds" else None)
                 for label, rows in runs.items()}
