@@ -192,3 +192,20 @@ def test_bad_input():
             torch.zeros(4, dtype=DT))
     with pytest.raises(ValueError, match=r"\[-1, 1\]"):
         Burgers1D().exact_solution(grid)
+
+
+def test_every_pde_offers_the_layer_interface():
+    """PhysicsPDE states what the hard-constraint layer calls; every PDE class has it."""
+    from diffnum.pde import (
+        Advection1D,
+        Burgers1D,
+        DiffusionSorption1D,
+        Heat1D,
+        NavierStokes2D,
+        PhysicsPDE,
+    )
+
+    for pde in (Heat1D(0.1), Advection1D(1.0), Burgers1D(0.01), DiffusionSorption1D(),
+                NavierStokes2D(1e-3)):
+        assert isinstance(pde, PhysicsPDE), type(pde).__name__
+    assert not isinstance(object(), PhysicsPDE)

@@ -18,7 +18,7 @@ from diffnum._core.validation import (
 )
 from diffnum.constrain._distributed import active_group, gather_experts, shard
 from diffnum.constrain._partition import check_grid, expert_index, expert_layout, expert_owner
-from diffnum.pde import Grid
+from diffnum.pde import Grid, PhysicsPDE
 from diffnum.solve import (
     GaussNewton,
     ImplicitAdjoint,
@@ -368,7 +368,7 @@ class HardConstraint(nn.Module):
         True
     """
 
-    def __init__(self, pde, n_sampled: int | None = None, *,
+    def __init__(self, pde: PhysicsPDE, n_sampled: int | None = None, *,
                  solver: LevenbergMarquardt | GaussNewton | None = None,
                  adjoint: ImplicitAdjoint | UnrollAdjoint | None = None,
                  ridge: float = 1e-4, max_steps: int = 50, residual_scale: float = 1.0,
@@ -435,17 +435,13 @@ class MixtureOfExperts(nn.Module):
 
         >>> from diffnum.pde import DiffusionSorption1D
         >>> moe = MixtureOfExperts(HardConstraint(DiffusionSorption1D(), 1024), (4, 1))
-        >>> moe
-        MixtureOfExperts(
-          experts=(4, 1), routing='replicate'
-          (hard_constraint): HardConstraint(pde=DiffusionSorption1D, n_sampled=1024, \
-ridge=0.0001, max_steps=50, constraints='eliminate')
-        )
+        >>> moe.experts, moe.routing, moe.hard_constraint.constraints
+        ((4, 1), 'replicate', 'eliminate')
     """
 
     def __init__(self, hard_constraint: HardConstraint, experts: Experts, *,
                  routing: str = "replicate", distributed: bool | None = None,
-                 process_group=None) -> None:
+                 process_group: torch.distributed.ProcessGroup | None = None) -> None:
         super().__init__()
         if not isinstance(hard_constraint, HardConstraint):
             raise TypeError(f"hard_constraint must be a HardConstraint, got "

@@ -122,12 +122,22 @@ class TrainConfig:
             ``constraints="rows"``).
         constraints: ``"eliminate"`` (the initial and boundary conditions hold exactly) or
             ``"rows"`` (the paper's least-squares rows); see :class:`HardConstraint`.
-        n_basis, n_sampled, ridge, max_solver_steps: the layer (N, M, λ, LM iterations).
-        width, modes, depth, padding: the FNO backbone (same for every method).
-        steps, batch_size, lr, clip: Adam for ``steps`` steps on batches of initial
-            conditions drawn without replacement per epoch, gradient norm clipped to ``clip``.
-        pde_weight, initial_weight, boundary_weight: weights of the mean squared residual terms
-            of the physics loss.
+        n_basis: the layer's N (basis functions the FNO emits).
+        n_sampled: the layer's M (collocation rows per solve), None for every grid point.
+        ridge: the layer's λ.
+        max_solver_steps: the layer's Levenberg–Marquardt iteration limit.
+        width: FNO channel width (the same backbone for every method).
+        modes: FNO Fourier modes kept per axis.
+        depth: FNO spectral layers.
+        padding: FNO zero-padding per non-periodic axis.
+        steps: Adam steps, on batches of initial conditions drawn without replacement per
+            epoch.
+        batch_size: initial conditions per step.
+        lr: Adam learning rate.
+        clip: gradient-norm clipping (None: none).
+        pde_weight: weight of the mean squared PDE residual in the physics loss.
+        initial_weight: weight of the mean squared initial residual.
+        boundary_weight: weight of the mean squared boundary residual.
         seed: model initialisation, batch order and collocation sampling.
         checkpoint_every: steps between atomic checkpoints (0: only at the end).
         parallel: with ``torch.distributed`` initialized, ``"experts"`` (every rank takes the

@@ -232,10 +232,10 @@ def meta_factorize(
         A :class:`MetaFactorization`; batched over the broadcast leading dims.
 
     Warns:
-        :class:`RankDeficiencyWarning` when BᵀF or HᵀD is numerically rank deficient
-        (then a truncated pseudoinverse is used), and when, after the solve, F Yᵀ F = F or
-        Hᵀ X Hᵀ = Hᵀ fails by more than √eps (ill-conditioned BᵀF, or a B that misses
-        part of range(F)).
+        RankDeficiencyWarning: when BᵀF or HᵀD is numerically rank deficient (then a
+            truncated pseudoinverse is used), and when, after the solve, F Yᵀ F = F or
+            Hᵀ X Hᵀ = Hᵀ fails by more than √eps (ill-conditioned BᵀF, or a B that misses
+            part of range(F)).
     """
     B = F if B is None else B
     D = H if D is None else D

@@ -246,11 +246,11 @@ def msign(
         to 0. ``M`` is first divided by a power of two (exact), so any finite scale works.
 
     Warns:
-        :class:`RankDeficiencyWarning` (Newton–Schulz, ``steps >= 1``) when X₀ has a singular
-        value σ₀ below the δ that the schedule lifts to half its band's lower end — the band
-        being where it takes σ₀ ∈ [1e-2, 1]; Muon's 5 steps: [0.682, 1.134], δ ≈ 7e-4 — so
-        the output is far from U Vᵀ there. This includes rank-deficient ``M``. The test is one
-        Cholesky factorization of X₀X₀ᵀ − δ²I; the message gives the measured σ₀_min.
+        RankDeficiencyWarning: (Newton–Schulz, ``steps >= 1``) when X₀ has a singular value
+            σ₀ below the δ that the schedule lifts to half its band's lower end — the band
+            being where it takes σ₀ ∈ [1e-2, 1]; Muon's 5 steps: [0.682, 1.134], δ ≈ 7e-4 — so
+            the output is far from U Vᵀ there. This includes rank-deficient ``M``. The test is
+            one Cholesky factorization of X₀X₀ᵀ − δ²I; the message gives the measured σ₀_min.
     """
     check_matrix("M", M)
     check_int_in_range("steps", steps, 0, _MAX_STEPS)

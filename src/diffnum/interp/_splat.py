@@ -275,7 +275,10 @@ def gather(
     Args:
         grid: ``(..., *grid_shape)`` with ``d = coords.shape[-1]`` grid dimensions.
         coords: ``(..., n, d)`` in grid-index units.
-        kernel, width, truncate, mode: as in :func:`splat`.
+        kernel: as in :func:`splat`.
+        width: as in :func:`splat`.
+        truncate: as in :func:`splat`.
+        mode: as in :func:`splat`.
 
     Returns:
         ``(..., n)``; differentiable w.r.t. grid, coords and width.

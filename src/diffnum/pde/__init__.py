@@ -31,6 +31,7 @@ with grid points flattened in C order, one basis function per column):
   or mismatched cache is regenerated) giving a :class:`PDEDataset`; CLI
   ``diffnum data generate KIND --n N --seed S --out DIR``.
 - Exact solutions: :func:`burgers_sine_cole_hopf` (Cole–Hopf for u₀ = −sin πx).
+- :class:`PhysicsPDE`: the interface the hard-constraint layer calls (a ``typing.Protocol``).
 """
 
 from diffnum.pde._data import (
@@ -63,6 +64,7 @@ from diffnum.pde._navier_stokes import (
     solve_navier_stokes_2d,
     velocity_from_vorticity,
 )
+from diffnum.pde._protocol import PhysicsPDE
 from diffnum.pde._stack import stacked_residual
 
 __all__ = [
@@ -77,6 +79,7 @@ __all__ = [
     "NavierStokes2D",
     "NavierStokesTrajectory",
     "PDEDataset",
+    "PhysicsPDE",
     "burgers_sine_cole_hopf",
     "dataset_paths",
     "differentiate",

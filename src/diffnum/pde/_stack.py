@@ -9,13 +9,14 @@ import torch
 from diffnum._core.validation import check_real, check_same_dtype_device, real_floating_dtype
 from diffnum.pde._checks import as_values, check_grid
 from diffnum.pde._grid import Grid
+from diffnum.pde._protocol import PhysicsPDE
 
 _PDE_METHODS = ("residual_from_basis_terms", "initial_points", "initial_free",
                 "boundary_points", "boundary_targets")
 
 
 def stacked_residual(
-    pde,
+    pde: PhysicsPDE,
     terms: Mapping[str, torch.Tensor],
     weights: torch.Tensor,
     basis: torch.Tensor,

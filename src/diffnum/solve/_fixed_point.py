@@ -46,7 +46,8 @@ class AndersonAcceleration:
     An element converges when ``max |G_k| <= atol + rtol·max |y_k|``.
 
     Args:
-        rtol, atol: tolerances (``None``: 1e-8 float64, 1e-4 float32).
+        rtol: relative tolerance (``None``: 1e-8 float64, 1e-4 float32).
+        atol: absolute tolerance (``None``: as ``rtol``).
         memory: number of past differences (0 gives damped plain iteration).
         mixing: β ∈ (0, 2), the relaxation of the plain step.
         regularization: Tikhonov weight in [0, 1] keeping the small least-squares problem well

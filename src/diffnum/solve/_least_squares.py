@@ -62,8 +62,8 @@ class LevenbergMarquardt:
     so residuals of any magnitude neither overflow nor underflow.
 
     Args:
-        rtol, atol: tolerances; ``rtol=None`` gives 1e-8 in float64 and 1e-4 in float32;
-            ``atol=None`` is 0 — no absolute floor, every test relative to the problem's own
+        rtol: relative tolerance; ``None`` gives 1e-8 in float64 and 1e-4 in float32.
+        atol: absolute floor; ``None`` is 0 — every test relative to the problem's own
             scale — unless set.
         damping: ``"marquardt"`` (D = running max of diag(JᵀJ), scale invariant, as MINPACK)
             or ``"identity"`` (D = I, the textbook μI).
