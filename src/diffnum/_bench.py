@@ -7,7 +7,6 @@ import json
 import platform
 import statistics
 import time
-import tracemalloc
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,18 +44,6 @@ def interleaved_times(fns: dict[str, Callable[[], Any]], *, repeats: int = 7,
             fn()
             samples[key].append(time.perf_counter() - start)
     return {k: statistics.median(v) for k, v in samples.items()}
-
-
-def peak_python_memory(fn: Callable[[], Any]) -> int:
-    """Peak bytes allocated through the Python allocator while ``fn()`` runs (tracemalloc)."""
-    gc.collect()
-    tracemalloc.start()
-    try:
-        fn()
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    return peak
 
 
 def environment() -> dict[str, Any]:

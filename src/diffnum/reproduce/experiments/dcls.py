@@ -311,10 +311,7 @@ def run(ctx: Context) -> Section:
         f"{[round(p, 2) for p in TRUE_POSITIONS.tolist()]} in a support of {SUPPORT}; DCLS "
         "layers start from random positions and learn them (a run counts as recovered when the "
         f"mean position error is below {SUCCESS}); a dilated convolution with the same three "
-        "weights keeps its taps on its lattice. The bilinear kernel only sees targets within "
-        "one cell of a tap; the Gaussian's annealed width gives it a global view. The planted "
-        "kernel is bilinear, so a Gaussian run that finds all taps keeps a small shape-mismatch "
-        "error (≈ 0.1) where the bilinear one converges to float precision.", "",
+        "weights keeps its taps on its lattice. Medians over the restarts.", "",
         rec_table, "",
         f"**(b) Iso-parameter long-range task.** Two noisy pulses {GAP} steps apart; the class "
         f"is the XOR of their signs, so a kernel needs taps {GAP} apart. Every model has one "
