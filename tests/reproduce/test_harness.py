@@ -209,3 +209,10 @@ def test_factor_and_dcls_readme_blocks_read_stored_results():
     block = dcls.readme(results, "full")
     assert "`diffnum reproduce dcls`" in block and "| DCLS v1 | 0.5 | 1 | 1/4 |" in block
     assert "| zero delays | 0.25 | — |" in block
+
+
+def test_report_html_is_one_self_contained_page(tmp_path, tiny_registry):
+    _harness.run(["tiny"], out=tmp_path, quick=True, show_progress=False)
+    page = (tmp_path / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "<table>" in page and "<h2>Tiny</h2>" in page
+    assert "data:image/png;base64," in page and "figures/tiny.png" not in page

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 import diffnum
 from diffnum._core.files import atomic_write
+from diffnum.reproduce._html import render_html
 
 logger = logging.getLogger(__name__)
 
@@ -403,7 +404,11 @@ def _write_report(ctx: Context, registry: dict[str, Experiment],
                   section.markdown.strip(), ""]
         for fig in section.figures:
             lines += [f"![{Path(fig).stem}]({fig})", ""]
-    _atomic_write(ctx.out / "report.md", "\n".join(lines))
+    report = "\n".join(lines)
+    _atomic_write(ctx.out / "report.md", report)
+    page = render_html(report, ctx.out, "diffnum reproduction report")
+    if page is not None:
+        _atomic_write(ctx.out / "report.html", page)
     results = {
         "mode": mode,
         "seed": ctx.seed,
