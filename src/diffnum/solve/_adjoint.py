@@ -52,6 +52,17 @@ class ImplicitAdjoint:
     formula evaluated at their last iterate — check ``Solution.status`` before trusting their
     gradient; ``NONFINITE`` elements get zero. If any element's H cannot be factorized the
     whole batch falls back to the pseudoinverse.
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.solve import ImplicitAdjoint, least_squares
+        >>> c = torch.tensor([1.0, 2.0], dtype=torch.float64, requires_grad=True)
+        >>> sol = least_squares(lambda y, c: y * y - c, torch.ones(2, dtype=torch.float64), (c,),
+        ...                     adjoint=ImplicitAdjoint(hessian="gauss_newton"))
+        >>> sol.value.sum().backward()  # y = √c, dy/dc = 1 / (2√c)
+        >>> c.grad.round(decimals=6).tolist()
+        [0.5, 0.353553]
     """
 
     hessian: str = "full"
@@ -71,6 +82,17 @@ class UnrollAdjoint:
     Kept for comparison and for problems where H is singular at the solution. The iteration's
     discrete decisions (step acceptance, damping, line-search lengths) are treated as
     constants.
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.solve import UnrollAdjoint, least_squares
+        >>> c = torch.tensor([4.0], dtype=torch.float64, requires_grad=True)
+        >>> sol = least_squares(lambda y, c: y * y - c, torch.ones(1, dtype=torch.float64), (c,),
+        ...                     adjoint=UnrollAdjoint())
+        >>> sol.value.backward()  # through every iteration; equals 1/(2√c) once converged
+        >>> round(float(c.grad), 6)
+        0.25
     """
 
 

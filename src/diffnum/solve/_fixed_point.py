@@ -52,6 +52,15 @@ class AndersonAcceleration:
         mixing: β ∈ (0, 2), the relaxation of the plain step.
         regularization: Tikhonov weight in [0, 1] keeping the small least-squares problem well
             posed.
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.solve import AndersonAcceleration, fixed_point
+        >>> sol = fixed_point(torch.cos, torch.zeros(3, dtype=torch.float64),
+        ...                   solver=AndersonAcceleration(memory=3))
+        >>> sol.value.round(decimals=6).tolist()
+        [0.739085, 0.739085, 0.739085]
     """
 
     rtol: float | None = None
@@ -71,7 +80,17 @@ class AndersonAcceleration:
 
 @dataclass(frozen=True)
 class FixedPointIteration:
-    """Plain iteration y ← T(y) (converges when T is a contraction); same tests as Anderson."""
+    """Plain iteration y ← T(y) (converges when T is a contraction); same tests as Anderson.
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.solve import FixedPointIteration, fixed_point
+        >>> sol = fixed_point(torch.cos, torch.zeros(1, dtype=torch.float64),
+        ...                   solver=FixedPointIteration(), max_steps=200)
+        >>> round(float(sol.value), 6), bool(sol.converged)
+        (0.739085, True)
+    """
 
     rtol: float | None = None
     atol: float | None = None
@@ -186,6 +205,14 @@ def fixed_point(fn: Callable[..., torch.Tensor], y0: Any, args: Any = (), *,
 
     Returns:
         :class:`Solution` with ``residual_norm`` = ‖T(y*) − y*‖₂.
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.solve import fixed_point
+        >>> sol = fixed_point(torch.cos, torch.zeros(1, dtype=torch.float64))  # x = cos x
+        >>> round(float(sol.value), 6), sol.status.item()
+        (0.739085, 0)
     """
     solver = AndersonAcceleration() if solver is None else solver
     if not isinstance(solver, (AndersonAcceleration, FixedPointIteration)):

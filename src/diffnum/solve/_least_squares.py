@@ -68,6 +68,12 @@ class LevenbergMarquardt:
         damping: ``"marquardt"`` (D = running max of diag(JᵀJ), scale invariant, as MINPACK)
             or ``"identity"`` (D = I, the textbook μI).
         initial_damping: λ₀ (relative to D), 0 < λ₀ < 1e16.
+
+    Example::
+
+        >>> from diffnum.solve import LevenbergMarquardt
+        >>> LevenbergMarquardt(rtol=1e-10, damping="identity")
+        LevenbergMarquardt(rtol=1e-10, atol=None, damping='identity', initial_damping=0.001)
     """
 
     rtol: float | None = None
@@ -89,6 +95,15 @@ class GaussNewton:
 
     Converges fast on well-conditioned, small-residual problems; an element whose JᵀJ is
     singular is reported ``DIVERGED``. Same termination test as :class:`LevenbergMarquardt`.
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.solve import GaussNewton, least_squares
+        >>> sol = least_squares(lambda y: y - 3.0, torch.zeros(2, dtype=torch.float64),
+        ...                     solver=GaussNewton())
+        >>> sol.value.tolist()
+        [3.0, 3.0]
     """
 
     rtol: float | None = None
@@ -568,6 +583,18 @@ def least_squares(fn: Callable[..., torch.Tensor], y0: Any, args: Any = (), *,
     Returns:
         :class:`Solution` with ``residual_norm`` = ‖r(y*)‖₂ per element and ``stats``
         (function and Jacobian evaluations, final damping λ).
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.solve import least_squares
+        >>> t = torch.linspace(0, 1, 20, dtype=torch.float64)
+        >>> y = 2.0 * torch.exp(-1.5 * t)
+        >>> def r(w, t, y):  # residuals of the model a·exp(b t)
+        ...     return w[..., :1] * torch.exp(w[..., 1:] * t) - y
+        >>> sol = least_squares(r, torch.tensor([1.0, 0.0], dtype=torch.float64), (t, y))
+        >>> sol.value.round(decimals=6).tolist(), bool(sol.converged)
+        ([2.0, -1.5], True)
     """
     solver = LevenbergMarquardt() if solver is None else solver
     if not isinstance(solver, (LevenbergMarquardt, GaussNewton)):

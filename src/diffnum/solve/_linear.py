@@ -253,6 +253,16 @@ def linear_solve(A: torch.Tensor | Matvec, b: torch.Tensor, *, method: str = "di
         :class:`Solution` with ``residual_norm`` = ‖b − A y*‖₂; ``status`` DIVERGED marks a
         singular matrix (direct) or a non-positive curvature pᵀAp (CG), NONFINITE a NaN/inf
         in the element's A, matvec or iterates (its ``value`` is then NaN or meaningless).
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.solve import linear_solve
+        >>> A = torch.tensor([[4.0, 1.0], [1.0, 3.0]], dtype=torch.float64)
+        >>> b = torch.tensor([1.0, 2.0], dtype=torch.float64)
+        >>> sol = linear_solve(A, b, method="cg")
+        >>> torch.allclose(sol.value, torch.linalg.solve(A, b)), bool(sol.converged)
+        (True, True)
     """
     check_one_of("method", method, ("direct", "cg", "gmres"))
     real_floating_dtype("b", b)

@@ -48,6 +48,14 @@ class Newton:
     or when ``max |F(y)| <= atol``. A singular J or a failed line search is ``DIVERGED``;
     ``NONFINITE`` when a non-finite J or F(y + tδ) caused the failure (fn turned NaN or ±inf
     where the solver had to evaluate it).
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.solve import Newton, root
+        >>> x0 = torch.tensor([1.0], dtype=torch.float64)
+        >>> root(lambda x: x**3 - 8, x0, solver=Newton()).value
+        tensor([2.], dtype=torch.float64)
     """
 
     rtol: float | None = None
@@ -63,6 +71,15 @@ class Broyden:
 
     B ← B + (ΔF − B s) sᵀ / (sᵀ s) after each step s; B starts as the true Jacobian and is
     recomputed when the line search fails along its direction. Same tests as :class:`Newton`.
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.solve import Broyden, root
+        >>> x0 = torch.tensor([1.5], dtype=torch.float64)
+        >>> sol = root(lambda x: x**3 - 8, x0, solver=Broyden())
+        >>> round(float(sol.value.detach()), 8)
+        2.0
     """
 
     rtol: float | None = None
@@ -194,6 +211,16 @@ def root(fn: Callable[..., torch.Tensor], y0: Any, args: Any = (), *,
 
     Returns:
         :class:`Solution` with ``residual_norm`` = ‖F(y*)‖₂.
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.solve import root
+        >>> a = torch.tensor(4.0, dtype=torch.float64, requires_grad=True)
+        >>> sol = root(lambda x, a: x * x - a, torch.tensor([1.0], dtype=torch.float64), (a,))
+        >>> sol.value.backward()  # implicit gradient: dx/da = 1 / (2x)
+        >>> round(float(sol.value.detach()), 10), round(float(a.grad), 10)
+        (2.0, 0.25)
     """
     solver = Newton() if solver is None else solver
     if not isinstance(solver, (Newton, Broyden)):

@@ -18,6 +18,12 @@ class Status(enum.IntEnum):
       exceeded its bound, a line search failed, a singular linear system, or the iterate grew
       without bound).
     - ``NONFINITE``: a residual, Jacobian or iterate became NaN or ±inf.
+
+    Example::
+
+        >>> from diffnum.solve import Status
+        >>> [s.name for s in Status]
+        ['CONVERGED', 'MAX_STEPS', 'DIVERGED', 'NONFINITE']
     """
 
     CONVERGED = 0
@@ -37,7 +43,19 @@ _WHY = {
 
 
 class SolveError(RuntimeError):
-    """Raised by a solve with ``throw=True`` when any batch element did not converge."""
+    """Raised by a solve with ``throw=True`` when any batch element did not converge.
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.solve import SolveError, least_squares
+        >>> try:
+        ...     least_squares(lambda y: y - 1, torch.zeros(1, dtype=torch.float64), max_steps=1,
+        ...                   throw=True)
+        ... except SolveError as error:
+        ...     print(str(error).splitlines()[0])
+        least_squares: 1 of 1 batch element(s) failed:
+    """
 
 
 @dataclass(frozen=True)
@@ -51,6 +69,15 @@ class Solution:
         residual_norm: tensor of shape ``batch``: ‖r(y*)‖₂ (least squares: residual vector;
             root: fn(y*); fixed point: fn(y*) − y*; linear: b − A y*).
         stats: solver-specific counters (function and Jacobian evaluations, ...).
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.solve import least_squares
+        >>> target = torch.tensor([[1.0], [float("nan")]], dtype=torch.float64)
+        >>> sol = least_squares(lambda y: y - target, torch.zeros(2, 1, dtype=torch.float64))
+        >>> sol.converged.tolist(), sol.failures()  # one failed element, the other unharmed
+        ([True, False], [((1,), <Status.NONFINITE: 3>)])
     """
 
     value: torch.Tensor
