@@ -296,6 +296,11 @@ def init_distributed(backend: str = "gloo", *, timeout_seconds: float = 1800.0,
     torchrun sets up) or a URL such as ``file:///path`` or ``tcp://host:port``; ``rank`` and
     ``world_size``: None (read from the environment) or ints with 0 <= rank < world_size.
     Returns the default group.
+
+    Example::
+
+        >>> from diffnum.constrain import init_distributed
+        >>> init_distributed("gloo", timeout_seconds=600)  # doctest: +SKIP
     """
     if not dist.is_available():
         raise RuntimeError("torch.distributed is not available in this build of torch")

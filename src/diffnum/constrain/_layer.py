@@ -53,6 +53,20 @@ class ConstrainedSolution:
             ``{name: (*batch, P, N)}`` (for :func:`expert_residual`).
         particular: the terms of u_p, ``{name: (*batch, P)}`` (zeros with ``"rows"``).
         stats: sampled points per expert, constraint rows per expert, solver counters.
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.constrain import HardConstraint, MixtureOfExperts
+        >>> from diffnum.pde import Heat1D, uniform_grid
+        >>> grid = uniform_grid({"x": (0.0, 1.0, 16), "t": (0.0, 0.2, 9)})
+        >>> x, t = grid.mesh()
+        >>> basis = torch.stack([x**i * t**j for i in range(3) for j in range(2)], -1)
+        >>> pde = Heat1D(0.1, boundary="dirichlet")
+        >>> out = MixtureOfExperts(HardConstraint(pde), (2, 1))(
+        ...     basis.reshape(1, grid.size, 6), grid, torch.sin(torch.pi * x[:, 0]))
+        >>> out.u.shape, out.weights.shape, out.converged.tolist()
+        (torch.Size([1, 16, 9]), torch.Size([1, 2, 6]), [[True, True]])
     """
 
     u: torch.Tensor
@@ -192,6 +206,21 @@ def expert_residual(pde, terms: Mapping[str, torch.Tensor], weights: torch.Tenso
     straddles two experts.
 
     ``weights`` ``(*batch, K, N)``; ``experts=None`` means K = 1 (then it is F(u_p + B̃w)).
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.constrain import HardConstraint, MixtureOfExperts
+        >>> from diffnum.pde import Heat1D, uniform_grid
+        >>> grid = uniform_grid({"x": (0.0, 1.0, 16), "t": (0.0, 0.2, 9)})
+        >>> x, t = grid.mesh()
+        >>> basis = torch.stack([x**i * t**j for i in range(3) for j in range(2)], -1)
+        >>> pde = Heat1D(0.1, boundary="dirichlet")
+        >>> out = MixtureOfExperts(HardConstraint(pde), (2, 1))(
+        ...     basis.reshape(1, grid.size, 6), grid, torch.sin(torch.pi * x[:, 0]))
+        >>> from diffnum.constrain import expert_residual
+        >>> expert_residual(pde, out.terms, out.weights, grid, (2, 1), out.particular).shape
+        torch.Size([1, 16, 9])
     """
     check_pde("pde", pde, ("terms", "pointwise_residual"))
     check_grid(grid)
@@ -215,7 +244,17 @@ def interior_mask(pde, grid: Grid) -> torch.Tensor:
     ``pde.collocation_mask(grid)`` — every grid point that carries no initial or boundary
     condition (there u₀ and 𝓑 hold instead of the PDE; where they disagree at a corner the
     residual there is as large as the grid is fine), less any window the PDE declares
-    unresolved (see :class:`~diffnum.pde.DiffusionSorption1D`)."""
+    unresolved (see :class:`~diffnum.pde.DiffusionSorption1D`).
+
+    Example::
+
+        >>> from diffnum.constrain import interior_mask
+        >>> from diffnum.pde import Heat1D, uniform_grid
+        >>> grid = uniform_grid({"x": (0.0, 1.0, 8), "t": (0.0, 1.0, 4)})
+        >>> mask = interior_mask(Heat1D(0.1, boundary="dirichlet"), grid)
+        >>> int(mask.sum())  # 6 inner x × 3 later t
+        18
+    """
     check_pde("pde", pde, ("collocation_mask",))
     check_grid(grid)
     return pde.collocation_mask(grid)

@@ -54,6 +54,16 @@ def expert_index(grid: Grid, experts: Sequence[int] | Mapping[str, int]) -> torc
 
     Expert k = (k₁, …, k_d) in C order owns the points whose index along axis j lies in
     [k_j n_j/b_j, (k_j + 1) n_j/b_j); within a block, points keep their C order.
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.constrain import expert_index, partition_domain, unpartition_domain
+        >>> from diffnum.pde import uniform_grid
+        >>> grid = uniform_grid({"x": (0.0, 1.0, 8), "t": (0.0, 1.0, 4)})
+        >>> B = torch.arange(32.0).reshape(1, 32, 1)  # (batch, grid points, basis functions)
+        >>> expert_index(grid, (2, 1))[1, :4].tolist()  # block 1 starts at x₄ (flat index 16)
+        [16, 17, 18, 19]
     """
     layout = expert_layout(grid, experts)
     index = torch.arange(grid.size, device=grid.coordinates[0].device)
@@ -91,6 +101,16 @@ def partition_domain(x: torch.Tensor, grid: Grid, experts: Sequence[int] | Mappi
     with the default ``dim=-2``, a flattened field ``(..., P)`` with ``dim=-1``. The result has
     the expert dimension at ``dim`` followed by the points of each block; its inverse is
     :func:`unpartition_domain`.
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.constrain import expert_index, partition_domain, unpartition_domain
+        >>> from diffnum.pde import uniform_grid
+        >>> grid = uniform_grid({"x": (0.0, 1.0, 8), "t": (0.0, 1.0, 4)})
+        >>> B = torch.arange(32.0).reshape(1, 32, 1)  # (batch, grid points, basis functions)
+        >>> partition_domain(B, grid, (2, 1)).shape  # 2 blocks along x of 16 points each
+        torch.Size([1, 2, 16, 1])
     """
     dim = _point_dim(x, dim, "partition_domain", "x")
     check_grid(grid)
@@ -108,7 +128,18 @@ def unpartition_domain(blocks: torch.Tensor, grid: Grid,
                        experts: Sequence[int] | Mapping[str, int], *, dim: int = -3
                        ) -> torch.Tensor:
     """Inverse of :func:`partition_domain`: blocks with the expert dimension at ``dim`` and the
-    block's points at ``dim + 1`` back to the grid's P points (C order) at ``dim``."""
+    block's points at ``dim + 1`` back to the grid's P points (C order) at ``dim``.
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.constrain import expert_index, partition_domain, unpartition_domain
+        >>> from diffnum.pde import uniform_grid
+        >>> grid = uniform_grid({"x": (0.0, 1.0, 8), "t": (0.0, 1.0, 4)})
+        >>> B = torch.arange(32.0).reshape(1, 32, 1)  # (batch, grid points, basis functions)
+        >>> torch.equal(unpartition_domain(partition_domain(B, grid, (2, 1)), grid, (2, 1)), B)
+        True
+    """
     dim = _point_dim(blocks, dim, "unpartition_domain", "blocks")
     index = expert_index(grid, experts).to(blocks.device)
     if dim + 1 >= blocks.ndim or tuple(blocks.shape[dim:dim + 2]) != tuple(index.shape):

@@ -96,6 +96,17 @@ class PhysicsProblem:
         train_initial: u₀ at the initial points, ``(n_train, *initial shape)``.
         test_initial: ``(n_test, *initial shape)``.
         test_solution: references on the grid, ``(n_test, *grid.shape)``.
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.constrain import PhysicsProblem
+        >>> from diffnum.pde import Heat1D, uniform_grid
+        >>> grid = uniform_grid({"x": (0.0, 1.0, 16), "t": (0.0, 0.2, 9)})
+        >>> u0 = torch.zeros(3, 16, dtype=torch.float64)
+        >>> problem = PhysicsProblem(Heat1D(0.1), grid, u0, u0[:2], torch.zeros(2, 16, 9))
+        >>> len(problem.train_initial), tuple(problem.test_solution.shape)
+        (3, (2, 16, 9))
     """
 
     pde: Any
@@ -150,6 +161,13 @@ class TrainConfig:
             like a residual of δ/h² in a second derivative) or ``"experts"`` (each expert's own
             residual on its block, from the derivatives of the basis, :func:`expert_residual`:
             no interface term at all).
+
+    Example::
+
+        >>> from diffnum.constrain import TrainConfig
+        >>> config = TrainConfig(method="moe", experts=(2, 1))
+        >>> config.name, len(config.digest)
+        ('PI-HC-MoE (K=2)', 12)
     """
 
     method: str = "hard"
@@ -249,7 +267,21 @@ class TrainConfig:
 
 class ConstrainedModel(nn.Module):
     """FNO backbone + (for ``hard``/``moe``) the hard-constraint layer; ``forward`` returns
-    ``(u, solution or None)`` for initial conditions ``(b, *initial shape)``."""
+    ``(u, solution or None)`` for initial conditions ``(b, *initial shape)``.
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.constrain import ConstrainedModel, PhysicsProblem, TrainConfig
+        >>> from diffnum.pde import Heat1D, uniform_grid
+        >>> grid = uniform_grid({"x": (0.0, 1.0, 16), "t": (0.0, 0.2, 9)})
+        >>> u0 = torch.sin(torch.pi * grid.coordinates[0]).double().expand(2, 16)
+        >>> config = TrainConfig(n_basis=4, n_sampled=None, width=4, modes=4, depth=1)
+        >>> model = ConstrainedModel(config, Heat1D(0.1, boundary="dirichlet"), grid)  # untrained
+        >>> u, solution = model(u0)
+        >>> u.shape, solution.weights.shape
+        (torch.Size([2, 16, 9]), torch.Size([2, 1, 4]))
+    """
 
     def __init__(self, config: TrainConfig, pde, grid: Grid) -> None:
         super().__init__()
@@ -313,7 +345,23 @@ def physics_loss(model: ConstrainedModel, initial: torch.Tensor, u: torch.Tensor
     method): for a mixture, difference quotients straddle the experts' blocks, so a jump
     between neighbouring experts costs loss. With ``residual="experts"`` it is each expert's
     own residual on its block (:func:`expert_residual` of ``solution``, the mixture's
-    :class:`ConstrainedSolution`), which sees no interface."""
+    :class:`ConstrainedSolution`), which sees no interface.
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.constrain import ConstrainedModel, PhysicsProblem, TrainConfig
+        >>> from diffnum.pde import Heat1D, uniform_grid
+        >>> grid = uniform_grid({"x": (0.0, 1.0, 16), "t": (0.0, 0.2, 9)})
+        >>> u0 = torch.sin(torch.pi * grid.coordinates[0]).double().expand(2, 16)
+        >>> config = TrainConfig(n_basis=4, n_sampled=None, width=4, modes=4, depth=1)
+        >>> model = ConstrainedModel(config, Heat1D(0.1, boundary="dirichlet"), grid)  # untrained
+        >>> from diffnum.constrain import physics_loss
+        >>> u, solution = model(u0)
+        >>> loss, parts = physics_loss(model, u0, u, solution)
+        >>> sorted(parts), parts["initial"]  # the initial condition holds exactly
+        (['boundary', 'initial', 'pde'], 0.0)
+    """
     cfg, pde, grid = model.config, model.pde, model.grid
     if cfg.residual == "experts":
         if solution is None:
@@ -332,7 +380,15 @@ def physics_loss(model: ConstrainedModel, initial: torch.Tensor, u: torch.Tensor
 
 @dataclass(frozen=True)
 class TrainResult:
-    """Outcome of :func:`train`: the model, the per-step metrics and the failure counts."""
+    """Outcome of :func:`train`: the model, the per-step metrics and the failure counts.
+
+    Example::
+
+        >>> from dataclasses import fields
+        >>> from diffnum.constrain import TrainResult
+        >>> [f.name for f in fields(TrainResult)]
+        ['model', 'history', 'solver_failures', 'skipped_steps', 'resumed_from', 'stats']
+    """
 
     model: ConstrainedModel
     history: list[dict[str, Any]]
@@ -442,6 +498,24 @@ def train(config: TrainConfig, problem: PhysicsProblem, *,
     that many steps (an interruption, for tests). With ``torch.distributed`` initialized the
     backbone is wrapped in DDP and the work is shared as ``config.parallel`` says; the loss
     terms and failure counts logged are those of the whole batch on every rank.
+
+    Example::
+
+        >>> import math, torch
+        >>> from diffnum.constrain import PhysicsProblem, TrainConfig, train
+        >>> from diffnum.pde import Heat1D, uniform_grid
+        >>> grid = uniform_grid({"x": (0.0, 1.0, 16), "t": (0.0, 0.2, 9)})
+        >>> x, t = grid.mesh()
+        >>> g = torch.Generator().manual_seed(0)
+        >>> a = torch.randn(6, 1, 1, dtype=torch.float64, generator=g)
+        >>> u = a * torch.sin(math.pi * x) * torch.exp(-0.1 * math.pi**2 * t)  # exact solutions
+        >>> pde = Heat1D(0.1, boundary="dirichlet")
+        >>> problem = PhysicsProblem(pde, grid, u[:4, :, 0], u[4:, :, 0], u[4:])
+        >>> config = TrainConfig(method="hard", n_basis=4, n_sampled=None, width=4, modes=4,
+        ...                      depth=1, steps=3, batch_size=2)
+        >>> result = train(config, problem)  # add checkpoint=..., resume=True to continue a run
+        >>> len(result.history), result.solver_failures, result.skipped_steps
+        (3, 0, 0)
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
@@ -580,7 +654,23 @@ def evaluate(model: ConstrainedModel, problem: PhysicsProblem, *, batch_size: in
              seed: int = 12345) -> dict[str, Any]:
     """Relative L2 error ‖u − u_ref‖/‖u_ref‖ per held-out initial condition (mean, std, all;
     and its mean at t₀ alone), inference seconds per sample, and the constrained solves'
-    iterations and converged share."""
+    iterations and converged share.
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.constrain import ConstrainedModel, PhysicsProblem, TrainConfig
+        >>> from diffnum.pde import Heat1D, uniform_grid
+        >>> grid = uniform_grid({"x": (0.0, 1.0, 16), "t": (0.0, 0.2, 9)})
+        >>> u0 = torch.sin(torch.pi * grid.coordinates[0]).double().expand(2, 16)
+        >>> config = TrainConfig(n_basis=4, n_sampled=None, width=4, modes=4, depth=1)
+        >>> model = ConstrainedModel(config, Heat1D(0.1, boundary="dirichlet"), grid)  # untrained
+        >>> from diffnum.constrain import evaluate
+        >>> problem = PhysicsProblem(model.pde, grid, u0, u0, u0[..., None].expand(2, 16, 9))
+        >>> report = evaluate(model, problem)
+        >>> len(report["relative_l2"]), report["relative_l2_initial_mean"] < 1e-12
+        (2, True)
+    """
     if not isinstance(model, ConstrainedModel):
         raise TypeError(f"model must be a ConstrainedModel (e.g. TrainResult.model), got "
                         f"{type(model).__name__}")

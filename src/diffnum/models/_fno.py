@@ -42,6 +42,12 @@ def grid_coordinates(grid: Sequence[int], *, dtype=None, device=None) -> torch.T
 
     The grid of 2n points contains the grid of n points (its even points), which is what
     makes the coordinate channels of :class:`FNO` consistent across resolutions.
+
+    Example::
+
+        >>> from diffnum.models import grid_coordinates
+        >>> grid_coordinates((4,)).tolist()
+        [[0.0, 0.25, 0.5, 0.75]]
     """
     if not isinstance(grid, Sequence) or isinstance(grid, str) or len(grid) == 0:
         raise TypeError(f"grid must be a non-empty sequence of ints (points per dimension), got "
@@ -109,6 +115,14 @@ class FNO(nn.Module):
     point by point), or with σ = identity, and no grid channels or padding. After a
     nonlinearity the field is no longer band-limited, the coarse grid aliases it, and the
     outputs agree only up to an aliasing error that vanishes as the grid is refined.
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.models import FNO
+        >>> net = FNO(1, 4, modes=6, width=8, depth=2, n_dims=1)
+        >>> net(torch.randn(3, 1, 32)).shape, net(torch.randn(3, 1, 64)).shape  # any resolution
+        (torch.Size([3, 4, 32]), torch.Size([3, 4, 64]))
     """
 
     def __init__(

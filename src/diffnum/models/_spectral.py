@@ -63,6 +63,12 @@ def spectral_weight_shape(
     Every grid dimension but the last holds the frequencies 0 … m−1 at indices 0 … m−1 and
     −m … −1 at indices m … 2m−1 (the layout of ``torch.fft.fftfreq``); the last (real-FFT)
     dimension holds 0 … m_d−1. ``modes`` has 1 to 3 entries (one per grid dimension).
+
+    Example::
+
+        >>> from diffnum.models import spectral_weight_shape
+        >>> spectral_weight_shape(2, 3, (4, 5))  # the first axis keeps ±4 modes, the last 0..4
+        (2, 3, 8, 5)
     """
     check_count("in_channels", in_channels, high=MAX_CHANNELS)
     check_count("out_channels", out_channels, high=MAX_CHANNELS)
@@ -148,6 +154,16 @@ def spectral_conv(input: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     get zero gradient). This is what makes the layer the same operator at every resolution:
     for an input band-limited below the coarse grid's Nyquist frequency, a finer grid gives
     the same output function sampled at the finer points.
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.models import spectral_conv, spectral_weight_shape
+        >>> x = torch.randn(1, 1, 16, dtype=torch.float64)
+        >>> w = torch.zeros(spectral_weight_shape(1, 1, (16 // 2 + 1,)), dtype=torch.complex128)
+        >>> w[...] = 1  # identity multiplier on every kept mode
+        >>> torch.allclose(spectral_conv(x, w), x)
+        True
     """
     n_dims = _check_spectral_inputs(input, weight)
     grid = tuple(input.shape[-n_dims:])
@@ -208,6 +224,13 @@ class SpectralConv(nn.Module):
     optimizers and distributed wrappers treat it like any real parameter; the ``complex_weight``
     property views it as complex. Initialization: Re R, Im R ~ N(0, 1/(2·C_in)), so that
     E|R|² = 1/C_in and each kept mode keeps its variance on average.
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.models import SpectralConv
+        >>> SpectralConv(2, 3, modes=(4, 4), n_dims=2)(torch.randn(1, 2, 16, 16)).shape
+        torch.Size([1, 3, 16, 16])
     """
 
     def __init__(
