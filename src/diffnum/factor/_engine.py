@@ -29,7 +29,21 @@ from diffnum.factor._checks import (
 
 class RankDeficiencyWarning(UserWarning):
     """A factor or a projector core is numerically rank deficient or too ill-conditioned
-    for the identities to hold to working precision (the message says which)."""
+    for the identities to hold to working precision (the message says which).
+
+    Example::
+
+        >>> import warnings, torch
+        >>> import diffnum.factor as df
+        >>> A = torch.randn(6, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        >>> F = A[:, :1].repeat(1, 2)  # two equal columns: BᵀF = FᵀF is singular
+        >>> H = torch.eye(4, dtype=torch.float64)[:, :2]
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     _ = df.meta_factorize(A, F, H)
+        >>> any(issubclass(w.category, df.RankDeficiencyWarning) for w in caught)
+        True
+    """
 
 
 def _check_tensor_fields(obj: object, names: tuple[str, ...]) -> None:
@@ -45,6 +59,16 @@ class FactorizationResiduals:
 
     ``projector_F`` = ‖F Yᵀ F − F‖/‖F‖, ``projector_H`` = ‖Hᵀ X Hᵀ − Hᵀ‖/‖H‖,
     ``reconstruction`` = ‖A − F G Hᵀ‖/‖A‖ (Frobenius norms).
+
+    Example::
+
+        >>> import torch
+        >>> import diffnum.factor as df
+        >>> A, sigma = df.synthetic_matrix(30, 20, "low_rank", rank=5,
+        ...                                generator=torch.Generator().manual_seed(0))
+        >>> res = df.svd(A, k=5).residuals()
+        >>> [bool(r < 1e-12) for r in (res.projector_F, res.projector_H, res.reconstruction)]
+        [True, True, True]
     """
 
     projector_F: torch.Tensor
@@ -63,6 +87,16 @@ class MetaFactorization:
     ``H`` n×l, ``Y`` m×k, ``X`` n×l. ``info`` holds recipe-specific extras
     (pivots, selected indices, sketches); ``rank_deficient`` records that the
     projector equation fell back to a truncated pseudoinverse.
+
+    Example::
+
+        >>> import torch
+        >>> import diffnum.factor as df
+        >>> A, sigma = df.synthetic_matrix(30, 20, "low_rank", rank=5,
+        ...                                generator=torch.Generator().manual_seed(0))
+        >>> fac = df.svd(A, k=5)
+        >>> fac.F.shape, fac.G.shape, fac.H.shape, fac.rank_deficient
+        (torch.Size([30, 5]), torch.Size([5, 5]), torch.Size([20, 5]), False)
     """
 
     A: torch.Tensor
@@ -236,6 +270,17 @@ def meta_factorize(
             truncated pseudoinverse is used), and when, after the solve, F Yᵀ F = F or
             Hᵀ X Hᵀ = Hᵀ fails by more than √eps (ill-conditioned BᵀF, or a B that misses
             part of range(F)).
+
+    Example::
+
+        >>> import torch
+        >>> import diffnum.factor as df
+        >>> A, sigma = df.synthetic_matrix(30, 20, "low_rank", rank=5,
+        ...                                generator=torch.Generator().manual_seed(0))
+        >>> U, S, Vh = torch.linalg.svd(A)
+        >>> fac = df.meta_factorize(A, U[:, :5], Vh[:5].mT)  # F, H: the leading singular vectors
+        >>> fac.G.shape, bool(torch.allclose(fac.G.diagonal(), S[:5]))
+        (torch.Size([5, 5]), True)
     """
     B = F if B is None else B
     D = H if D is None else D

@@ -38,6 +38,15 @@ def synthetic_matrix(
     factors (the case Strang's formula 1 gets wrong). Its σ are computed.
     U and V are Haar-random; everything is built in float64 and then cast to ``dtype``
     (a real floating dtype). ``decay`` must lie in (0, 1] (geometric) or be >= 0 (algebraic).
+
+    Example::
+
+        >>> import torch
+        >>> import diffnum.factor as df
+        >>> A, sigma = df.synthetic_matrix(40, 30, "geometric", decay=0.5,
+        ...                                generator=torch.Generator().manual_seed(0))
+        >>> bool(torch.allclose(torch.linalg.svdvals(A), sigma)), sigma[:3].tolist()
+        (True, [1.0, 0.5, 0.25])
     """
     check_count("m", m)
     check_count("n", n)

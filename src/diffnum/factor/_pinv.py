@@ -56,6 +56,16 @@ def pinv(
     sketches P (m×s), Q (n×s), s = min(k + oversample, m, n); exact with probability
     1 when s ≥ rank(A); a warning says when s may be below the rank. ``k`` defaults
     to the numerical rank. ``rtol`` must lie in [0, 1).
+
+    Example::
+
+        >>> import torch
+        >>> import diffnum.factor as df
+        >>> A, sigma = df.synthetic_matrix(30, 20, "low_rank", rank=5,
+        ...                                generator=torch.Generator().manual_seed(0))
+        >>> P = df.pinv(A, method="cr")
+        >>> bool((A @ P @ A - A).norm() <= 1e-12 * A.norm())  # a Penrose condition
+        True
     """
     check_matrix("A", A)
     check_one_of("method", method, PINV_METHODS)
@@ -112,6 +122,18 @@ def strang_pinv(
        and Q (n×s) default to Gaussian sketches with s = the inner dimension of C R.
 
     Formula 1 is returned even where it is wrong: showing where it fails is its point.
+
+    Example::
+
+        >>> import torch
+        >>> import diffnum.factor as df
+        >>> A, sigma = df.synthetic_matrix(30, 20, "low_rank", rank=5,
+        ...                                generator=torch.Generator().manual_seed(0))
+        >>> C = A[:, :5]  # A = C R with C five independent columns
+        >>> R = torch.linalg.lstsq(C, A).solution
+        >>> P = df.strang_pinv(C, R, formula=2)
+        >>> bool(torch.allclose(P, torch.linalg.pinv(A), atol=1e-10))
+        True
     """
     sketches = {name: M for name, M in (("P", P), ("Q", Q)) if M is not None}
     check_matrices({"C": C, "R": R, **sketches})

@@ -101,6 +101,16 @@ def select_columns(
 
     Returns a ``torch.long`` tensor of shape (..., k); deterministic methods
     ignore ``generator``.
+
+    Example::
+
+        >>> import torch
+        >>> import diffnum.factor as df
+        >>> A, sigma = df.synthetic_matrix(30, 20, "low_rank", rank=5,
+        ...                                generator=torch.Generator().manual_seed(0))
+        >>> cols = df.select_columns(A, 5, "pivoted_qr")
+        >>> int(torch.linalg.matrix_rank(A[:, cols]))
+        5
     """
     check_matrix("A", A)
     n = A.shape[-1]

@@ -33,6 +33,13 @@ def sketch_matrix(
     ``gaussian``: i.i.d. N(0, 1). ``rademacher``: i.i.d. ±1. ``sparse_sign``:
     each row holds min(nonzeros, s) entries ±1/√ζ at random columns, zeros elsewhere
     (Tropp et al.'s sparse sign embedding, applied from the right).
+
+    Example::
+
+        >>> import torch
+        >>> import diffnum.factor as df
+        >>> df.sketch_matrix((20, 7), "gaussian", generator=torch.Generator().manual_seed(0)).shape
+        torch.Size([20, 7])
     """
     shape = check_shape("shape", shape, min_dims=2)
     check_one_of("kind", kind, SKETCHES)
@@ -96,6 +103,16 @@ def range_finder(
     between the q (``power_iters`` <= 1000) power iterations. The expected error, with p ≥ 2,
     is bounded by
     (1 + √(k/(p−1)) + e√(k+p)/p · √(min(m,n)−k))^{1/(2q+1)} · σ_{k+1} (HMT Thm 10.6 / §10.4).
+
+    Example::
+
+        >>> import torch
+        >>> import diffnum.factor as df
+        >>> A, sigma = df.synthetic_matrix(30, 20, "low_rank", rank=5,
+        ...                                generator=torch.Generator().manual_seed(0))
+        >>> Q = df.range_finder(A, 5, generator=torch.Generator().manual_seed(1))
+        >>> bool((Q @ (Q.mT @ A) - A).norm() <= 1e-12 * A.norm())  # Q spans range(A)
+        True
     """
     check_matrix("A", A)
     m, n = A.shape[-2:]
@@ -127,6 +144,16 @@ def rsvd(
 
     Q = :func:`range_finder` (A, k, oversample, power_iters); then the SVD of the
     small (k+p)×n matrix QᵀA = Ũ S Vh, and U = Q Ũ, truncated to k.
+
+    Example::
+
+        >>> import torch
+        >>> import diffnum.factor as df
+        >>> A, sigma = df.synthetic_matrix(30, 20, "low_rank", rank=5,
+        ...                                generator=torch.Generator().manual_seed(0))
+        >>> U, S, Vh = df.rsvd(A, 5, power_iters=1, generator=torch.Generator().manual_seed(1))
+        >>> bool(torch.allclose(S, torch.linalg.svdvals(A)[:5]))
+        True
     """
     Q = range_finder(A, k, oversample, power_iters, sketch, generator)
     small = Q.mT @ A

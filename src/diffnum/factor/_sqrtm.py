@@ -309,6 +309,16 @@ def sqrtm(
     Raises:
         ValueError: ``A`` not square, not symmetric within tolerance, or not positive
             definite (Cholesky fails; for ``"eigh"`` a non-positive eigenvalue).
+
+    Example::
+
+        >>> import torch
+        >>> import diffnum.factor as df
+        >>> C = torch.randn(6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        >>> spd = C @ C.mT + 6 * torch.eye(6, dtype=torch.float64)
+        >>> R = df.sqrtm(spd)
+        >>> bool((R @ R - spd).norm() <= 1e-12 * spd.norm())
+        True
     """
     check_matrix("A", A)
     check_one_of("method", method, _METHODS)
