@@ -40,7 +40,14 @@ MAX_ELEMENTS = 2**31  # a whole kernel, grid or parameter tensor
 
 
 def position_axes(version: str, ndim: int) -> tuple[int, ...]:
-    """Kernel axis along which coordinate ``i`` of ``P`` moves, for each ``i`` (dcls 0.1.1)."""
+    """Kernel axis along which coordinate ``i`` of ``P`` moves, for each ``i`` (dcls 0.1.1).
+
+    Example::
+
+        >>> from diffnum.interp import position_axes
+        >>> position_axes("gauss", 2)
+        (1, 0)
+    """
     check_one_of("version", version, VERSIONS)
     check_int_in_range("ndim", ndim, 1, 3)
     if ndim == 1:
@@ -373,6 +380,16 @@ def construct_kernel(
 
     Returns:
         The kernel, shape ``(..., s_0, ..., s_{d-1})``.
+
+    Example::
+
+        >>> import torch
+        >>> import diffnum.interp as di
+        >>> layer = di.Dcls1d(2, 4, kernel_count=3, dilated_kernel_size=7, padding=3)
+        >>> x = torch.randn(1, 2, 16)
+        >>> kernel = di.construct_kernel(layer.weight, layer.P, layer.SIG, 7, "gauss")
+        >>> kernel.shape  # a dense (out, in, 7) kernel for an ordinary convolution
+        torch.Size([4, 2, 7])
     """
     size = check_construct_inputs(weight, P, SIG, dilated_kernel_size, version)
     check_one_of("method", method, CONSTRUCT_METHODS)

@@ -335,6 +335,16 @@ def convolve(
     ``"shift"`` (shift-and-add over the offsets of ``support``, a boolean mask over the kernel
     grid covering every offset where the kernel is non-zero or has a non-zero derivative), or
     ``"auto"`` (cheapest under :func:`conv_costs`).
+
+    Example::
+
+        >>> import torch
+        >>> import diffnum.interp as di
+        >>> layer = di.Dcls1d(2, 4, kernel_count=3, dilated_kernel_size=7, padding=3)
+        >>> x = torch.randn(1, 2, 16)
+        >>> kernel = di.construct_kernel(layer.weight, layer.P, layer.SIG, 7, "gauss")
+        >>> torch.allclose(di.convolve(x, kernel, layer.bias, padding=3), layer(x), atol=1e-6)
+        True
     """
     check_one_of("method", method, CONV_METHODS)
     check_one_of("padding_mode", padding_mode, PADDING_MODES)

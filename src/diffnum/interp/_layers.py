@@ -69,6 +69,17 @@ def dcls_conv(
     convolution is cross-correlation as in ``F.convNd``, with ``padding_mode`` as in
     ``nn.ConvNd``. ``conv_method`` picks the convolution path (see :func:`convolve`); for
     ``v0``/``v1`` the shift-and-add path runs over the offsets the taps can touch.
+
+    Example::
+
+        >>> import torch
+        >>> import diffnum.interp as di
+        >>> layer = di.Dcls1d(2, 4, kernel_count=3, dilated_kernel_size=7, padding=3)
+        >>> x = torch.randn(1, 2, 16)
+        >>> y = di.dcls_conv(x, layer.weight, layer.P, layer.SIG, layer.bias, dilated_kernel_size=7,
+        ...                  version="gauss", padding=3)
+        >>> torch.allclose(y, layer(x), atol=1e-6)
+        True
     """
     check_one_of("construct_method", construct_method, CONSTRUCT_METHODS)
     check_one_of("conv_method", conv_method, CONV_METHODS)
@@ -98,6 +109,16 @@ class IntegerTaps:
     ``index`` has shape ``(d, ..., m)`` and is ordered by *kernel axis* (``index[a]`` is the
     grid index along axis ``a``), so the convention quirks of :func:`position_axes` are
     resolved here; ``size`` is the support ``s``.
+
+    Example::
+
+        >>> import torch
+        >>> import diffnum.interp as di
+        >>> layer = di.Dcls1d(2, 4, kernel_count=3, dilated_kernel_size=7, padding=3, version="v1")
+        >>> layer.round_positions()
+        >>> taps = di.integer_taps(layer.weight, layer.P, 7, "v1")  # exact integer taps
+        >>> isinstance(taps, di.IntegerTaps), taps.size
+        (True, (7,))
     """
 
     weight: torch.Tensor
@@ -138,6 +159,15 @@ def integer_taps(
     For ``v0`` at integer positions this is the layer's kernel exactly; for ``v1`` up to the
     factor 1/(1 + 1e-7) of its normalization; for ``max``/``gauss`` it is the σ → 0 limit the
     spiking-delay recipe uses at inference. Raises if a rounded tap falls outside the support.
+
+    Example::
+
+        >>> import torch
+        >>> import diffnum.interp as di
+        >>> layer = di.Dcls1d(2, 4, kernel_count=3, dilated_kernel_size=7, padding=3, version="v1")
+        >>> taps = di.integer_taps(layer.weight, layer.P, 7, "v1")
+        >>> taps.size, taps.weight.shape
+        ((7,), torch.Size([4, 2, 3]))
     """
     check_one_of("version", version, VERSIONS)
     size = check_weight_positions(weight, P, dilated_kernel_size)
@@ -353,6 +383,15 @@ _LAYER_DOC = r"""{d}-D convolution with learnable spacings, a drop-in for ``nn.C
     and string ``padding``. ``kernel_count`` is m, ``dilated_kernel_size`` the support s.
     ``construct_method`` / ``conv_method`` pick the construction and convolution paths
     (``"auto"``: a cost model).
+
+    Example::
+
+        >>> import torch
+        >>> import diffnum.interp as di
+        >>> layer = di.Dcls{d}d(2, 4, kernel_count=3, dilated_kernel_size=7, padding=3)
+        >>> x = torch.randn(1, 2, *[8] * {d})
+        >>> layer(x).shape[:2], layer.P.shape[0]  # 3 taps per kernel, {d} coordinates each
+        (torch.Size([1, 4]), {d})
     """
 
 
@@ -438,6 +477,15 @@ class Dcls2_1d(_DclsPartial):
 
     ``weight (C_out, C_in/groups, k_H, m)``, ``P``/``SIG (1, C_out, C_in/groups, k_H, m)``;
     kernel ``(C_out, C_in/groups, k_H, s)``. The 2-D analogue of ``dcls``'s ``Dcls3_1d``.
+
+    Example::
+
+        >>> import torch
+        >>> import diffnum.interp as di
+        >>> layer = di.Dcls2_1d(2, 4, kernel_count=3, padding=(1, 3), dense_kernel_size=3,
+        ...                     dilated_kernel_size=7)
+        >>> layer(torch.randn(1, 2, 8, 8)).shape, tuple(layer.weight.shape)  # (C_out, C_in, k_H, m)
+        (torch.Size([1, 4, 8, 8]), (4, 2, 3, 3))
     """
 
     conv_ndim = 2
@@ -447,7 +495,17 @@ class Dcls3_1d(_DclsPartial):
     """3-D convolution, dense ``dense_kernel_size`` (2 ints) on the leading axes, learnable
     spacings along the last axis, as ``dcls`` 0.1.1's ``Dcls3_1d`` (same layout and init:
     ``weight (C_out, C_in/groups, k_0, k_1, m)``, ``P (1, C_out, C_in/groups, k_0, k_1, m)``,
-    positions uniform over the support)."""
+    positions uniform over the support).
+
+    Example::
+
+        >>> import torch
+        >>> import diffnum.interp as di
+        >>> layer = di.Dcls3_1d(2, 4, kernel_count=3, padding=(1, 1, 3), dense_kernel_size=(3, 3),
+        ...                     dilated_kernel_size=7)
+        >>> layer(torch.randn(1, 2, 6, 6, 8)).shape
+        torch.Size([1, 4, 6, 6, 8])
+    """
 
     conv_ndim = 3
 
@@ -457,6 +515,14 @@ class Dcls2dK1d(_DclsBase):
 
     The kernel ``(C_out, C_in/groups, s)`` lies along H (``flat_dim=0``, kernel ``s × 1``)
     or W (``flat_dim=1``, kernel ``1 × s``). Default version ``v1`` as in the package.
+
+    Example::
+
+        >>> import torch
+        >>> import diffnum.interp as di
+        >>> layer = di.Dcls2dK1d(2, 4, kernel_count=3, padding=(3, 0), dilated_kernel_size=7)
+        >>> layer(torch.randn(1, 2, 8, 8)).shape, tuple(layer.kernel().shape)  # a 7 × 1 kernel
+        (torch.Size([1, 4, 8, 8]), (4, 2, 7, 1))
     """
 
     conv_ndim = 2
@@ -485,13 +551,36 @@ class Dcls2dK1d(_DclsBase):
 
 
 def dcls_layers(module: nn.Module) -> list[_DclsBase]:
-    """Every DCLS layer inside ``module`` (itself included)."""
+    """Every DCLS layer inside ``module`` (itself included).
+
+    Example::
+
+        >>> import torch
+        >>> import diffnum.interp as di
+        >>> net = torch.nn.Sequential(di.Dcls1d(2, 2, 3, dilated_kernel_size=5, padding=2),
+        ...                           torch.nn.ReLU(), torch.nn.Conv1d(2, 2, 1))
+        >>> len(di.dcls_layers(net))
+        1
+    """
     check_module("module", module)
     return [m for m in module.modules() if isinstance(m, _DclsBase)]
 
 
 def clamp_parameters(module: nn.Module) -> None:
-    """Call ``clamp_parameters()`` on every DCLS layer of ``module``."""
+    """Call ``clamp_parameters()`` on every DCLS layer of ``module``.
+
+    Example::
+
+        >>> import torch
+        >>> import diffnum.interp as di
+        >>> layer = di.Dcls1d(2, 4, kernel_count=3, dilated_kernel_size=7, padding=3)
+        >>> x = torch.randn(1, 2, 16)
+        >>> with torch.no_grad():
+        ...     _ = layer.P.fill_(100.0)  # a step that threw the taps out of the support
+        >>> di.clamp_parameters(layer)
+        >>> bool(layer.P.abs().max() <= 3)
+        True
+    """
     for layer in dcls_layers(module):
         layer.clamp_parameters()
 
@@ -504,6 +593,16 @@ def parameter_groups(
 
     The DCLS recipes train positions faster than weights (e.g. ×100 for spiking delays) and
     never decay them (decay would pull taps toward the kernel centre).
+
+    Example::
+
+        >>> import torch
+        >>> import diffnum.interp as di
+        >>> layer = di.Dcls1d(2, 4, kernel_count=3, dilated_kernel_size=7, padding=3)
+        >>> x = torch.randn(1, 2, 16)
+        >>> groups = di.parameter_groups(layer, 1e-3, position_lr_scale=5.0)
+        >>> [g["lr"] for g in groups]  # weights and bias, then positions at 5× the rate
+        [0.001, 0.005]
     """
     check_module("module", module)  # before the float checks: the first argument first
     check_positive("lr", lr)

@@ -24,6 +24,15 @@ def set_sigma(module: nn.Module, sigma: float, *, learnable: bool = False) -> in
     σ = |SIG| + 0.27 (``gauss``) or τ = |SIG| + 1 (``max``), so SIG is filled with
     σ − 0.27 (resp. τ − 1); ``learnable`` sets ``SIG.requires_grad``. Returns how many layers
     were changed. Raises if σ is below the version's floor.
+
+    Example::
+
+        >>> import torch
+        >>> import diffnum.interp as di
+        >>> layer = di.Dcls1d(2, 4, kernel_count=3, dilated_kernel_size=7, padding=3)
+        >>> x = torch.randn(1, 2, 16)
+        >>> di.set_sigma(layer, 0.5)  # returns how many layers were set
+        1
     """
     sigma = check_real("sigma", sigma)
     check_bool("learnable", learnable)
@@ -51,6 +60,13 @@ class SigmaSchedule:
     (geometric interpolation). The spiking-delay recipe anneals σ from about T_d/2 to 0.5
     over the first quarter of training with SIG frozen; a learned σ is
     ``set_sigma(model, σ0, learnable=True)`` and no schedule.
+
+    Example::
+
+        >>> from diffnum.interp import SigmaSchedule
+        >>> schedule = SigmaSchedule(5.0, 0.5, steps=10)  # σ annealed, then held
+        >>> schedule(0), schedule(5), schedule(20)
+        (5.0, 2.75, 0.5)
     """
 
     start: float

@@ -193,6 +193,13 @@ def splat(
 
     Returns:
         ``(..., *grid_shape)``; differentiable w.r.t. values, coords and width.
+
+    Example::
+
+        >>> import torch
+        >>> import diffnum.interp as di
+        >>> di.splat(torch.ones(1), torch.tensor([[1.5]]), (4,)).tolist()  # half to each side
+        [0.0, 0.5, 0.5, 0.0]
     """
     real_floating_dtype("values", values)
     _check_coords(coords)
@@ -237,7 +244,16 @@ def _bspline_prefilter_matrix(n: int, mode: str) -> torch.Tensor:
 
 def spline_coefficients(grid: torch.Tensor, ndim: int, mode: str = "mirror") -> torch.Tensor:
     """Cubic B-spline coefficients c with Σ_j c[j] β³(i − j) = grid[i] on the last ``ndim``
-    axes (the prefilter of ``scipy.ndimage.spline_filter``), one linear solve per axis."""
+    axes (the prefilter of ``scipy.ndimage.spline_filter``), one linear solve per axis.
+
+    Example::
+
+        >>> import torch
+        >>> import diffnum.interp as di
+        >>> c = di.spline_coefficients(torch.arange(6.0) ** 2, 1)  # interpolating cubic B-spline
+        >>> di.gather(c, torch.tensor([[2.0]]), kernel="cubic", prefilter=False).tolist()
+        [4.0]
+    """
     real_floating_dtype("grid", grid)
     check_int_in_range("ndim", ndim, 1, grid.ndim)
     check_one_of("mode", mode, MODES)
@@ -282,6 +298,13 @@ def gather(
 
     Returns:
         ``(..., n)``; differentiable w.r.t. grid, coords and width.
+
+    Example::
+
+        >>> import torch
+        >>> import diffnum.interp as di
+        >>> di.gather(torch.arange(5.0), torch.tensor([[1.25], [3.5]])).tolist()
+        [1.25, 3.5]
     """
     real_floating_dtype("grid", grid)
     _check_coords(coords)

@@ -42,6 +42,14 @@ class DelayedLinear(nn.Module):
     Input and output are ``(batch, features, time)``. The kernel index q = P + ⌊s/2⌋ maps to
     delay d = s − 1 − q. ``version="gauss"`` with σ annealed (``set_sigma``/``SigmaSchedule``)
     then ``round_positions()`` gives exact integer delays at inference.
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.snn import DelayedLinear
+        >>> layer = DelayedLinear(5, 3, max_delay=11)  # one learnable delay per synapse
+        >>> layer(torch.zeros(2, 5, 20)).shape, layer.delays().shape
+        (torch.Size([2, 3, 20]), torch.Size([3, 5]))
     """
 
     def __init__(self, in_features: int, out_features: int, max_delay: int, *,
@@ -103,6 +111,13 @@ class Readout(nn.Module):
 
     ``forward`` returns membrane potentials ``(batch, classes, time)``; :func:`readout_logits`
     reduces them over time for a cross-entropy loss.
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.snn import Readout
+        >>> Readout(3, 2)(torch.zeros(4, 3, 7)).shape  # membrane potentials over time
+        torch.Size([4, 2, 7])
     """
 
     def __init__(self, in_features: int, out_features: int, beta: float = 0.5) -> None:
@@ -120,7 +135,15 @@ class Readout(nn.Module):
 
 
 def readout_logits(potentials: torch.Tensor, reduce: str = "sum") -> torch.Tensor:
-    """Logits from readout potentials ``(..., classes, T)``: time ``sum``, ``mean`` or ``max``."""
+    """Logits from readout potentials ``(..., classes, T)``: time ``sum``, ``mean`` or ``max``.
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.snn import readout_logits
+        >>> readout_logits(torch.ones(2, 3, 5)).tolist()  # summed over the last (time) axis
+        [[5.0, 5.0, 5.0], [5.0, 5.0, 5.0]]
+    """
     check_one_of("reduce", reduce, ("sum", "mean", "max"))
     real_floating_dtype("potentials", potentials)
     if potentials.ndim < 1 or potentials.shape[-1] == 0:
@@ -154,6 +177,14 @@ def delayed_coincidence(
     are added per sample.
 
     Returns ``(spikes (n, channels, length), labels (n,), offsets (classes, channels))``.
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.snn import delayed_coincidence
+        >>> spikes, labels, _ = delayed_coincidence(8, generator=torch.Generator().manual_seed(0))
+        >>> spikes.shape, labels.shape
+        (torch.Size([8, 6, 50]), torch.Size([8]))
     """
     check_count("n_samples", n_samples)
     check_int_in_range("n_classes", n_classes, 2, 2**16)

@@ -83,6 +83,15 @@ def spike(x: torch.Tensor, surrogate: str = "atan", alpha: float = 5.0) -> torch
 
     ``atan``: (α/2) / (1 + (π α x / 2)²); ``sigmoid``: α σ(αx)(1 − σ(αx));
     ``fast_sigmoid``: 1 / (1 + α|x|)².
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.snn import spike
+        >>> x = torch.tensor([-0.5, 0.0, 0.5], requires_grad=True)
+        >>> s = spike(x)  # Heaviside forward, ATan surrogate backward
+        >>> s.tolist(), bool((torch.autograd.grad(s.sum(), x)[0] > 0).all())
+        ([0.0, 1.0, 1.0], True)
     """
     real_floating_dtype("x", x)
     check_finite("x", x)  # NaN ≥ 0 is false: a NaN would silently read as "no spike"
@@ -106,6 +115,13 @@ def lif(
     ``beta`` is a number or a tensor broadcastable to ``current[..., 0]`` (e.g. per neuron),
     in [0, 1]; ``threshold`` and ``alpha`` are positive. Non-finite currents are rejected
     (``ValueError`` naming ``current``): a NaN would otherwise read as "no spike".
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.snn import lif
+        >>> lif(torch.full((1, 1, 6), 0.6), beta=0.9).flatten().tolist()  # time is the last axis
+        [0.0, 1.0, 0.0, 1.0, 0.0, 1.0]
     """
     _check_current("current", current)
     _check_beta(beta, current)
@@ -130,6 +146,13 @@ class LIF(nn.Module):
 
     ``learn_beta=True`` learns one leak per neuron, β = sigmoid(w) ∈ (0, 1)
     (``num_neurons`` required); otherwise β is the fixed ``beta``.
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.snn import LIF
+        >>> LIF(0.9)(torch.full((1, 1, 6), 0.6)).flatten().tolist()
+        [0.0, 1.0, 0.0, 1.0, 0.0, 1.0]
     """
 
     def __init__(self, beta: float = 0.5, threshold: float = 1.0, *, reset: str = "hard",
@@ -167,6 +190,13 @@ def leaky_integrate(current: torch.Tensor, beta: float | torch.Tensor = 0.5) -> 
     """Readout neurons with an infinite threshold: u[t] = β u[t−1] + I[t], no spikes.
 
     ``current`` is ``(..., T)`` (finite); returns the membrane potentials ``(..., T)``.
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.snn import leaky_integrate
+        >>> leaky_integrate(torch.ones(1, 4), beta=0.5).flatten().tolist()  # v_t = β v_{t-1} + I_t
+        [1.0, 1.5, 1.75, 1.875]
     """
     _check_current("current", current)
     _check_beta(beta, current)
