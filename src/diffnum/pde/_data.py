@@ -110,7 +110,16 @@ def _diffusion_sorption(n: int, seed: int, s: dict[str, Any]) -> dict[str, torch
 def gaussian_random_field(n: int, *, alpha: float = 2.5, tau: float = 7.0,
                           generator: torch.Generator | None = None) -> torch.Tensor:
     """Zero-mean periodic field on an n × n grid with spectrum ω̂_k ∝ ξ_k (|k|² + τ²)^{−α/2},
-    ξ_k standard complex normal, scaled to unit standard deviation; float64."""
+    ξ_k standard complex normal, scaled to unit standard deviation; float64.
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.pde import gaussian_random_field
+        >>> w = gaussian_random_field(16, generator=torch.Generator().manual_seed(0))
+        >>> w.shape, abs(float(w.mean())) < 1e-12  # zero mean on the periodic box
+        (torch.Size([16, 16]), True)
+    """
     check_count("n", n, low=2, high=2**14)
     alpha = check_real("alpha", alpha, low=0.0)
     tau = check_real("tau", tau, low=0.0)
@@ -189,7 +198,14 @@ _GENERATORS: dict[str, Callable[[int, int, dict[str, Any]], dict[str, torch.Tens
 
 # -- files ------------------------------------------------------------------------------
 def dataset_paths(kind: str, n: int, seed: int, out_dir: str | os.PathLike) -> tuple[Path, Path]:
-    """(data file, JSON sidecar) of a dataset: ``OUT/KIND-nN-seedS.pt`` and ``.json``."""
+    """(data file, JSON sidecar) of a dataset: ``OUT/KIND-nN-seedS.pt`` and ``.json``.
+
+    Example::
+
+        >>> from diffnum.pde import dataset_paths
+        >>> [p.name for p in dataset_paths("navier-stokes", 8, 3, "data")]
+        ['navier-stokes-n8-seed3.pt', 'navier-stokes-n8-seed3.json']
+    """
     _check_identity(kind, n, seed, out_dir)
     stem = Path(out_dir) / f"{kind}-n{n}-seed{seed}"
     return stem.with_suffix(".pt"), stem.with_suffix(".json")
@@ -262,6 +278,15 @@ def generate_dataset(kind: str, n: int, seed: int, out_dir: str | os.PathLike, *
     (temporary file + ``os.replace``), the sidecar last, so a crash leaves no file that
     validates. An existing dataset is reused only if its sidecar, settings and checksum all
     match; otherwise the reason is logged and it is regenerated.
+
+    Example::
+
+        >>> import tempfile
+        >>> import diffnum.pde as pde
+        >>> out = tempfile.mkdtemp()
+        >>> path = pde.generate_dataset("burgers", 2, 0, out)
+        >>> path.name, path.with_suffix(".json").exists()  # data and a checksummed sidecar
+        ('burgers-n2-seed0.pt', True)
     """
     _check_identity(kind, n, seed, out_dir)
     check_bool("overwrite", overwrite)
@@ -297,7 +322,17 @@ def generate_dataset(kind: str, n: int, seed: int, out_dir: str | os.PathLike, *
 class PDEDataset(Dataset):
     """Reference solutions as a map-style dataset: item i is ``{"initial": u₀ⁱ,
     "solution": uⁱ}`` (solution shape (nt, …)); ``times``, ``x``, ``settings`` and ``path``
-    describe the whole set."""
+    describe the whole set.
+
+    Example::
+
+        >>> import tempfile
+        >>> import diffnum.pde as pde
+        >>> out = tempfile.mkdtemp()
+        >>> data = pde.load_dataset("burgers", 2, 0, out)
+        >>> sorted(data[0]), isinstance(data, pde.PDEDataset)
+        (['initial', 'solution'], True)
+    """
 
     def __init__(self, path: Path, tensors: dict[str, torch.Tensor], settings: dict[str, Any]):
         if not isinstance(tensors, dict):
@@ -359,6 +394,15 @@ def load_dataset(kind: str, n: int, seed: int, out_dir: str | os.PathLike, *,
     does not load as the expected tensors, is logged and regenerated (``generate=True``) or
     raises ``RuntimeError`` (``generate=False``); it is never used as it is. So is a dataset
     holding NaN or inf (an older version wrote such files for non-finite settings).
+
+    Example::
+
+        >>> import tempfile
+        >>> import diffnum.pde as pde
+        >>> out = tempfile.mkdtemp()
+        >>> data = pde.load_dataset("burgers", 2, 0, out)  # generated on first use, then cached
+        >>> len(data), tuple(data.solution.shape)
+        (2, (2, 51, 256))
     """
     _check_identity(kind, n, seed, out_dir)
     check_bool("generate", generate)

@@ -70,6 +70,14 @@ class DiffusionSorption1D(PDE1D):
     linear map of the basis from :meth:`cauchy_rows`. With a ``source``, :meth:`residual`
     subtracts s on the grid, while :meth:`residual_from_basis_terms` returns
     u_t − D/R(u) u_xx without it (subtract s at the collocation points yourself).
+
+    Example::
+
+        >>> import torch
+        >>> import diffnum.pde as pde
+        >>> ds = pde.DiffusionSorption1D()  # PDEBench constants, u(0, t) = 1, Cauchy end at x = 1
+        >>> ds.terms, ds.diffusivity
+        (('u', 'u_t', 'u_xx'), 0.0005)
     """
 
     terms = ("u", "u_t", "u_xx")
@@ -253,6 +261,13 @@ class MethodOfLines:
     b = (2g/h², 0, …). The off-diagonals of L are ≥ 0, so the semi-discrete flow keeps u ≥ 0.
     Jacobian (tridiagonal): ∂f/∂u = diag(a(u)) L + diag(a'(u) ⊙ (L u + b)), with
     a'(u) = −D R'(u)/R², R'(u) = c (n_f − 1) ũ^{n_f − 2} for u > 0 and 0 for u < 0.
+
+    Example::
+
+        >>> import diffnum.pde as pde
+        >>> mol = pde.MethodOfLines(pde.DiffusionSorption1D(), 16)  # 16 finite-volume cells
+        >>> mol.nx, round(mol.h, 4)
+        (16, 0.0625)
     """
 
     def __init__(self, pde: DiffusionSorption1D, nx: int) -> None:
@@ -323,6 +338,15 @@ class DiffusionSorptionTrajectory:
         grid: ``uniform_grid({"t": …, "x": …})`` matching ``solution`` (for ``pde.residual``).
         right_face: u(t, 1) from the Cauchy ghost cell, shape ``(..., nt)``.
         stats: per batch element, scipy's counts (nfev, njev, nlu) and success.
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.pde import solve_diffusion_sorption_1d
+        >>> traj = solve_diffusion_sorption_1d(torch.full((1, 16), 0.1, dtype=torch.float64),
+        ...                                    num_times=3, t_end=10.0)
+        >>> traj.times.tolist(), traj.right_face.shape
+        ([0.0, 5.0, 10.0], torch.Size([1, 3]))
     """
 
     solution: torch.Tensor
@@ -350,6 +374,15 @@ def solve_diffusion_sorption_1d(
     Newton solve is a sparse LU of a tridiagonal matrix, O(nx). Saved at ``num_times`` equally
     spaced times in [0, t_end]. ``initial`` ``(..., nx)`` holds the cell values u₀ ≥ 0; batch
     elements are solved one after the other. Raises ``RuntimeError`` if the integrator fails.
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.pde import solve_diffusion_sorption_1d
+        >>> traj = solve_diffusion_sorption_1d(torch.full((1, 16), 0.1, dtype=torch.float64),
+        ...                                    num_times=5, t_end=10.0)
+        >>> traj.solution.shape  # (batch, times, cells)
+        torch.Size([1, 5, 16])
     """
     pde = pde if pde is not None else DiffusionSorption1D()
     if not isinstance(pde, DiffusionSorption1D):
@@ -399,7 +432,15 @@ def pdebench_initial_condition(
     dtype: torch.dtype = torch.float64,
 ) -> torch.Tensor:
     """Random initial conditions as PDEBench's generator draws them: a constant field
-    u₀(x) = a with a ~ U(0, 0.2), one value per sample; shape ``(n, nx)``."""
+    u₀(x) = a with a ~ U(0, 0.2), one value per sample; shape ``(n, nx)``.
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.pde import pdebench_initial_condition
+        >>> pdebench_initial_condition(3, 8, generator=torch.Generator().manual_seed(0)).shape
+        torch.Size([3, 8])
+    """
     check_count("n", n)
     check_int_in_range("nx", nx, 3, 10**7)
     check_entries("n * nx", n * nx)

@@ -51,6 +51,17 @@ class PDE1D:
     Boundary conditions: ``"periodic"`` (the x axis of the grid must be periodic; no boundary
     residual) or ``"dirichlet"`` (u(x_left, t) = g_left(t), u(x_right, t) = g_right(t); the
     values are floats or callables of t).
+
+    Example::
+
+        >>> import math, torch
+        >>> import diffnum.pde as pde
+        >>> grid = pde.uniform_grid({"x": (0.0, 1.0, 33), "t": (0.0, 0.1, 11)})
+        >>> x, t = grid.mesh()
+        >>> u = torch.sin(math.pi * x) * torch.exp(-0.1 * math.pi**2 * t)  # exact heat solution
+        >>> heat = pde.Heat1D(0.1, boundary="dirichlet")
+        >>> isinstance(heat, pde.PDE1D), heat.terms
+        (True, ('u_t', 'u_xx'))
     """
 
     terms: tuple[str, ...] = ()
@@ -372,6 +383,17 @@ class Heat1D(PDE1D):
     Exact solution (:meth:`exact_solution`): on x ∈ [a, a + L], u = sin(q(x − a) + θ) e^{−κq²t}
     with q = 2πk/L when periodic and q = πk/L otherwise; its Dirichlet values are
     sin(θ) e^{−κq²t} and sin(πk + θ) e^{−κq²t} (zero for θ = 0), see :meth:`exact_boundary_values`.
+
+    Example::
+
+        >>> import math, torch
+        >>> import diffnum.pde as pde
+        >>> grid = pde.uniform_grid({"x": (0.0, 1.0, 33), "t": (0.0, 0.1, 11)})
+        >>> x, t = grid.mesh()
+        >>> u = torch.sin(math.pi * x) * torch.exp(-0.1 * math.pi**2 * t)  # exact heat solution
+        >>> F = pde.Heat1D(0.1, boundary="dirichlet").residual(u, grid)
+        >>> bool(F[1:-1, 1:].abs().max() < 1e-5)  # second order: O(Δx², Δt²)
+        True
     """
 
     terms = ("u_t", "u_xx")
@@ -422,6 +444,12 @@ class Advection1D(PDE1D):
 
     Exact solution u(x, t) = u₀(x − ct); :meth:`exact_solution` takes u₀ as a callable
     (default sin(2π(x − a)/L), L-periodic on x ∈ [a, a + L]).
+
+    Example::
+
+        >>> import diffnum.pde as pde
+        >>> pde.Advection1D(1.0).terms
+        ('u_t', 'u_x')
     """
 
     terms = ("u_t", "u_x")
@@ -465,6 +493,12 @@ class Burgers1D(PDE1D):
     Exact reference (:meth:`exact_solution`) for u₀ = −sin(πx) by Cole–Hopf
     (:func:`burgers_sine_cole_hopf`); it is 2-periodic and zero at x = ±1, so it solves both
     the periodic and the zero-Dirichlet problem.
+
+    Example::
+
+        >>> import diffnum.pde as pde
+        >>> pde.Burgers1D(0.01).terms
+        ('u', 'u_t', 'u_x', 'u_xx')
     """
 
     terms = ("u", "u_t", "u_x", "u_xx")

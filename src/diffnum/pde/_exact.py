@@ -25,6 +25,14 @@ def burgers_sine_cole_hopf(x: torch.Tensor, t: torch.Tensor, viscosity: float) -
     (returned in the dtype of ``x``); x and t broadcast; t = 0 gives u₀. The solution is
     2-periodic in x and vanishes at x = ±1, so it serves the periodic and the Dirichlet problem
     on [−1, 1]. Reference data: computed in NumPy, so no gradient flows to x or t.
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.pde import burgers_sine_cole_hopf
+        >>> x = torch.tensor([0.5], dtype=torch.float64)
+        >>> float(burgers_sine_cole_hopf(x, torch.zeros(1, dtype=torch.float64), 0.01))  # −sin(πx)
+        -1.0
     """
     nu = check_positive("viscosity", viscosity)
     x, t = _real("x", x), _real("t", t)

@@ -25,6 +25,13 @@ class Grid:
         coordinates: one 1-D tensor per axis.
         spacing: h per axis.
         periodic: whether each axis is periodic.
+
+    Example::
+
+        >>> import diffnum.pde as pde
+        >>> grid = pde.uniform_grid({"x": (0.0, 6.0, 4)}, periodic=("x",))
+        >>> grid.coordinates[0].tolist(), grid.periodic  # a periodic axis omits its end point
+        ([0.0, 1.5, 3.0, 4.5], (True,))
     """
 
     names: tuple[str, ...]
@@ -119,7 +126,12 @@ def uniform_grid(
     Axis k covers [start, stop]: x_j = start + j h with h = (stop − start)/(n − 1), or, if
     ``name in periodic``, h = (stop − start)/n and the point x = stop is left out.
 
-    Example: ``uniform_grid({"x": (0.0, 1.0, 64), "t": (0.0, 0.5, 41)}, periodic=("x",))``.
+    Example::
+
+        >>> from diffnum.pde import uniform_grid
+        >>> grid = uniform_grid({"x": (0.0, 1.0, 64), "t": (0.0, 0.5, 41)}, periodic=("x",))
+        >>> grid.shape, grid.spacing  # periodic x: 64 points, x = 1 left out
+        ((64, 41), (0.015625, 0.0125))
     """
     if not isinstance(axes, Mapping) or len(axes) == 0:
         raise ValueError(f"axes must be a non-empty mapping name -> (start, stop, points), "

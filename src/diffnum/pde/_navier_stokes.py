@@ -72,6 +72,17 @@ def velocity_from_vorticity(
 
     Spectral Poisson solve ψ̂ = ω̂/|k|² (the mean mode of ψ is set to 0; a mean of ω has no
     periodic stream function and is ignored). ``dims`` are the (x, y) dimensions of ``omega``.
+
+    Example::
+
+        >>> import torch
+        >>> import diffnum.pde as pde
+        >>> g = torch.Generator().manual_seed(0)
+        >>> w0 = pde.gaussian_random_field(16, generator=g).unsqueeze(0)
+        >>> import math
+        >>> vx, vy = pde.velocity_from_vorticity(w0, 2 * math.pi)
+        >>> vx.shape, vy.shape
+        (torch.Size([1, 16, 16]), torch.Size([1, 16, 16]))
     """
     real_floating_dtype("omega", omega)
     length = check_positive("length", length)
@@ -158,6 +169,12 @@ class NavierStokes2D:
     error (7e-8 at H = dt = 0.01, n = 16). At n = 32, H = 0.2 this part dominates; saving
     every ≤ 10 steps (H ≤ 0.1) removes it (states 20 steps apart do not determine the
     CN/AB2 step's own time derivative).
+
+    Example::
+
+        >>> import diffnum.pde as pde
+        >>> pde.NavierStokes2D(1e-3).terms
+        ('u', 'u_t', 'u_x', 'u_y', 'laplacian', 'velocity_x', 'velocity_y')
     """
 
     terms = ("u", "u_t", "u_x", "u_y", "laplacian", "velocity_x", "velocity_y")
@@ -334,6 +351,16 @@ class NavierStokesTrajectory:
         times: the saved times t_k = k · save_every · dt, k = 0…, shape ``(len(times),)``.
         cfl: the largest advective Courant number max(|u| + |v|) dt/h met over all steps and
             batch elements (AB2 is stable for ≲ 0.5; larger values mean the result is suspect).
+
+    Example::
+
+        >>> import torch
+        >>> import diffnum.pde as pde
+        >>> g = torch.Generator().manual_seed(0)
+        >>> w0 = pde.gaussian_random_field(16, generator=g).unsqueeze(0)
+        >>> traj = pde.solve_navier_stokes_2d(w0, steps=10, save_every=5)
+        >>> len(traj.times), traj.cfl < 1
+        (3, True)
     """
 
     vorticity: torch.Tensor
@@ -371,6 +398,16 @@ def solve_navier_stokes_2d(
     pointwise equation as :class:`NavierStokes2D` with ``dealias=True``, whose residual of
     the trajectory is then only the time-discretisation error (see that class). With the
     default they only diffuse.
+
+    Example::
+
+        >>> import torch
+        >>> import diffnum.pde as pde
+        >>> g = torch.Generator().manual_seed(0)
+        >>> w0 = pde.gaussian_random_field(16, generator=g).unsqueeze(0)
+        >>> traj = pde.solve_navier_stokes_2d(w0, steps=10, save_every=5)
+        >>> traj.vorticity.shape  # (batch, saved times, n, n)
+        torch.Size([1, 3, 16, 16])
     """
     real_floating_dtype("initial", initial)
     check_finite("initial", initial)

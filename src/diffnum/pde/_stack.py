@@ -39,6 +39,21 @@ def stacked_residual(
         rows: optional indices of the M collocation points among the grid points (an integer
             tensor or sequence, negative indices counting from the end, or a boolean mask).
         ridge: λ ≥ 0 of the ridge term λw (the spec's 1e-4).
+
+    Example::
+
+        >>> import math, torch
+        >>> import diffnum.pde as pde
+        >>> grid = pde.uniform_grid({"x": (0.0, 1.0, 33), "t": (0.0, 0.1, 11)})
+        >>> x, t = grid.mesh()
+        >>> u = torch.sin(math.pi * x) * torch.exp(-0.1 * math.pi**2 * t)  # exact heat solution
+        >>> heat = pde.Heat1D(0.1, boundary="dirichlet")
+        >>> basis = u.reshape(1, -1, 1)  # one basis function: the solution itself
+        >>> terms = heat.basis_terms(basis, grid)
+        >>> w = torch.ones(1, 1, dtype=torch.float64)
+        >>> r = pde.stacked_residual(heat, terms, w, basis, grid, u[:, 0], ridge=0.0)
+        >>> bool(r.abs().max() < 1e-3)  # PDE, initial and boundary rows all nearly zero at w = 1
+        True
     """
     missing = [m for m in _PDE_METHODS if not callable(getattr(pde, m, None))]
     if missing:
