@@ -25,3 +25,16 @@ def test_docs_build_strict(tmp_path):
 def test_readme_points_inside_the_repository():
     readme = (ROOT / "README.md").read_text()
     assert "../shared" not in readme
+
+
+def test_every_public_name_has_a_runnable_example():
+    """Each public name's docstring has a ``>>>`` example; pytest runs them as doctests."""
+    import importlib
+    import inspect
+
+    missing = []
+    for pillar in ("factor", "interp", "snn", "solve", "pde", "models", "constrain"):
+        module = importlib.import_module(f"diffnum.{pillar}")
+        missing += [f"{pillar}.{name}" for name in module.__all__
+                    if ">>>" not in (inspect.getdoc(getattr(module, name)) or "")]
+    assert not missing, missing
