@@ -251,10 +251,13 @@ def _figures(ctx: Context, rec_curves: dict, cls_curves: dict, snn_curves: dict)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for name, c in cls_curves.items():
         axes[0].plot([s for s, _ in c], [a for _, a in c], label=name)
-    axes[0].set(title="(b) pulses 11 apart, XOR of signs", xlabel="step",
+    axes[0].axhline(0.5, color="gray", ls=":", lw=1, label="chance (2 classes)")
+    axes[0].set(title=f"(b) pulses {GAP} apart, XOR of signs", xlabel="step",
                 ylabel="test accuracy")
-    for name, c in snn_curves.items():
-        axes[1].plot(range(1, len(c) + 1), c, marker="o", label=name)
+    for (name, c), style in zip(snn_curves.items(), ("-", "--")):
+        axes[1].plot(range(1, len(c) + 1), c, marker="o", linestyle=style, label=name)
+    axes[1].axhline(1 / SNN["n_classes"], color="gray", ls=":", lw=1,
+                    label=f"chance ({SNN['n_classes']} classes)")
     axes[1].set(title="(c) delayed coincidence (SNN)", xlabel="epoch", ylabel="test accuracy")
     for ax in axes:
         ax.legend(fontsize=8)
