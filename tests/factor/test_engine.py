@@ -257,3 +257,28 @@ def test_utv_cores_have_the_stated_structure():
     torch.testing.assert_close(G_urv, G_urv.triu(), atol=1e-12, rtol=0)
     G_ulv = df.utv(A, 6, core="triangular").G
     torch.testing.assert_close(G_ulv, G_ulv.tril(), atol=1e-12, rtol=0)
+
+
+def test_rank_tolerance_has_one_name_and_the_old_ones_still_work():
+    """rtol everywhere; rcond (meta_factorize, nystrom) and tol (cr) warn and still work, and
+    passing both names is an error."""
+    A, _ = df.synthetic_matrix(30, 20, "low_rank", rank=5,
+                               generator=torch.Generator().manual_seed(0))
+    U, _, Vh = torch.linalg.svd(A)
+    F, H = U[:, :5], Vh[:5].mT
+    calls = [
+        (lambda **kw: df.meta_factorize(A, F, H, **kw), "rcond"),
+        (lambda **kw: df.nystrom(A, 5, generator=torch.Generator().manual_seed(1), **kw),
+         "rcond"),
+        (lambda **kw: df.cr(A, **kw), "tol"),
+    ]
+    for call, old in calls:
+        new = call(rtol=1e-10).reconstruct()
+        with pytest.warns(DeprecationWarning, match=f"{old}= is now rtol="):
+            former = call(**{old: 1e-10}).reconstruct()
+        assert torch.equal(new, former)
+        with pytest.raises(TypeError, match="rtol only"):
+            call(rtol=1e-10, **{old: 1e-10})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        df.pinv(A, method="cr")  # the library itself uses the new name

@@ -312,12 +312,13 @@ def _empty_ok(shape: tuple[int, ...] | None) -> Callable[[Returned], bool]:
 def _cases() -> list[Case]:
     c: list[Case] = []
     # ---- float arguments (tolerances, decay)
-    c.append(Case("float", "meta_factorize(rcond=·)", lambda v: _meta(rcond=v), BAD_TOL,
-                  ("rcond",), BAD_TOL_X))
-    c.append(Case("float", "nystrom(rcond=·)",
-                  lambda v: df.nystrom(A, 2, generator=_gen(1), rcond=v), BAD_TOL, ("rcond",),
+    c.append(Case("float", "meta_factorize(rtol=·)", lambda v: _meta(rtol=v), BAD_TOL,
+                  ("rtol",), BAD_TOL_X))
+    c.append(Case("float", "nystrom(rtol=·)",
+                  lambda v: df.nystrom(A, 2, generator=_gen(1), rtol=v), BAD_TOL, ("rtol",),
                   BAD_TOL_X))
-    c.append(Case("float", "cr(tol=·)", lambda v: df.cr(A, tol=v), BAD_TOL, ("tol",), BAD_TOL_X))
+    c.append(Case("float", "cr(rtol=·)", lambda v: df.cr(A, rtol=v), BAD_TOL, ("rtol",),
+                  BAD_TOL_X))
     c.append(Case("float", "numerical_rank(rtol=·)", lambda v: df.numerical_rank(A, v), BAD_TOL,
                   ("rtol",), BAD_TOL_X))
     for method in ("svd", "cr", "randomized"):
@@ -469,8 +470,8 @@ def _cases() -> list[Case]:
                   BAD_CHOICE, ("kind",)))
     c.append(Case("name", "sketch_matrix(kind=·) keyword",
                   lambda v: df.sketch_matrix((4, 3), kind=v), ["cauchy"], ("kind",)))
-    c.append(Case("name", "cr(tol=nan) blames tol, not A", lambda v: df.cr(A, tol=v), [NAN],
-                  ("tol",)))
+    c.append(Case("name", "cr(rtol=nan) blames rtol, not A", lambda v: df.cr(A, rtol=v), [NAN],
+                  ("rtol",)))
     c.append(Case("name", "meta_factorize(F batch 2, H batch 3)",
                   lambda v: df.meta_factorize(A, _randn(2, 6, 3), _randn(v, 5, 3)), [3],
                   ("F", "H")))
@@ -637,7 +638,7 @@ def test_valid_tolerances_and_counts_are_accepted(rtol, method):
     assert 0 <= df.numerical_rank(A, rtol) <= 5
     Q = df.range_finder(A, 2, oversample=0, power_iters=0, generator=_gen(1))
     assert Q.shape == (6, 2)
-    fac = _meta(rcond=rtol, refine=0, info={"note": 1})
+    fac = _meta(rtol=rtol, refine=0, info={"note": 1})
     assert fac.info == {"note": 1}
     assert df.synthetic_matrix(6, 5, "geometric", decay=1.0)[0].shape == (6, 5)
     assert df.synthetic_matrix(6, 5, "algebraic", decay=0.0, batch=(2,))[0].shape == (2, 6, 5)

@@ -78,7 +78,7 @@ def pinv(
     if method == "svd":
         return _svd_pinv(A, rtol)
     if method == "cr":
-        factors = cr(A, tol=rtol)
+        factors = cr(A, rtol=rtol)
         # Rᵀ(CᵀARᵀ)⁻¹Cᵀ = Rᵀ(RRᵀ)⁻¹(CᵀC)⁻¹Cᵀ; with C = Q_c T_c and Rᵀ = Q_r T_r this is
         # Q_r T_r⁻ᵀ T_c⁻¹ Q_cᵀ, which never forms CᵀC or RRᵀ and so never squares κ.
         Qc, Tc = torch.linalg.qr(factors.F)
