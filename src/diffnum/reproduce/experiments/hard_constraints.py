@@ -155,6 +155,7 @@ def _run_method(ctx: Context, label: str, problem: PhysicsProblem, config: Train
     tail = [h["loss"] for h in history[-max(4, len(history) // 4):] if math.isfinite(h["loss"])]
     return {
         "method": config.name, "config": config.method,
+        "experts": list(config.experts) if config.method == "moe" else None,
         "relative_l2_mean": report["relative_l2_mean"],
         "relative_l2_std": report["relative_l2_std"],
         "relative_l2": report["relative_l2"],
@@ -172,18 +173,22 @@ def _run_method(ctx: Context, label: str, problem: PhysicsProblem, config: Train
         "loss_tail_spread": (statistics.pstdev(tail) / statistics.median(tail)
                              if len(tail) > 1 else None),
         "loss_curve": [h["loss"] for h in history],
-        "interface_share": (_interface_share(result.model, problem, config.experts)
-                            if config.method == "moe" else None),
         "model": result.model,
     }
 
 
 @torch.no_grad()
-def _heldout(model, problem: PhysicsProblem, soft) -> dict[str, float]:
-    """A trained model on the held-out u₀: the physics loss of its prediction, with the
-    assembled residual of u (what the reference and the baselines are scored with), and the
-    norm it keeps at the final time (:func:`_kept_norm`)."""
-    u, _ = model(problem.test_initial, torch.Generator().manual_seed(0))
+def _predict(model, problem: PhysicsProblem) -> torch.Tensor:
+    """A trained model's prediction on every held-out u₀ (collocation draws seeded), made
+    once and shared by the held-out loss, the final-time norm, the interface share, the layer
+    swap and the figures."""
+    return model(problem.test_initial, torch.Generator().manual_seed(0))[0]
+
+
+def _heldout(u: torch.Tensor, problem: PhysicsProblem, soft) -> dict[str, float]:
+    """Scores of a prediction u on the held-out u₀: the physics loss with the assembled
+    residual of u (what the reference and the baselines are scored with), and the norm it
+    keeps at the final time (:func:`_final_time`)."""
     return {"heldout_loss": float(physics_loss(soft, problem.test_initial, u)[0]),
             **_final_time(u, problem)}
 
@@ -201,13 +206,12 @@ def _final_time(u: torch.Tensor, problem: PhysicsProblem) -> dict[str, float]:
 
 
 @torch.no_grad()
-def _interface_share(model, problem: PhysicsProblem, experts: tuple[int, ...]
+def _interface_share(u: torch.Tensor, problem: PhysicsProblem, experts: tuple[int, ...]
                      ) -> tuple[float, float]:
-    """Share of a mixture's PDE loss (held-out u₀) at points next to a block interface —
-    where the difference quotients of u straddle two experts' independent solves — and the
-    share of the collocated points that are there."""
+    """Share of a mixture's PDE loss on its held-out prediction u at points next to a block
+    interface — where the difference quotients of u straddle two experts' independent
+    solves — and the share of the collocated points that are there."""
     pde, grid = problem.pde, problem.grid
-    u, _ = model(problem.test_initial, torch.Generator().manual_seed(0))
     F2 = pde.residual(u, grid).square().mean(0) * pde.collocation_mask(grid)
     near = torch.zeros(grid.shape, dtype=torch.bool)
     for axis, blocks in enumerate(experts):
@@ -272,20 +276,10 @@ def _swap_rows(rows: list[dict], problem: PhysicsProblem, soft) -> list[dict[str
     trained basis solved per block (the mixture's layer) and the mixture's trained basis
     solved globally (PI-HC's layer), scored like the trained models."""
     hard, moe = rows[1]["model"], rows[2]["model"]
-    out = []
-    for name, model, layer, native in (
-            (f"{rows[2]['method']} layer on PI-HC's trained basis", hard, moe.layer, moe),
-            (f"PI-HC layer on {rows[2]['method']}'s trained basis", moe, hard.layer, hard)):
-        with torch.no_grad():
-            u, _ = _swapped(model, layer)(problem.test_initial,
-                                          torch.Generator().manual_seed(0))
-            u_native, _ = native(problem.test_initial, torch.Generator().manual_seed(0))
-        row = _field_row(name, u, problem, soft)
-        # The same layer on its own trained basis, same held-out u₀: the loss that layer's
-        # training saw for the basis it chose.
-        row["native_loss"] = float(physics_loss(soft, problem.test_initial, u_native)[0])
-        out.append(row)
-    return out
+    return [_field_row(name, _predict(_swapped(model, layer), problem), problem, soft)
+            for name, model, layer in (
+                (f"{rows[2]['method']} layer on PI-HC's trained basis", hard, moe.layer),
+                (f"PI-HC layer on {rows[2]['method']}'s trained basis", moe, hard.layer))]
 
 
 # The loss minimizer has one unknown per grid point: an N × N solve with N = P.
@@ -413,11 +407,7 @@ def _prediction_figure(ctx: Context, plt, label: str, rows: list[dict],
     |error| (bottom), one colour scale per row; diffusion–sorption over (t, x), Navier–Stokes
     at the final time over (x, y)."""
     grid, ref = problem.grid, problem.test_solution[0]
-    fields = {"reference": ref}
-    for row in rows:
-        with torch.no_grad():
-            u, _ = row["model"](problem.test_initial[:1], torch.Generator().manual_seed(0))
-        fields[row["method"]] = u[0]
+    fields = {"reference": ref, **{row["method"]: row["prediction"][0] for row in rows}}
     if label == "ns":
         t_end = float(grid.coordinates[grid.axis_index("t")][-1])
         fields = {k: v[..., -1] for k, v in fields.items()}
@@ -601,7 +591,8 @@ def _swap_finding(hard: dict, moe: dict, swaps: list[dict]) -> str:
     if not (layer < 1.5 and hard_on_moe > 1.5 * own):
         return text + "."
     text += ". The mixture is limited by what its training makes of the basis, not by its solve"
-    chosen, good = swaps[0]["native_loss"], swaps[0]["final_loss"]
+    # The mixture's layer on its own basis is the mixture itself.
+    chosen, good = moe["heldout_loss"], swaps[0]["final_loss"]
     if chosen < good:
         text += (f": under the mixture's layer, PI-HC's basis has physics loss {good:.3g} on "
                  f"held-out u₀ and the mixture's own basis {chosen:.3g} — the loss the mixture "
@@ -635,7 +626,11 @@ def run(ctx: Context) -> Section:
                        for config in _configs(label, sizes[label], ctx.seed)]
     for label, rows in runs.items():
         for row in rows:
-            row.update(_heldout(row["model"], problems[label], rows[0]["model"]))
+            row["prediction"] = _predict(row["model"], problems[label])
+            row.update(_heldout(row["prediction"], problems[label], rows[0]["model"]))
+            row["interface_share"] = (
+                _interface_share(row["prediction"], problems[label], row["experts"])
+                if row["experts"] else None)
     baselines = {label: _baselines(ctx, label, problems[label], sizes[label], rows[0]["model"])
                  for label, rows in runs.items()}
     scaling = _time_vs_m(ctx, sizes["scaling"])
@@ -652,7 +647,8 @@ def run(ctx: Context) -> Section:
                                  swaps[label], scaling if label == "ds" else None)
                 for label, rows in runs.items()}
     results = {
-        label: [{k: v for k, v in r.items() if k != "model"} for r in rows]
+        label: [{k: v for k, v in r.items() if k not in ("model", "prediction")}
+                for r in rows]
         for label, rows in runs.items()
     }
     results["baselines"] = baselines
