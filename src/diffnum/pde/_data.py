@@ -235,11 +235,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    """Readers see either the old file or the complete new one, never a partial file."""
-    atomic_write(path, write)
-
-
 def _expected(kind: str, n: int, seed: int, settings: dict[str, Any]) -> dict[str, Any]:
     return {"format_version": FORMAT_VERSION, "kind": kind, "n": n, "seed": seed,
             "settings": settings}
@@ -312,10 +307,10 @@ def generate_dataset(kind: str, n: int, seed: int, out_dir: str | os.PathLike, *
                          "check the physics constants and the time step")
     out.mkdir(parents=True, exist_ok=True)
     sidecar_path.unlink(missing_ok=True)  # never leave an old sidecar beside new data
-    _atomic_write(data_path, lambda f: torch.save(tensors, f))
+    atomic_write(data_path, lambda f: torch.save(tensors, f))
     meta = {**expected, "sha256": _sha256(data_path), "file": data_path.name,
             "shapes": {k: list(v.shape) for k, v in tensors.items()}}
-    _atomic_write(sidecar_path, lambda f: f.write((json.dumps(meta, indent=1) + "\n").encode()))
+    atomic_write(sidecar_path, lambda f: f.write((json.dumps(meta, indent=1) + "\n").encode()))
     return data_path
 
 
