@@ -86,7 +86,11 @@ def test_per_step_schedule_applies_each_triple_once():
     schedule = [(4.0, -6.0, 2.5), (3.4445, -4.775, 2.0315), (2.0, -1.5, 0.5), (1.5, -0.5, 0.0)]
     sigma = torch.linspace(0.05, 1.0, 5, dtype=torch.float64)
     M, U, V = _with_singular_values(7, 5, sigma, seed=3)
-    out = msign(M, steps=4, coefficients=schedule)
+    # An arbitrary schedule (it sends some σ₀ ∈ (0, 1] below 0, not these): refused unless
+    # check=False, which this test of the mechanics passes.
+    with pytest.raises(ValueError, match="negative values"):
+        msign(M, steps=4, coefficients=schedule)
+    out = msign(M, steps=4, coefficients=schedule, check=False)
     expected = U @ torch.diag(_scalar_map(sigma / sigma.norm(), schedule)) @ V.T
     # Same rounding argument as above; these polynomials have |p'| <= 4 on the iterates.
     torch.testing.assert_close(out, expected, atol=1e-12, rtol=0)
@@ -98,7 +102,8 @@ def test_per_step_schedule_applies_each_triple_once():
         rtol=0,
     )
     torch.testing.assert_close(
-        msign(M, steps=4, coefficients=torch.tensor(schedule, dtype=torch.float64)),
+        msign(M, steps=4, coefficients=torch.tensor(schedule, dtype=torch.float64),
+              check=False),
         out, atol=0, rtol=0
     )
 
@@ -200,7 +205,8 @@ def test_gradcheck(shape, precondition, method):
         ({"steps": 2.0}, TypeError, "steps must be an int"),
         ({"method": "qr"}, ValueError, "method must be one of"),
         ({"precondition": "jacobi"}, ValueError, "precondition must be one of"),
-        ({"coefficients": "abc"}, TypeError, "coefficients must be None"),
+        ({"coefficients": "abc"}, ValueError, "coefficients must be one of"),
+        ({"coefficients": b"abc"}, TypeError, "coefficients must be None"),
         ({"coefficients": (1.0, 2.0)}, ValueError, r"coefficients\[0\] must be a triple"),
         ({"coefficients": [(1.5, -0.5, 0.0)] * 4}, ValueError, "4 per-step triples but steps=5"),
         ({"coefficients": (1.5, -0.5, math.inf)}, ValueError, "coefficients must be finite"),

@@ -124,3 +124,10 @@ def check_nonempty(name: str, x: torch.Tensor) -> None:
     """Raise ``ValueError`` if ``x`` has no entries (FFTs and LAPACK fail obscurely there)."""
     if x.numel() == 0:
         raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
+
+
+def check_flag(name: str, value: object) -> bool:
+    """A ``bool`` (``throw="no"`` would otherwise be true)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value

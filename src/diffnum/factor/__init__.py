@@ -13,6 +13,9 @@ Map of the pillar:
 - Sketching and selection: :func:`range_finder`, :func:`rsvd`, :func:`select_columns`.
 - Matrix functions: :func:`msign` (polar factor by Newton–Schulz) and
   :func:`sqrtm` (differentiable square root and inverse square root of SPD matrices).
+- Newton–Schulz schedules: :func:`polar_schedule` (minimax design, the Polar Express
+  method), ``POLAR_PRESETS`` (published sets) and :func:`polar_band` (the exact image of
+  [lower, 1] under a schedule: how close to 1 it lands, and whether any sign flips).
 """
 
 from diffnum.factor._engine import (
@@ -25,13 +28,23 @@ from diffnum.factor._gallery import synthetic_matrix
 from diffnum.factor._pinv import pinv, strang_pinv
 from diffnum.factor._polar import msign
 from diffnum.factor._recipes import cpqr, cr, cur, numerical_rank, nystrom, svd, utv
+from diffnum.factor._schedule import (
+    POLAR_PRESETS,
+    ROOT_SHAPE_TRIPLES,
+    PolarBand,
+    polar_band,
+    polar_schedule,
+)
 from diffnum.factor._select import select_columns
 from diffnum.factor._sketch import range_finder, rsvd, sketch_matrix
 from diffnum.factor._sqrtm import sqrtm
 
 __all__ = [
+    "POLAR_PRESETS",
+    "ROOT_SHAPE_TRIPLES",
     "FactorizationResiduals",
     "MetaFactorization",
+    "PolarBand",
     "RankDeficiencyWarning",
     "cpqr",
     "cr",
@@ -41,6 +54,8 @@ __all__ = [
     "numerical_rank",
     "nystrom",
     "pinv",
+    "polar_band",
+    "polar_schedule",
     "range_finder",
     "rsvd",
     "select_columns",

@@ -10,12 +10,14 @@ from collections.abc import Sequence
 import torch
 
 from diffnum._core import check_int_in_range, check_matrix, check_one_of
+from diffnum._core.validation import check_flag
 from diffnum.factor._checks import (
     power_of_two_exponent,
     smallest_eigenvalue,
     times_power_of_two,
 )
 from diffnum.factor._engine import RankDeficiencyWarning
+from diffnum.factor._schedule import POLAR_PRESETS, polar_band
 
 __all__ = ["MUON_COEFFICIENTS", "msign"]
 
@@ -38,10 +40,21 @@ def _is_number(x: object) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
+@functools.lru_cache(maxsize=64)
+def _keeps_sign(schedule: tuple[tuple[float, float, float], ...]) -> bool:
+    return polar_band(schedule, lower=0.0).positive
+
+
 def _coefficient_schedule(coefficients: object, steps: int) -> list[tuple[float, float, float]]:
-    """Turn ``coefficients`` (None, one triple, or one triple per step) into ``steps`` triples."""
+    """Turn ``coefficients`` (None, a preset name, one triple, or one triple per step) into
+    ``steps`` triples."""
     if coefficients is None:
         return [MUON_COEFFICIENTS] * steps
+    if isinstance(coefficients, str):
+        check_one_of("coefficients", coefficients, tuple(POLAR_PRESETS))
+        preset = POLAR_PRESETS[coefficients]
+        # A preset ends in the triple its authors repeat beyond its length.
+        return list(preset[:steps]) + [preset[-1]] * max(0, steps - len(preset))
     if isinstance(coefficients, torch.Tensor):
         coefficients = coefficients.detach().cpu().tolist()
     if isinstance(coefficients, (str, bytes)) or not isinstance(coefficients, Sequence):
@@ -200,6 +213,7 @@ def msign(
     precondition: str = "frobenius",
     coefficients: object = None,
     compute_dtype: torch.dtype | None = None,
+    check: bool = True,
 ) -> torch.Tensor:
     """Polar factor ``msign(M) = U Vᵀ`` of ``M = U Σ Vᵀ``, batched over ``(..., m, n)``.
 
@@ -231,13 +245,20 @@ def msign(
             row-rescaled matrix (column-rescaled when m > n). ``method="svd"`` with
             ``"aol"`` returns exactly that target.
         coefficients: ``None`` (Muon's triple for every step), one ``(a, b, c)`` triple used
-            for every step, or a sequence of ``steps`` per-step triples (Polar-Express /
-            ROOT-style schedules).
+            for every step, a sequence of ``steps`` per-step triples (for instance from
+            :func:`polar_schedule`), or a preset name from ``POLAR_PRESETS`` (its first
+            ``steps`` triples; its last triple repeats beyond its length). A schedule that
+            maps some σ₀ ∈ (0, 1] to a negative value (it would reverse that direction,
+            see :func:`polar_band`) raises ``ValueError``.
         compute_dtype: dtype of the Newton–Schulz iterations (default: that of ``M``).
             ``torch.bfloat16`` is what Muon uses: the iteration only has to land the
             singular values in a band, and bf16 products are 2–3× faster on CPUs with
             AVX512-BF16/AMX. X₀ is formed in that dtype too (the AOL Gram product is then
             a fast one) and the result is cast back to ``M``'s dtype.
+        check: ``False`` skips every test that reads the data or the schedule's band —
+            finiteness of ``M``, the sign check of the schedule, the rank warning below — so
+            that the call never synchronizes and traces into one graph under
+            ``torch.compile``. For loops that check their schedule once (optimizers).
 
     Returns:
         tensor of the shape and dtype of ``M``. Differentiable by plain autograd (the SVD
@@ -261,13 +282,18 @@ def msign(
         >>> 0.6 < float(s.min()) and float(s.max()) < 1.2
         True
     """
-    check_matrix("M", M)
+    check_matrix("M", M, finite=check_flag("check", check))
     check_int_in_range("steps", steps, 0, _MAX_STEPS)
     check_one_of("method", method, _METHODS)
     check_one_of("precondition", precondition, _PRECONDITIONERS)
     if method == "svd" and coefficients is not None:
         raise ValueError("coefficients is only used by method='newton_schulz', got method='svd'")
     schedule = _coefficient_schedule(coefficients, steps) if method == "newton_schulz" else []
+    if check and schedule and not _keeps_sign(tuple(schedule)):
+        band = polar_band(schedule, lower=0.0)
+        raise ValueError(f"coefficients map some singular values in (0, 1] to negative values "
+                         f"(image {band.min:.3g} .. {band.max:.3g}): the output would reverse "
+                         f"those directions. Pass check=False to allow it")
     if compute_dtype is not None:
         check_one_of("compute_dtype", compute_dtype, _COMPUTE_DTYPES)
         if method == "svd":
@@ -293,7 +319,7 @@ def msign(
         X, A = _aol_start(X)
     elif method == "newton_schulz":
         X = _frobenius_start(X)
-    if method == "newton_schulz" and schedule:
+    if check and method == "newton_schulz" and schedule:
         if A is None and X.dtype in (torch.float32, torch.float64):
             A = _gram(X)  # the first step's Gram matrix, shared with the band check
         _warn_outside_band(X, A, schedule, precondition)

@@ -84,13 +84,6 @@ def check_max_steps(max_steps: int) -> int:
     return check_count("max_steps", max_steps, high=MAX_STEPS_LIMIT)
 
 
-def check_flag(name: str, value: object) -> bool:
-    """A ``bool`` (``throw="no"`` would otherwise be true)."""
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return value
-
-
 def evaluate_checked(name: str, fn: Callable, y: torch.Tensor, args: tuple,
                      square: bool = False) -> torch.Tensor:
     """Evaluate ``fn(y, *args)`` once and check its output against ``y``'s batch shape."""

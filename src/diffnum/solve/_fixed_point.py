@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from diffnum._core.validation import check_int_in_range, check_real
+from diffnum._core.validation import check_flag, check_int_in_range, check_real
 from diffnum.solve._adjoint import (
     ImplicitAdjoint,
     UnrollAdjoint,
@@ -19,7 +19,6 @@ from diffnum.solve._adjoint import (
 from diffnum.solve._common import (
     as_args,
     as_initial_value,
-    check_flag,
     check_max_steps,
     check_tolerance,
     check_tolerances,

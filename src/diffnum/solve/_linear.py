@@ -11,6 +11,7 @@ from torch.func import vjp
 from diffnum._core.validation import (
     check_count,
     check_finite,
+    check_flag,
     check_one_of,
     check_same_dtype_device,
     real_floating_dtype,
@@ -18,7 +19,6 @@ from diffnum._core.validation import (
 from diffnum.solve._adjoint import ImplicitAdjoint, UnrollAdjoint, check_adjoint
 from diffnum.solve._common import (
     MAX_STEPS_LIMIT,
-    check_flag,
     check_max_steps,
     check_tolerance,
     check_tolerances,
