@@ -200,9 +200,10 @@ def polar_schedule(steps: int, degree: int = 5, lower: float = 1e-3,
     is centred on 1 (m + M = 2), and moves to that image: [ℓ, u] ← [m, 2 − m].
     ``cushion`` > 0 designs each p on [max(ℓ, cushion·u), u] instead (the paper's guard
     against a first polynomial so steep that rounding ruins it; 0.02407327424182761
-    reproduces their published list, preset ``"polar_express"``). ``safety`` > 0 divides the input of every step but the last by
-    1 + safety (p(x/(1 + safety))), as their code does with 0.01 so that singular values
-    slightly above 1 after low-precision rounding are not blown up.
+    reproduces their published list, preset ``"polar_express"``). ``safety`` > 0 divides
+    the input of every step but the last by 1 + safety (p(x/(1 + safety))), as their code
+    does with 0.01, so that singular values slightly above 1 after low-precision rounding
+    are not blown up.
 
     Args:
         steps: number of steps, 1 <= steps <= 100.
