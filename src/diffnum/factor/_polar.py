@@ -308,9 +308,15 @@ def msign(
     # The polar factor does not depend on the scale, but ‖M‖_F, the Gram matrix and the AOL
     # row sums square the entries (overflow/underflow beyond ~1e±154 in float64, ~1e±19 in
     # float32): divide by a power of two first, exactly, so that max|M_ij| ∈ [1/2, 1).
+    # bfloat16 has float32's exponent range: a float32 M is cast first, and the scaling
+    # passes then move half the bytes (the cast cannot overflow, and scaling by 2^k is as
+    # exact after it as before).
+    cast_first = compute_dtype == torch.bfloat16 and X.dtype == torch.float32
+    if cast_first and method == "newton_schulz":
+        X = X.to(compute_dtype)
     X = times_power_of_two(X, -power_of_two_exponent(X))
 
-    if compute_dtype is not None and method == "newton_schulz":
+    if compute_dtype is not None and method == "newton_schulz" and not cast_first:
         # Cast before the start so the AOL Gram product (reused by the first step) is
         # also a fast low-precision product; the scaling only has to be approximately right.
         X = X.to(compute_dtype)
