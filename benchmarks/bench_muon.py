@@ -72,7 +72,9 @@ def _accuracy() -> tuple[list, list]:
     schedules = {
         "muon (3.4445, −4.7750, 2.0315) × 5": POLAR_PRESETS["muon"],
         "polar_express, first 5": POLAR_PRESETS["polar_express"][:5],
-        "designed: polar_schedule(5, lower=1e-3)": polar_schedule(5, lower=LOWER),
+        "designed: polar_schedule(5, lower=1e-3), safety 0.01": polar_schedule(5, lower=LOWER),
+        "designed, pure minimax (safety=0; unstable in bf16)": polar_schedule(
+            5, lower=LOWER, safety=0.0),
         "turbo_muon (4 steps, meant for the AOL start)": POLAR_PRESETS["turbo_muon"],
     }
     records, rows = [], []

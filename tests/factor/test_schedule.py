@@ -31,7 +31,7 @@ def test_polar_express_list_is_reproduced():
     # for the first six triples; the seventh is designed on [1 − 9e-4, 1 + 9e-4], where the
     # Remez system is ill-conditioned (both codes round differently there): 1e-10; the last
     # is the limit polynomial (15/8, -10/8, 3/8) exactly.
-    designed = polar_schedule(8, lower=1e-3, cushion=CUSHION)
+    designed = polar_schedule(8, lower=1e-3, cushion=CUSHION, safety=0.0)
     published = POLAR_PRESETS["polar_express"]
     for k, (ours, theirs) in enumerate(zip(designed, published, strict=True)):
         tol = 5e-15 if k < 6 else (1e-10 if k == 6 else 0.0)
@@ -40,7 +40,7 @@ def test_polar_express_list_is_reproduced():
 
 
 def test_safety_factor_divides_every_input_but_the_last():
-    plain = polar_schedule(5, lower=1e-3)
+    plain = polar_schedule(5, lower=1e-3, safety=0.0)
     safe = polar_schedule(5, lower=1e-3, safety=0.01)
     for (a, b, c), (sa, sb, sc) in zip(plain[:-1], safe[:-1], strict=True):
         assert (sa, sb, sc) == (a / 1.01, b / 1.01**3, c / 1.01**5)
@@ -153,6 +153,7 @@ def test_polar_schedule_bad_arguments(kwargs, error, match):
         ([(1.0, math.inf, 0.0)], {}, ValueError, r"schedule\[0\] must be a triple"),
         ("muon", {"lower": -1.0}, ValueError, "lower must lie in"),
         ("muon", {"lower": 0.5, "upper": 0.25}, ValueError, "upper must lie in"),
+        ("muon", {"rounding": 1.0}, ValueError, "rounding must lie in"),
     ],
 )
 def test_polar_band_bad_arguments(schedule, kwargs, error, match):
@@ -161,7 +162,24 @@ def test_polar_band_bad_arguments(schedule, kwargs, error, match):
 
 
 def test_cubic_design_converges_to_the_limit():
-    schedule = polar_schedule(12, degree=3, lower=1e-2)
+    schedule = polar_schedule(12, degree=3, lower=1e-2, safety=0.0)
     assert all(c == 0.0 for _, _, c in schedule)
     assert schedule[-1] == (1.5, -0.5, 0.0)
     assert polar_band(schedule, lower=1e-2).error < 1e-9
+
+
+def test_rounding_exposes_steep_schedules():
+    # The pure minimax design is exact on [1e-3, 1] but explodes just above 1; bfloat16
+    # rounding (2⁻⁸ per step) is enough. The safety factor (the default) keeps it bounded;
+    # Muon's quintic is flat there anyway.
+    pure = polar_schedule(5, lower=1e-3, safety=0.0)
+    assert polar_band(pure, lower=0.0).max < 1.12
+    assert polar_band(pure, lower=0.0, rounding=2**-8).max > 1e50
+    assert polar_band(polar_schedule(5, lower=1e-3), lower=0.0, rounding=2**-8).max < 1.13
+    muon = polar_band("muon", lower=0.0)
+    assert polar_band("muon", lower=0.0, rounding=2**-8).max == muon.max
+    # Widening only ever widens: the rounded band contains the exact one.
+    for r in (2**-23, 2**-8, 0.05):
+        wide = polar_band("turbo_muon", lower=0.1, rounding=r)
+        exact = polar_band("turbo_muon", lower=0.1)
+        assert wide.min <= exact.min and exact.max <= wide.max

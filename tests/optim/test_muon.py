@@ -116,7 +116,7 @@ def test_dtypes_and_float64_exact_path(dtype):
     g = p.grad.detach().clone()
     before = p.detach().clone()
     opt = Muon([p], lr=0.1, momentum=0.0, nesterov=False, weight_decay=0.0, adjust_lr=None,
-               compute_dtype=None, schedule=polar_schedule(8, lower=1e-3))
+               compute_dtype=None, schedule=polar_schedule(8, lower=1e-3, safety=0.0))
     opt.step()
     assert p.dtype == dtype and torch.isfinite(p).all()
     if dtype == torch.float64:
@@ -157,7 +157,7 @@ def test_match_rms_gives_update_rms_0_2():
         _set_grads([p], 5)
         before = p.detach().clone()
         Muon([p], lr=1.0, momentum=0.0, weight_decay=0.0, norm=norm, compute_dtype=None,
-             schedule=polar_schedule(8, lower=1e-3)).step()
+             schedule=polar_schedule(8, lower=1e-3, safety=0.0)).step()
         rms = float((before - p.detach()).square().mean().sqrt())
         assert rms == pytest.approx(0.2, rel=1e-12), (shape, norm)
 
@@ -169,6 +169,11 @@ def test_turbo_root_auon_defaults():
     r = Root(_params([(8, 8)]))
     assert r.param_groups[0]["clip_quantile"] == 0.9
     assert (2048, 8192) in r.param_groups[0]["shape_schedules"]
+    # ROOT's (2048, 2048) triple, 5 times, maps σ₀ ≈ 0.56 to 3.31: refused, Muon's instead.
+    assert (2048, 2048) not in r.param_groups[0]["shape_schedules"]
+    with pytest.raises(ValueError, match=r"singular values reach 3\.31"):
+        Muon(_params([(8, 8)]), schedule=((3.4916, -4.8224, 2.1095),) * 5,
+             compute_dtype=torch.float64)
     a = AuON(_params([(8, 8)]))
     assert a.param_groups[0]["norm"] == "auon"
 
@@ -321,3 +326,11 @@ def test_zero_learning_rate_leaves_parameters_unchanged():
     opt.step()
     for p, b in zip(params, before, strict=True):
         torch.testing.assert_close(p.detach(), b, atol=0, rtol=0)
+
+
+def test_schedule_unstable_in_bfloat16_is_refused_but_fine_in_float64():
+    pure = polar_schedule(5, lower=1e-3, safety=0.0)
+    with pytest.raises(ValueError, match=r"unstable in torch\.bfloat16"):
+        Muon(_params([(8, 8)]), schedule=pure)
+    Muon(_params([(8, 8)]), schedule=pure, compute_dtype=torch.float64)
+    Muon(_params([(8, 8)]), schedule=polar_schedule(5, lower=1e-3))  # safety 0.01: accepted

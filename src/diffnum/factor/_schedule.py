@@ -133,7 +133,7 @@ def _image(triple: Sequence[float], lo: float, hi: float) -> tuple[float, float]
 
 
 def polar_band(schedule: str | Sequence[Sequence[float]], lower: float = 1e-3,
-               upper: float = 1.0) -> PolarBand:
+               upper: float = 1.0, rounding: float = 0.0) -> PolarBand:
     """The exact image of σ₀ ∈ [lower, upper] under a Newton–Schulz schedule.
 
     The image of an interval under a continuous map is an interval, so the composed image
@@ -144,6 +144,12 @@ def polar_band(schedule: str | Sequence[Sequence[float]], lower: float = 1e-3,
     Args:
         schedule: a preset name (see ``POLAR_PRESETS``) or a sequence of (a, b, c) triples.
         lower, upper: the input interval, 0 <= lower <= upper.
+        rounding: relative perturbation of every σ before every step, 0 <= rounding < 1:
+            the interval is widened to [lo(1 − rounding), hi(1 + rounding)] before each
+            polynomial — a model of the rounding of low-precision iterations (bfloat16 rounds
+            each entry by up to 2⁻⁸ ≈ 0.004). A steep designed polynomial that is exact on
+            [lower, 1] can blow up just above 1; this shows it (see ``safety`` in
+            :func:`polar_schedule`).
 
     Returns:
         :class:`PolarBand`; ``band.positive`` is False when some σ₀ > 0 comes out negative
@@ -158,9 +164,11 @@ def polar_band(schedule: str | Sequence[Sequence[float]], lower: float = 1e-3,
     triples = _as_schedule(schedule)
     lower = check_real("lower", lower, low=0.0)
     upper = check_real("upper", upper, low=lower)
+    rounding = check_real("rounding", rounding, low=0.0, high=1.0, high_open=True)
     lo, hi = lower, upper
     for triple in triples:
-        lo, hi = _image(triple, lo, hi)
+        lo, hi = _image(triple, lo * (1 - rounding) if lo > 0 else lo * (1 + rounding),
+                        hi * (1 + rounding) if hi > 0 else hi * (1 - rounding))
     return PolarBand(lower=lower, upper=upper, min=lo, max=hi, steps=len(triples))
 
 
@@ -190,7 +198,7 @@ def _minimax(lo: float, hi: float, degree: int) -> Triple:
 
 
 def polar_schedule(steps: int, degree: int = 5, lower: float = 1e-3,
-                   cushion: float = 0.0, safety: float = 0.0) -> tuple[Triple, ...]:
+                   cushion: float = 0.0, safety: float = 0.01) -> tuple[Triple, ...]:
     """Design per-step Newton–Schulz coefficients that map [lower, 1] as close to 1 as possible.
 
     The greedy minimax composition of Amsel et al. 2025 ("The Polar Express",
@@ -202,15 +210,16 @@ def polar_schedule(steps: int, degree: int = 5, lower: float = 1e-3,
     against a first polynomial so steep that rounding ruins it; 0.02407327424182761
     reproduces their published list, preset ``"polar_express"``). ``safety`` > 0 divides
     the input of every step but the last by 1 + safety (p(x/(1 + safety))), as their code
-    does with 0.01, so that singular values slightly above 1 after low-precision rounding
-    are not blown up.
+    does with 0.01 (the default): a minimax polynomial is steep just above its interval,
+    and without it bfloat16 rounding (2⁻⁸ per entry) lets singular values explode —
+    ``polar_band(polar_schedule(5, safety=0), lower=0, rounding=2**-8)`` reaches 1e60.
 
     Args:
         steps: number of steps, 1 <= steps <= 100.
         degree: 5 (quintic, ``(a, b, c)``) or 3 (cubic, ``(a, b, 0)``).
         lower: the smallest σ₀ the schedule must lift, 0 < lower < 1.
         cushion: 0 <= cushion < 1 (see above).
-        safety: 0 <= safety < 1 (see above).
+        safety: 0 <= safety < 1 (see above); 0 gives the pure minimax design.
 
     Returns:
         ``steps`` triples, for :func:`msign`'s ``coefficients``; :func:`polar_band` checks
@@ -221,7 +230,9 @@ def polar_schedule(steps: int, degree: int = 5, lower: float = 1e-3,
         >>> from diffnum.factor import polar_band, polar_schedule
         >>> schedule = polar_schedule(5, lower=1e-3)
         >>> round(polar_band(schedule, lower=1e-3).error, 3)  # Muon's 5 steps: 0.53
-        0.113
+        0.137
+        >>> round(polar_band(schedule, lower=0, rounding=2**-8).max, 3)  # bfloat16-safe
+        1.128
     """
     check_int_in_range("steps", steps, 1, 100)
     check_one_of("degree", degree, (3, 5))

@@ -17,6 +17,6 @@ Map of the pillar:
   optimizer.
 """
 
-from diffnum.optim._muon import AuON, Muon, Root, TurboMuon
+from diffnum.optim._muon import AuON, Muon, Root, TurboMuon, root_shape_schedules
 
-__all__ = ["AuON", "Muon", "Root", "TurboMuon"]
+__all__ = ["AuON", "Muon", "Root", "TurboMuon", "root_shape_schedules"]

@@ -22,13 +22,28 @@ COMPUTE_DTYPES = (torch.bfloat16, torch.float32, torch.float64, None)
 MATCHED_RMS = 0.2
 
 
-def resolve_schedule(schedule: object) -> tuple[tuple[float, float, float], ...]:
-    """A preset name or per-step triples, checked: no σ₀ ∈ (0, 1] may come out negative."""
-    band = polar_band(schedule, lower=0.0)  # also validates the triples
+# Relative rounding of one entry per iteration dtype (unit roundoff), for the band check.
+_ROUNDING = {torch.bfloat16: 2.0**-8, torch.float32: 2.0**-23, torch.float64: 2.0**-52}
+# A schedule whose band under rounding reaches beyond this is refused: it can blow up.
+_MAX_BAND = 1.5
+
+
+def resolve_schedule(schedule: object, compute_dtype: torch.dtype = torch.float64
+                     ) -> tuple[tuple[float, float, float], ...]:
+    """A preset name or per-step triples, checked on σ₀ ∈ [0, 1] with every σ perturbed by
+    the iteration dtype's rounding before every step: none may come out negative, and none
+    may grow beyond 1.5 (a steep polynomial designed for [ℓ, 1] explodes just above 1)."""
+    rounding = _ROUNDING[compute_dtype]
+    band = polar_band(schedule, lower=0.0, rounding=rounding)  # also validates the triples
     if not band.positive:
         raise ValueError(f"schedule maps some singular values in (0, 1] to negative values "
                          f"(image {band.min:.3g} .. {band.max:.3g}): the update would reverse "
                          f"those directions of the momentum")
+    if band.max > _MAX_BAND:
+        raise ValueError(f"schedule is unstable in {compute_dtype}: with its rounding "
+                         f"({rounding:.1e} per step) singular values reach {band.max:.3g}. "
+                         f"Design it with a safety factor (polar_schedule(..., safety=0.01)) "
+                         f"or iterate in a wider compute_dtype")
     if isinstance(schedule, str):
         return POLAR_PRESETS[schedule]
     return tuple(tuple(float(x) for x in t) for t in schedule)  # type: ignore[misc]
@@ -77,7 +92,10 @@ class Muon(torch.optim.Optimizer):
         schedule: Newton–Schulz coefficients — a preset name of
             :data:`diffnum.factor.POLAR_PRESETS` (default ``"muon"``: 5 steps of
             (3.4445, −4.7750, 2.0315)) or per-step triples, e.g. from
-            :func:`diffnum.factor.polar_schedule`. One step per triple.
+            :func:`diffnum.factor.polar_schedule`. One step per triple. Checked with
+            :func:`diffnum.factor.polar_band` under the rounding of ``compute_dtype``: a
+            schedule that reverses a direction or can blow up (a raw minimax schedule in
+            bfloat16, without ``safety``) raises ``ValueError``.
         precondition: ``"frobenius"`` (U/‖U‖_F) or ``"aol"`` (Turbo-Muon's start).
         compute_dtype: dtype of the Newton–Schulz products; ``torch.bfloat16`` (default, as
             Muon), ``torch.float32``, ``torch.float64`` or ``None`` (the parameter's dtype).
@@ -164,12 +182,17 @@ class Muon(torch.optim.Optimizer):
         if group["clip_quantile"] is not None:
             check_real("clip_quantile", group["clip_quantile"], low=0.0, high=1.0,
                        low_open=True)
-        group["schedule"] = resolve_schedule(group["schedule"])
+        # The widest rounding the iterations can see (None: the parameters' own dtype, with
+        # bfloat16/float16 parameters iterated in float32).
+        dtype = group["compute_dtype"] or (
+            torch.float64 if all(p.dtype == torch.float64 for p in group["params"])
+            else torch.float32)
+        group["schedule"] = resolve_schedule(group["schedule"], dtype)
         shapes = group["shape_schedules"] or {}
         if not isinstance(shapes, dict):
             raise TypeError(f"shape_schedules must be a dict {{(smaller, larger): schedule}}, "
                             f"got {type(shapes).__name__}")
-        group["shape_schedules"] = {tuple(int(d) for d in k): resolve_schedule(v)
+        group["shape_schedules"] = {tuple(int(d) for d in k): resolve_schedule(v, dtype)
                                     for k, v in shapes.items()} or None
 
     @torch.no_grad()
@@ -294,7 +317,9 @@ class Root(Muon):
     :class:`Muon` with outlier clipping (the update clamped at its 0.9-quantile of |U| before
     orthogonalizing) and per-shape Newton–Schulz triples fitted by its authors
     (``diffnum.factor.ROOT_SHAPE_TRIPLES``, 5 steps; other shapes use Muon's), iterated in
-    float32, with the AdamW-matched learning-rate scale.
+    float32, with the AdamW-matched learning-rate scale. Only the triples that pass the
+    schedule check are used (:func:`root_shape_schedules`): the (2048, 2048) one, applied 5
+    times, maps σ₀ ≈ 0.56 to 3.31 and is left out (that shape falls back to Muon's).
 
     Same arguments as :class:`Muon`; the defaults differ as above.
 
@@ -309,10 +334,29 @@ class Root(Muon):
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, **kwargs: Any) -> None:
         kwargs.setdefault("clip_quantile", 0.9)
-        kwargs.setdefault("shape_schedules",
-                          {k: (v,) * 5 for k, v in ROOT_SHAPE_TRIPLES.items()})
+        kwargs.setdefault("shape_schedules", root_shape_schedules())
         kwargs.setdefault("compute_dtype", torch.float32)
         super().__init__(params, lr, **kwargs)
+
+
+def root_shape_schedules(compute_dtype: torch.dtype = torch.float32
+                         ) -> dict[tuple[int, int], tuple[tuple[float, float, float], ...]]:
+    """ROOT's per-shape triples as 5-step schedules, those that pass :func:`resolve_schedule`
+    in ``compute_dtype`` (see :class:`Root`).
+
+    Example::
+
+        >>> from diffnum.optim import root_shape_schedules
+        >>> sorted(root_shape_schedules())  # (2048, 2048) is refused: it reaches 3.31
+        [(2048, 3072), (2048, 8192), (2048, 16384)]
+    """
+    kept = {}
+    for shape, triple in ROOT_SHAPE_TRIPLES.items():
+        try:
+            kept[shape] = resolve_schedule((triple,) * 5, compute_dtype)
+        except ValueError:
+            continue
+    return kept
 
 
 class AuON(Muon):
