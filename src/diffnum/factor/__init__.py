@@ -14,8 +14,10 @@ Map of the pillar:
 - Matrix functions: :func:`msign` (polar factor by Newton–Schulz) and
   :func:`sqrtm` (differentiable square root and inverse square root of SPD matrices).
 - Newton–Schulz schedules: :func:`polar_schedule` (minimax design, the Polar Express
-  method), ``POLAR_PRESETS`` (published sets) and :func:`polar_band` (the exact image of
-  [lower, 1] under a schedule: how close to 1 it lands, and whether any sign flips).
+  method), ``POLAR_PRESETS`` (published sets: Muon's, Polar Express's, Turbo-Muon's),
+  ``ROOT_SHAPE_TRIPLES`` (ROOT's per-shape triples) and :func:`polar_band` (the exact image
+  of [lower, 1] under a schedule — a :class:`PolarBand`: how close to 1 it lands, and
+  whether any sign flips).
 """
 
 from diffnum.factor._engine import (

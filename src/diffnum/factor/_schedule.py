@@ -78,6 +78,13 @@ class PolarBand:
         lower, upper: the input interval.
         min, max: the image of that interval (exact up to float64 rounding).
         steps: number of steps composed.
+
+    Example::
+
+        >>> from diffnum.factor import polar_band
+        >>> band = polar_band("polar_express", lower=1e-3)  # 8 steps: 1 to rounding
+        >>> band.positive, band.error < 1e-15
+        (True, True)
     """
 
     lower: float
@@ -143,7 +150,8 @@ def polar_band(schedule: str | Sequence[Sequence[float]], lower: float = 1e-3,
 
     Args:
         schedule: a preset name (see ``POLAR_PRESETS``) or a sequence of (a, b, c) triples.
-        lower, upper: the input interval, 0 <= lower <= upper.
+        lower: the input interval's lower end, >= 0.
+        upper: its upper end, >= lower.
         rounding: relative perturbation of every σ before every step, 0 <= rounding < 1:
             the interval is widened to [lo(1 − rounding), hi(1 + rounding)] before each
             polynomial — a model of the rounding of low-precision iterations (bfloat16 rounds

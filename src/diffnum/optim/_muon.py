@@ -110,7 +110,8 @@ class Muon(torch.optim.Optimizer):
             that replace ``schedule`` for matrices of that shape (ROOT's per-shape
             coefficients, ``diffnum.factor.ROOT_SHAPE_TRIPLES``); each is checked like
             ``schedule``.
-        betas, eps: AdamW's moment decay rates and denominator floor.
+        betas: AdamW's moment decay rates (β₁, β₂).
+        eps: AdamW's denominator floor.
 
     Example::
 
