@@ -198,7 +198,8 @@ def test_gradcheck(shape, precondition, method):
     ("kwargs", "error", "match"),
     [
         ({"M": [[1.0]]}, TypeError, "M must be a torch.Tensor"),
-        ({"M": torch.ones(3, 3, dtype=torch.int64)}, TypeError, "M must be float32 or float64"),
+        ({"M": torch.ones(3, 3, dtype=torch.int64)}, TypeError,
+             "M must be float32, float64, bfloat16 or float16"),
         ({"M": torch.ones(3)}, ValueError, "M must have at least 2 dimensions"),
         ({"M": torch.tensor([[1.0, math.nan]])}, ValueError, "M must be finite"),
         ({"steps": -1}, ValueError, "steps must satisfy"),

@@ -10,12 +10,19 @@ import torch
 _FLOATING = (torch.float32, torch.float64)
 
 
-def real_floating_dtype(name: str, x: torch.Tensor) -> torch.dtype:
-    """Return ``x.dtype`` if it is float32/float64, else raise ``TypeError``."""
+_LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def real_floating_dtype(name: str, x: torch.Tensor, *, low_precision: bool = False
+                        ) -> torch.dtype:
+    """Return ``x.dtype`` if it is float32/float64 (or bfloat16/float16 where
+    ``low_precision`` allows it), else raise ``TypeError``."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dtype not in _FLOATING:
-        raise TypeError(f"{name} must be float32 or float64, got {x.dtype}")
+    allowed = _FLOATING + (_LOW_PRECISION if low_precision else ())
+    if x.dtype not in allowed:
+        need = "float32, float64, bfloat16 or float16" if low_precision else "float32 or float64"
+        raise TypeError(f"{name} must be {need}, got {x.dtype}")
     return x.dtype
 
 
@@ -30,9 +37,10 @@ def check_finite(name: str, x: torch.Tensor) -> None:
         raise ValueError(f"{name} must be finite, got {bad} non-finite entries")
 
 
-def check_matrix(name: str, x: torch.Tensor, *, finite: bool = True) -> torch.Tensor:
+def check_matrix(name: str, x: torch.Tensor, *, finite: bool = True,
+                 low_precision: bool = False) -> torch.Tensor:
     """Check ``x`` is a real floating (batched) matrix ``(..., m, n)``; return it."""
-    real_floating_dtype(name, x)
+    real_floating_dtype(name, x, low_precision=low_precision)
     if x.ndim < 2:
         raise ValueError(
             f"{name} must have at least 2 dimensions (..., m, n), got shape {tuple(x.shape)}"

@@ -117,6 +117,19 @@ def power_of_two_exponent(X: torch.Tensor) -> torch.Tensor:
     return torch.frexp(amax).exponent
 
 
+def scaled_to_unit(X: torch.Tensor) -> torch.Tensor:
+    """X·2^-e per (..., m, n) matrix, e from :func:`power_of_two_exponent`, in one multiply:
+    e is clamped so that 2^-e is a normal number of X's dtype, which still brings the entries
+    of any finite X to at most 4 and, for subnormal X, above 2^-24 of that (squares and sums
+    of squares then neither overflow nor underflow); exact, like :func:`times_power_of_two`,
+    wherever e needs no clamping."""
+    info = torch.finfo(X.dtype)
+    exponent = power_of_two_exponent(X).clamp(-math.floor(math.log2(info.max)),
+                                              -round(math.log2(info.tiny)))
+    factor = torch.ldexp(torch.ones(exponent.shape, dtype=X.dtype, device=X.device), -exponent)
+    return X * factor
+
+
 def times_power_of_two(X: torch.Tensor, exponent: torch.Tensor) -> torch.Tensor:
     """X·2^exponent, exactly (barring underflow of the result): the factor is applied in two
     halves, since 2^exponent alone may not be representable (float32 stops at 2^127)."""

@@ -12,9 +12,8 @@ import torch
 from diffnum._core import check_int_in_range, check_matrix, check_one_of
 from diffnum._core.validation import check_flag
 from diffnum.factor._checks import (
-    power_of_two_exponent,
+    scaled_to_unit,
     smallest_eigenvalue,
-    times_power_of_two,
 )
 from diffnum.factor._engine import RankDeficiencyWarning
 from diffnum.factor._schedule import POLAR_PRESETS, polar_band
@@ -233,7 +232,8 @@ def msign(
     ~1e-4 relative instead of ~5e-6, immaterial for an optimizer update).
 
     Args:
-        M: real float32/float64 tensor ``(..., m, n)``.
+        M: real tensor ``(..., m, n)``, float32/float64, or bfloat16/float16 (iterated in that
+            dtype unless ``compute_dtype`` says otherwise; ``method="svd"`` in float32).
         steps: number K >= 0 of Newton–Schulz steps (``steps=0`` returns X₀).
         method: ``"newton_schulz"`` or ``"svd"`` (exact reference ``U Vᵀ`` from
             ``torch.linalg.svd``; ``steps`` and ``coefficients`` are not used).
@@ -282,7 +282,7 @@ def msign(
         >>> 0.6 < float(s.min()) and float(s.max()) < 1.2
         True
     """
-    check_matrix("M", M, finite=check_flag("check", check))
+    check_matrix("M", M, finite=check_flag("check", check), low_precision=True)
     check_int_in_range("steps", steps, 0, _MAX_STEPS)
     check_one_of("method", method, _METHODS)
     check_one_of("precondition", precondition, _PRECONDITIONERS)
@@ -307,14 +307,17 @@ def msign(
     X = (M.mT if transpose else M).reshape(-1, min(m, n), max(m, n))
     # The polar factor does not depend on the scale, but ‖M‖_F, the Gram matrix and the AOL
     # row sums square the entries (overflow/underflow beyond ~1e±154 in float64, ~1e±19 in
-    # float32): divide by a power of two first, exactly, so that max|M_ij| ∈ [1/2, 1).
+    # float32): divide by a power of two first, exactly, so that max|M_ij| ∈ [1/2, 1)
+    # (within [2^-24, 4) at the ends of the dtype's range, see scaled_to_unit).
     # bfloat16 has float32's exponent range: a float32 M is cast first, and the scaling
     # passes then move half the bytes (the cast cannot overflow, and scaling by 2^k is as
     # exact after it as before).
     cast_first = compute_dtype == torch.bfloat16 and X.dtype == torch.float32
     if cast_first and method == "newton_schulz":
         X = X.to(compute_dtype)
-    X = times_power_of_two(X, -power_of_two_exponent(X))
+    elif method == "svd" and X.dtype in (torch.bfloat16, torch.float16):
+        X = X.float()  # no low-precision SVD
+    X = scaled_to_unit(X)
 
     if compute_dtype is not None and method == "newton_schulz" and not cast_first:
         # Cast before the start so the AOL Gram product (reused by the first step) is

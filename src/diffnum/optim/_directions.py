@@ -58,13 +58,20 @@ def rms(norm: str, rows: int, cols: int) -> float:
 
 def oracle(G: torch.Tensor, norm: str, schedule: tuple[tuple[float, float, float], ...],
            precondition: str, compute_dtype: torch.dtype | None) -> torch.Tensor:
-    """The oracle output of a stack of matrices ``G`` (..., rows, cols) for ``norm``, in
-    ``G``'s dtype (bfloat16/float16 matrices are handled in float32)."""
+    """The oracle output of a stack of matrices ``G`` (..., rows, cols) for ``norm``: the
+    polar factor in ``compute_dtype`` (``None``: ``G``'s), the others in ``G``'s dtype
+    (bfloat16/float16 matrices handled in float32)."""
+    if norm == "spectral":
+        # Cast here rather than inside msign: the result then stays in compute_dtype too, and
+        # the parameter update reads it as is (no pass that casts it back).
+        target = compute_dtype or (G.dtype if G.dtype in (torch.float32, torch.float64)
+                                   else torch.float32)
+        if target != G.dtype:
+            G = G.to(target)
+        return msign(G, steps=len(schedule), coefficients=schedule, precondition=precondition,
+                     check=False)
     if G.dtype not in (torch.float32, torch.float64):
         return oracle(G.float(), norm, schedule, precondition, compute_dtype).to(G.dtype)
-    if norm == "spectral":
-        return msign(G, steps=len(schedule), coefficients=schedule, precondition=precondition,
-                     compute_dtype=compute_dtype, check=False)
     if norm == "sign":
         return torch.sign(G)
     floor = math.sqrt(torch.finfo(G.dtype).tiny)

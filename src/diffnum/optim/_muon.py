@@ -246,8 +246,7 @@ class Muon(torch.optim.Optimizer):
         for p, O in zip(params, found, strict=True):
             if decay:
                 p.mul_(1 - lr * decay)
-            p.add_(O.to(p.dtype), alpha=-lr * lr_scale(group["adjust_lr"], group["norm"],
-                                                         p.shape))
+            p.add_(O, alpha=-lr * lr_scale(group["adjust_lr"], group["norm"], p.shape))
 
     def _adamw_step(self, group: dict[str, Any], params: list[torch.Tensor]) -> None:
         lr, decay, eps = group["lr"], group["weight_decay"], group["eps"]
