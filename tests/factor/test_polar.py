@@ -236,3 +236,28 @@ def test_bfloat16_iterations_stay_close_to_float32(precondition):
     sv = torch.linalg.svdvals(fast)
     ref_sv = torch.linalg.svdvals(reference)
     assert sv.max() < ref_sv.max() + 0.05 and sv.min() > ref_sv.min() - 0.05
+
+
+def test_low_precision_input_and_scaling_at_the_ends_of_the_range():
+    from diffnum.factor._checks import scaled_to_unit
+
+    g = torch.Generator().manual_seed(5)
+    M = torch.randn(6, 10, generator=g)
+    out = msign(M.bfloat16(), steps=5)
+    assert out.dtype == torch.bfloat16
+    # The same iteration as a float32 M iterated in bfloat16 (cast first, exact scaling).
+    torch.testing.assert_close(out.float(), msign(M, compute_dtype=torch.bfloat16),
+                               atol=0, rtol=0)
+    # One multiply by an exact power of two: max|X| in [1/2, 1) wherever that is
+    # representable, and finite, non-zero entries at the ends of float32's range.
+    unit = M / M.abs().max()
+    for scale in (1.0, 1e30, 3e38, 1e-30, 1e-44):
+        X = (unit * scale).unsqueeze(0)
+        Y = scaled_to_unit(X)
+        top = float(Y.abs().max())
+        assert 2**-24 <= top < 4 and torch.isfinite(Y).all()
+        if 1e-30 <= scale <= 1e30:
+            assert 0.5 <= top < 1
+            torch.testing.assert_close(Y / Y.abs().max(), X / X.abs().max(), atol=0, rtol=0)
+    huge = msign(unit * 3e38, steps=5)  # ‖M‖_F² would overflow float32 without the scaling
+    torch.testing.assert_close(huge, msign(M, steps=5), atol=1e-6, rtol=0)
