@@ -334,3 +334,18 @@ def test_schedule_unstable_in_bfloat16_is_refused_but_fine_in_float64():
         Muon(_params([(8, 8)]), schedule=pure)
     Muon(_params([(8, 8)]), schedule=pure, compute_dtype=torch.float64)
     Muon(_params([(8, 8)]), schedule=polar_schedule(5, lower=1e-3))  # safety 0.01: accepted
+
+
+def test_dcls_layers_route_positions_to_adamw():
+    import diffnum.interp as di
+
+    layer = di.Dcls2d(3, 4, kernel_count=5, dilated_kernel_size=7, padding=3)
+    opt = Muon(di.parameter_groups(layer, 1e-2, position_lr_scale=5.0))
+    by_algorithm = {}
+    for group in opt.param_groups:
+        by_algorithm.setdefault(group["algorithm"], []).extend(group["params"])
+    assert any(p is layer.weight for p in by_algorithm["muon"])
+    assert any(p is layer.P for p in by_algorithm["adamw"])
+    assert not any(p is layer.P for p in by_algorithm["muon"])
+    layer(torch.randn(1, 3, 9, 9)).square().mean().backward()
+    opt.step()

@@ -592,7 +592,10 @@ def parameter_groups(
     with no weight decay; every other parameter at ``lr`` with ``weight_decay``.
 
     The DCLS recipes train positions faster than weights (e.g. ×100 for spiking delays) and
-    never decay them (decay would pull taps toward the kernel centre).
+    never decay them (decay would pull taps toward the kernel centre). The spacing group
+    carries ``"algorithm": "adamw"``, so ``diffnum.optim.Muon(parameter_groups(model, lr))``
+    orthogonalizes the DCLS weights (as (out, in·taps) matrices) and trains the positions
+    with AdamW; torch's optimizers ignore the key.
 
     Example::
 
@@ -620,5 +623,8 @@ def parameter_groups(
     if others:
         groups.append({"params": others, "lr": lr, "weight_decay": weight_decay})
     if spacing:
-        groups.append({"params": spacing, "lr": lr * position_lr_scale, "weight_decay": 0.0})
+        # "algorithm": "adamw" routes the spacings to AdamW in diffnum.optim.Muon (a position
+        # tensor is no matrix to orthogonalize); torch's optimizers ignore the extra key.
+        groups.append({"params": spacing, "lr": lr * position_lr_scale, "weight_decay": 0.0,
+                       "algorithm": "adamw"})
     return groups

@@ -80,7 +80,9 @@ class Muon(torch.optim.Optimizer):
     shape are orthogonalized together in one batched call. Parameters with fewer than two
     dimensions, and every parameter of a group with ``algorithm="adamw"``, get AdamW
     (decoupled weight decay, Loshchilov & Hutter): plain ``Muon(model.parameters())`` splits a
-    model by itself; mark embeddings and output heads with an explicit AdamW group.
+    model by itself; mark embeddings and output heads with an explicit AdamW group. DCLS
+    positions and widths are tensors of two or more dimensions that are no matrices: pass
+    ``diffnum.interp.parameter_groups(model, lr)``, which marks them for AdamW.
 
     Args:
         params: parameters or groups (dicts); a group may set ``algorithm`` ("muon" or
