@@ -303,9 +303,9 @@ class TurboMuon(Muon):
 
         >>> import torch
         >>> from diffnum.optim import TurboMuon
-        >>> W = torch.nn.Parameter(torch.randn(8, 16))
-        >>> W.grad = torch.randn(8, 16)
-        >>> TurboMuon([W], lr=1e-2).step()
+        >>> opt = TurboMuon([torch.nn.Parameter(torch.randn(8, 16))], lr=1e-2)
+        >>> opt.param_groups[0]["precondition"], len(opt.param_groups[0]["schedule"])
+        ('aol', 4)
     """
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, **kwargs: Any) -> None:
@@ -329,9 +329,12 @@ class Root(Muon):
 
         >>> import torch
         >>> from diffnum.optim import Root
-        >>> W = torch.nn.Parameter(torch.randn(8, 16))
-        >>> W.grad = torch.randn(8, 16)
-        >>> Root([W], lr=1e-2).step()
+        >>> W = torch.nn.Parameter(torch.zeros(8, 16))
+        >>> W.grad = torch.ones(8, 16)
+        >>> W.grad[0, 0] = 1e6  # one outlier: clipped to the 0.9-quantile, it does not steer
+        >>> Root([W], lr=1.0, weight_decay=0.0, adjust_lr=None).step()
+        >>> round(float(W.detach()[0, 0] / W.detach()[1, 1]), 3)  # clipped: a rank-one step
+        1.0
     """
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, **kwargs: Any) -> None:
@@ -374,9 +377,11 @@ class AuON(Muon):
 
         >>> import torch
         >>> from diffnum.optim import AuON
-        >>> W = torch.nn.Parameter(torch.randn(8, 16))
+        >>> W = torch.nn.Parameter(torch.zeros(8, 16))
         >>> W.grad = torch.randn(8, 16)
-        >>> AuON([W], lr=1e-2).step()
+        >>> AuON([W], lr=1.0, weight_decay=0.0, adjust_lr=None).step()
+        >>> bool(torch.linalg.matrix_norm(W.detach(), ord=2) <= 1)  # the step's bound
+        True
     """
 
     def __init__(self, params: Iterable[Any], lr: float = 1e-3, **kwargs: Any) -> None:
