@@ -1,4 +1,4 @@
-"""Timing and memory helpers shared by ``benchmarks/`` (not part of the public API)."""
+"""Timing and result helpers shared by ``benchmarks/`` (not part of the public API)."""
 
 from __future__ import annotations
 
@@ -6,43 +6,48 @@ import gc
 import json
 import platform
 import statistics
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.benchmark import Timer
 
 import diffnum
 from diffnum._core.markdown import markdown_table
 
 
+def _timer(fn: Callable[[], Any]) -> Timer:
+    """A ``torch.utils.benchmark.Timer`` for one call of ``fn``: it runs ``fn`` with torch's
+    current thread count, synchronizes CUDA around it when CUDA is in use, and keeps Python's
+    garbage collector out of the timed region."""
+    return Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+
+
+def _sample(timer: Timer) -> float:
+    gc.collect()  # garbage from the previous call is not charged to this one
+    return timer.timeit(1).times[0]
+
+
 def median_time(fn: Callable[[], Any], *, repeats: int = 7, warmup: int = 1) -> float:
     """Median wall time of ``fn()`` in seconds over ``repeats`` runs after ``warmup`` runs."""
+    timer = _timer(fn)
     for _ in range(warmup):
         fn()
-    times = []
-    for _ in range(repeats):
-        gc.collect()
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(_sample(timer) for _ in range(repeats))
 
 
 def interleaved_times(fns: dict[str, Callable[[], Any]], *, repeats: int = 7,
                       warmup: int = 1) -> dict[str, float]:
     """Median times of several functions, run round-robin so drift hits all alike."""
+    timers = {k: _timer(fn) for k, fn in fns.items()}
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     samples: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
-        for key, fn in fns.items():
-            gc.collect()
-            start = time.perf_counter()
-            fn()
-            samples[key].append(time.perf_counter() - start)
+        for key, timer in timers.items():
+            samples[key].append(_sample(timer))
     return {k: statistics.median(v) for k, v in samples.items()}
 
 

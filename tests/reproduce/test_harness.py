@@ -216,3 +216,17 @@ def test_report_html_is_one_self_contained_page(tmp_path, tiny_registry):
     page = (tmp_path / "report.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and "<table>" in page and "<h2>Tiny</h2>" in page
     assert "data:image/png;base64," in page and "figures/tiny.png" not in page
+
+
+def test_bench_timing_helpers_time_each_function():
+    # torch.utils.benchmark.Timer underneath: every function timed, in seconds, and a slower
+    # function measured slower (a sleep is a lower bound no scheduler can shorten).
+    import time
+
+    from diffnum._bench import interleaved_times, median_time
+
+    times = interleaved_times({"fast": lambda: None, "slow": lambda: time.sleep(0.01)},
+                              repeats=3, warmup=0)
+    assert set(times) == {"fast", "slow"}
+    assert times["slow"] >= 0.01 > times["fast"] >= 0
+    assert median_time(lambda: time.sleep(0.005), repeats=3) >= 0.005
