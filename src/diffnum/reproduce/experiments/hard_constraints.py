@@ -336,6 +336,7 @@ def _time_vs_m(ctx: Context, s: dict[str, Any]) -> dict[str, Any]:
         basis = net(field).flatten(2).transpose(1, 2).contiguous()
     layouts = [("PI-HC", (1, 1))] + [(f"PI-HC-MoE (K={k})", (k, 1)) for k in s["ks"]]
     curves: dict[str, list[float]] = {name: [] for name, _ in layouts}
+    ranges: dict[str, list[list[float]]] = {name: [] for name, _ in layouts}
     jobs = [(m, name, layout) for m in s["ms"] for name, layout in layouts]
     for m, name, layout in ctx.progress(jobs, desc="time vs M"):
         layer = MixtureOfExperts(HardConstraint(pde, m), layout)
@@ -348,7 +349,9 @@ def _time_vs_m(ctx: Context, s: dict[str, Any]) -> dict[str, Any]:
             if r:  # the first run warms up allocator and caches
                 times.append(time.perf_counter() - began)
         curves[name].append(statistics.median(times))
-    return {"m": list(s["ms"]), "seconds": curves}
+        ranges[name].append([min(times), max(times)])
+    return {"m": list(s["ms"]), "seconds": curves, "range": ranges,
+            "repeats": s["repeats"]}
 
 
 # -------------------------------------------------------------------------- figures
@@ -386,14 +389,23 @@ def _figures(ctx: Context, runs: dict[str, list[dict]], problems: dict[str, Phys
 
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for name, seconds in scaling["seconds"].items():
-        ax.loglog(scaling["m"], seconds, marker="o", label=name)
+        # Bars: the fastest and slowest of the repeats (results from before they were
+        # recorded have none).
+        spread = scaling.get("range", {}).get(name)
+        yerr = None if spread is None else [[t - lo for t, (lo, _) in zip(seconds, spread)],
+                                            [hi - t for t, (_, hi) in zip(seconds, spread)]]
+        ax.errorbar(scaling["m"], seconds, yerr=yerr, marker="o", capsize=3, label=name)
     for name, seconds in scaling["projection"].items():
         points = [(m, t) for m, t in zip(scaling["m"], seconds) if t is not None]
         if points:
             ax.loglog(*zip(*points), linestyle="--", marker="x", label=name)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
     ax.set_xlabel("sampled points $M$")
     ax.set_ylabel("seconds per layer step (fwd + bwd)")
-    ax.set_title("layer time vs $M$ (median of repeats)")
+    repeats = scaling.get("repeats")
+    ax.set_title("layer time vs $M$ (median" + (f" and range of {repeats} repeats)"
+                                                  if repeats else " of repeats)"))
     ax.legend(fontsize=7)
     figures.append(save_figure(ctx, fig, "hc_time_vs_m.png"))
     for label, rows in runs.items():
