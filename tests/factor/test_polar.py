@@ -261,3 +261,15 @@ def test_low_precision_input_and_scaling_at_the_ends_of_the_range():
             torch.testing.assert_close(Y / Y.abs().max(), X / X.abs().max(), atol=0, rtol=0)
     huge = msign(unit * 3e38, steps=5)  # ‖M‖_F² would overflow float32 without the scaling
     torch.testing.assert_close(huge, msign(M, steps=5), atol=1e-6, rtol=0)
+
+
+def test_precondition_none_iterates_on_the_given_matrix():
+    # A caller that normalizes M itself (the optimizer, in place) gets exactly what the
+    # Frobenius start gives: the power-of-two scaling msign applies first commutes with it.
+    M = torch.randn(9, 14, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    X0 = M / torch.linalg.vector_norm(M)
+    torch.testing.assert_close(msign(X0, precondition="none"), msign(M), atol=0, rtol=0)
+    # Nothing is rescaled: a matrix with ‖X₀‖₂ > 1 is the caller's to avoid (here 2X₀ is
+    # pushed past the quintic's range and the result is no longer near U Vᵀ).
+    far = msign(2 * X0, precondition="none", check=False)
+    assert float((far - msign(M)).abs().max()) > 0.1

@@ -25,7 +25,7 @@ __all__ = ["MUON_COEFFICIENTS", "msign"]
 MUON_COEFFICIENTS: tuple[float, float, float] = (3.4445, -4.7750, 2.0315)
 
 _METHODS = ("newton_schulz", "svd")
-_PRECONDITIONERS = ("frobenius", "aol")
+_PRECONDITIONERS = ("frobenius", "aol", "none")
 _MAX_STEPS = 10_000
 _COMPUTE_DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
 
@@ -243,7 +243,9 @@ def msign(
             with larger small singular values (often one step fewer), but
             **polar(diag(s) M) ≠ polar(M)** in general: the target is the polar factor of the
             row-rescaled matrix (column-rescaled when m > n). ``method="svd"`` with
-            ``"aol"`` returns exactly that target.
+            ``"aol"`` returns exactly that target. ``"none"``: X₀ = M as given, for callers
+            that have normalized M themselves (‖M‖₂ <= 1 is then theirs to ensure; an
+            optimizer does it in place, as ``torch.optim.Muon``).
         coefficients: ``None`` (Muon's triple for every step), one ``(a, b, c)`` triple used
             for every step, a sequence of ``steps`` per-step triples (for instance from
             :func:`polar_schedule`), or a preset name from ``POLAR_PRESETS`` (its first
@@ -317,7 +319,8 @@ def msign(
         X = X.to(compute_dtype)
     elif method == "svd" and X.dtype in (torch.bfloat16, torch.float16):
         X = X.float()  # no low-precision SVD
-    X = scaled_to_unit(X)
+    if precondition != "none":
+        X = scaled_to_unit(X)
 
     if compute_dtype is not None and method == "newton_schulz" and not cast_first:
         # Cast before the start so the AOL Gram product (reused by the first step) is
@@ -326,7 +329,7 @@ def msign(
     A = None
     if precondition == "aol":
         X, A = _aol_start(X)
-    elif method == "newton_schulz":
+    elif precondition == "frobenius" and method == "newton_schulz":
         X = _frobenius_start(X)
     if check and method == "newton_schulz" and schedule:
         if A is None and X.dtype in (torch.float32, torch.float64):

@@ -31,6 +31,7 @@ import torch
 from diffnum.factor import msign
 
 NORMS = ("spectral", "sign", "column", "auon")
+_NORM_FLOOR = 1e-7  # torch.optim.Muon's: a zero momentum gives a zero step
 
 
 def as_matrix(t: torch.Tensor) -> torch.Tensor:
@@ -66,10 +67,20 @@ def oracle(G: torch.Tensor, norm: str, schedule: tuple[tuple[float, float, float
         # the parameter update reads it as is (no pass that casts it back).
         target = compute_dtype or (G.dtype if G.dtype in (torch.float32, torch.float64)
                                    else torch.float32)
-        if target != G.dtype:
-            G = G.to(target)
-        return msign(G, steps=len(schedule), coefficients=schedule, precondition=precondition,
-                     check=False)
+        if precondition == "frobenius":
+            # X₀ = U/‖U‖_F formed here, in place on a copy in the iteration dtype — the
+            # operations of torch.optim.Muon, so the two agree bitwise. (msign would first
+            # scale by a power of two, which keeps the norm finite for any scale: two more
+            # passes over the matrix, ~5 % of a step. Here a momentum whose squares overflow
+            # or underflow the dtype, |u| > 1e19 or all |u| < 1e-22 in float32, gives a zero
+            # step, as in torch.)
+            X = G.to(target, copy=True)
+            norm = torch.linalg.vector_norm(X, dim=(-2, -1), keepdim=True)
+            X.div_(norm.clamp_min(_NORM_FLOOR))
+            return msign(X, steps=len(schedule), coefficients=schedule, precondition="none",
+                         check=False)
+        return msign(G.to(target), steps=len(schedule), coefficients=schedule,
+                     precondition=precondition, check=False)
     if G.dtype not in (torch.float32, torch.float64):
         return oracle(G.float(), norm, schedule, precondition, compute_dtype).to(G.dtype)
     if norm == "sign":
