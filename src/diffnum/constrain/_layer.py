@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from diffnum._core.summary import one_line
 from diffnum._core.validation import (
     check_count,
     check_one_of,
@@ -68,6 +69,10 @@ class ConstrainedSolution:
         >>> out.u.shape, out.weights.shape, out.converged.tolist()
         (torch.Size([1, 16, 9]), torch.Size([1, 2, 6]), [[True, True]])
     """
+
+    def __repr__(self) -> str:
+        """One line: tensors by shape and dtype (the default repr prints them whole)."""
+        return one_line(self)
 
     u: torch.Tensor
     weights: torch.Tensor

@@ -20,6 +20,7 @@ import torch.distributed as dist
 from torch import nn
 
 from diffnum._core.files import atomic_write
+from diffnum._core.summary import one_line
 from diffnum._core.validation import (
     check_count,
     check_finite,
@@ -108,6 +109,10 @@ class PhysicsProblem:
         >>> len(problem.train_initial), tuple(problem.test_solution.shape)
         (3, (2, 16, 9))
     """
+
+    def __repr__(self) -> str:
+        """One line: tensors by shape and dtype (the default repr prints them whole)."""
+        return one_line(self)
 
     pde: Any
     grid: Grid
@@ -389,6 +394,10 @@ class TrainResult:
         >>> [f.name for f in fields(TrainResult)]
         ['model', 'history', 'solver_failures', 'skipped_steps', 'resumed_from', 'stats']
     """
+
+    def __repr__(self) -> str:
+        """One line: tensors by shape and dtype (the default repr prints them whole)."""
+        return one_line(self)
 
     model: ConstrainedModel
     history: list[dict[str, Any]]

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from diffnum._core.summary import one_line
 from diffnum.factor._checks import (
     check_batches,
     check_iterations,
@@ -99,6 +100,10 @@ class MetaFactorization:
         >>> fac.F.shape, fac.G.shape, fac.H.shape, fac.rank_deficient
         (torch.Size([30, 5]), torch.Size([5, 5]), torch.Size([20, 5]), False)
     """
+
+    def __repr__(self) -> str:
+        """One line: tensors by shape and dtype (the default repr prints them whole)."""
+        return one_line(self)
 
     A: torch.Tensor
     F: torch.Tensor

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from diffnum._core.summary import one_line
 from diffnum._core.validation import (
     check_count,
     check_int_in_range,
@@ -120,6 +121,10 @@ class IntegerTaps:
         >>> isinstance(taps, di.IntegerTaps), taps.size
         (True, (7,))
     """
+
+    def __repr__(self) -> str:
+        """One line: tensors by shape and dtype (the default repr prints them whole)."""
+        return one_line(self)
 
     weight: torch.Tensor
     index: torch.Tensor

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from diffnum._core.summary import one_line
 from diffnum._core.validation import check_count, check_one_of, check_real
 
 
@@ -33,6 +34,10 @@ class Grid:
         >>> grid.coordinates[0].tolist(), grid.periodic  # a periodic axis omits its end point
         ([0.0, 1.5, 3.0, 4.5], (True,))
     """
+
+    def __repr__(self) -> str:
+        """One line: tensors by shape and dtype (the default repr prints them whole)."""
+        return one_line(self)
 
     names: tuple[str, ...]
     coordinates: tuple[torch.Tensor, ...]

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
+from diffnum._core.summary import one_line
 from diffnum._core.validation import (
     check_count,
     check_finite,
@@ -362,6 +363,10 @@ class NavierStokesTrajectory:
         >>> len(traj.times), traj.cfl < 1
         (3, True)
     """
+
+    def __repr__(self) -> str:
+        """One line: tensors by shape and dtype (the default repr prints them whole)."""
+        return one_line(self)
 
     vorticity: torch.Tensor
     times: torch.Tensor

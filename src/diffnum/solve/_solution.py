@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from diffnum._core.summary import one_line
+
 
 class Status(enum.IntEnum):
     """Outcome of one batch element of a solve, stored as an integer tensor in ``Solution.status``.
@@ -103,6 +105,14 @@ class Solution:
                                  f"{tuple(self.value.shape)}, got {tuple(x.shape)}")
         if not isinstance(self.stats, dict):
             raise TypeError(f"stats must be a dict, got {type(self.stats).__name__}")
+
+    def __repr__(self) -> str:
+        ok = int(self.converged.sum())
+        worst = (f"{float(self.residual_norm.max()):.3g}" if self.residual_norm.numel()
+                 else "—")
+        most = int(self.steps.max()) if self.steps.numel() else 0
+        return one_line(self, f"converged {ok}/{self.status.numel()}",
+                        f"max steps {most}", f"max residual_norm {worst}")
 
     @property
     def converged(self) -> torch.Tensor:
