@@ -144,3 +144,17 @@ def test_residual_setting_is_checked_and_old_checkpoints_stay_valid():
     config = TrainConfig(method="hard")
     assert "residual" not in config.record()
     assert config.digest == "137bf8bffa24"  # the digest before the setting existed
+
+
+def test_train_leaves_the_global_random_state_alone():
+    # The run is reproducible from config.seed, and the caller's torch RNG is not reseeded.
+    problem = heat_problem()
+    config = TrainConfig(method="hard", steps=2, n_sampled=32, n_basis=4, width=8,
+                         modes=(4, 3), depth=1, padding=0, batch_size=2)
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    first = train(config, problem)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    torch.manual_seed(999)
+    second = train(config, problem)
+    assert [h["loss"] for h in first.history] == [h["loss"] for h in second.history]

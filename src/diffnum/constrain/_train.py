@@ -539,8 +539,12 @@ def train(config: TrainConfig, problem: PhysicsProblem, *,
                         f"{type(progress).__name__}")
     if stop_after is not None:
         check_count("stop_after", stop_after, low=0)
-    torch.manual_seed(config.seed)
-    model = ConstrainedModel(config, problem.pde, problem.grid)
+    # The model's initialization draws from torch's global generator (nn.Module defaults):
+    # seeded inside fork_rng, so a run is reproducible from config.seed and the caller's
+    # global random state is left as it was.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = ConstrainedModel(config, problem.pde, problem.grid)
     distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
     world, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
     share = world if config.parallel == "batch" else 1

@@ -168,3 +168,8 @@ def make_jacobian_fn(fn: Callable, args: tuple, jac: str | Callable, m: int
 def max_abs(x: torch.Tensor) -> torch.Tensor:
     """∞-norm over the last dimension."""
     return x.abs().amax(dim=-1)
+
+
+def batch_where(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``torch.where`` with a batch mask broadcast over trailing dimensions of ``a``."""
+    return torch.where(mask.reshape(*mask.shape, *([1] * (a.ndim - mask.ndim))), a, b)

@@ -20,6 +20,7 @@ from diffnum.solve._adjoint import (
 from diffnum.solve._common import (
     as_args,
     as_initial_value,
+    batch_where,
     check_max_steps,
     check_tolerance,
     check_tolerances,
@@ -112,11 +113,6 @@ class GaussNewton:
         check_tolerances(self.rtol, self.atol)
 
 
-def _where(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``torch.where`` with a batch mask broadcast over trailing dimensions of ``a``."""
-    return torch.where(mask.reshape(*mask.shape, *([1] * (a.ndim - mask.ndim))), a, b)
-
-
 def _half_square_norm(r: torch.Tensor) -> torch.Tensor:
     """½‖r‖² over the last dimension (one kernel, no m-sized temporary)."""
     return 0.5 * torch.linalg.vecdot(r, r)
@@ -151,10 +147,10 @@ def _rebuild(J: torch.Tensor, r: torch.Tensor, gram: bool, rebuild: torch.Tensor
         # recording a graph: a non-finite J of an unselected element would give NaN·0 = NaN
         # in the backward pass of the product.)
         g_all, A_all, colsq_all = _normal_equations(J, r, gram)
-        g = _where(rebuild, g_all, g)
+        g = batch_where(rebuild, g_all, g)
         if gram:
-            return g, None, _where(rebuild, colsq_all, colsq)
-        A = _where(rebuild, A_all, A)
+            return g, None, batch_where(rebuild, colsq_all, colsq)
+        A = batch_where(rebuild, A_all, A)
         return g, A, A.diagonal(dim1=-2, dim2=-1)
     g_rows, A_rows, colsq_rows = _normal_equations(J[rebuild], r[rebuild], gram)
     g = g.index_put((rebuild,), g_rows)
@@ -365,13 +361,13 @@ def _iterate(fn1: Callable | None, jac1: Callable | None, fused1: Callable | Non
                 finite = finite & ~bad
                 all_finite = False
                 # Keep non-finite elements from poisoning the batched linear algebra.
-                g = _where(ok, g, zero)
-                colsq = _where(ok, colsq, zero)
+                g = batch_where(ok, g, zero)
+                colsq = batch_where(ok, colsq, zero)
                 if gram:
-                    J = _where(ok, J, zero)
-                    r = _where(ok, r, zero)
+                    J = batch_where(ok, J, zero)
+                    r = batch_where(ok, r, zero)
                 else:
-                    A = _where(ok, A, torch.eye(n, dtype=dtype, device=device))
+                    A = batch_where(ok, A, torch.eye(n, dtype=dtype, device=device))
             if marquardt:
                 D = torch.maximum(D, colsq.detach())
                 scale = D + (eps * D.amax(-1, keepdim=True) + tiny)
@@ -394,7 +390,7 @@ def _iterate(fn1: Callable | None, jac1: Callable | None, fused1: Callable | Non
             pred = -(r * inv_S * Jd).sum(-1) - 0.5 * (Jd * Jd).sum(-1)
         solved = (info == 0) & _finite_rows(delta)
         moving = active & solved
-        delta = _where(moving, delta, zero)
+        delta = batch_where(moving, delta, zero)
         # Finished elements get δ = 0: their trial point is y itself.
         y_try = y + delta
         if compact is not None:
@@ -442,12 +438,12 @@ def _iterate(fn1: Callable | None, jac1: Callable | None, fused1: Callable | Non
         exact = torch.where(accept, ftd, fd) <= exact_fit
         converged = active & ((accept & step_small & cost_small & gradient_small) | exact)
 
-        y = _where(accept, y_try, y)
+        y = batch_where(accept, y_try, y)
         # Elements that did not accept a step either finished (δ = 0, so r_try = r) or were
         # rejected; without rejections r_try is the new r as it stands (no m-sized select).
         refused = active & ~accept
         rejected = bool(refused.any())
-        r = _where(accept, r_try, r) if rejected else r_try
+        r = batch_where(accept, r_try, r) if rejected else r_try
         f = torch.where(accept, f_try, f)
         steps = steps + active
         if damped:
@@ -475,7 +471,7 @@ def _iterate(fn1: Callable | None, jac1: Callable | None, fused1: Callable | Non
                 if not rejected:
                     J = J_try
                 elif gram:
-                    J = _where(refused, J, J_try)
+                    J = batch_where(refused, J, J_try)
                 else:
                     J = None
             elif count and compact is not None:

@@ -20,6 +20,7 @@ from diffnum.solve._adjoint import (
 from diffnum.solve._common import (
     as_args,
     as_initial_value,
+    batch_where,
     check_max_steps,
     check_tolerance,
     check_tolerances,
@@ -89,10 +90,6 @@ class Broyden:
         check_tolerances(self.rtol, self.atol)
 
 
-def _where(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return torch.where(mask.reshape(*mask.shape, *([1] * (a.ndim - mask.ndim))), a, b)
-
-
 def _iterate(fn1: Callable, jac1: Callable, y: torch.Tensor, F: torch.Tensor,
              solver: Newton | Broyden, max_steps: int):
     dtype, device = y.dtype, y.device
@@ -122,18 +119,18 @@ def _iterate(fn1: Callable, jac1: Callable, y: torch.Tensor, F: torch.Tensor,
             refreshed = torch.ones_like(refreshed)
         elif bool((active & ~refreshed & stalled).any()):
             # Broyden's estimate gave no descent: restart those elements from the true J.
-            J = _where(active & stalled, jac1(y), J)
+            J = batch_where(active & stalled, jac1(y), J)
             jevals += 1
             refreshed = refreshed | stalled
         finite_J = torch.isfinite(J.detach()).flatten(-2).all(-1)
         # Elements that met a non-finite J or F(y + tδ) in this iteration: if the iteration
         # fails for them, the cause is the non-finite value (NONFINITE), not divergence.
         nonfinite = active & ~finite_J
-        Js = _where(finite_J, J, eye)
+        Js = batch_where(finite_J, J, eye)
         LU, pivots, info = torch.linalg.lu_factor_ex(Js)
         delta = torch.linalg.lu_solve(LU, pivots, -F.unsqueeze(-1)).squeeze(-1)
         solved = finite_J & (info == 0) & torch.isfinite(delta.detach()).all(-1)
-        delta = _where(active & solved, delta, zero)
+        delta = batch_where(active & solved, delta, zero)
 
         t = torch.ones(batch, dtype=dtype, device=device)
         searching = active & solved
@@ -152,8 +149,8 @@ def _iterate(fn1: Callable, jac1: Callable, y: torch.Tensor, F: torch.Tensor,
             # ½‖F‖² tick up: y is then a root to working precision.
             ok = searching & torch.isfinite(phi_t.detach()) & (
                 (phi_t.detach() <= (1 - 2 * _ARMIJO * t) * phi.detach()) | (tiny_step & (t == 1)))
-            y_new = _where(ok, y_t, y_new)
-            F_new = _where(ok, F_t, F_new)
+            y_new = batch_where(ok, y_t, y_new)
+            F_new = batch_where(ok, F_t, F_new)
             phi_new = torch.where(ok, phi_t, phi_new)
             accept = accept | ok
             searching = searching & ~ok
@@ -169,7 +166,8 @@ def _iterate(fn1: Callable, jac1: Callable, y: torch.Tensor, F: torch.Tensor,
             s = (y_new - y)
             ss = (s * s).sum(-1, keepdim=True)
             upd = ((F_new - F) - (J @ s.unsqueeze(-1)).squeeze(-1)) / torch.where(ss > 0, ss, 1)
-            J = _where(accept & (ss.squeeze(-1) > 0), J + upd.unsqueeze(-1) * s.unsqueeze(-2), J)
+            J = batch_where(accept & (ss.squeeze(-1) > 0),
+                            J + upd.unsqueeze(-1) * s.unsqueeze(-2), J)
             refreshed = refreshed & ~accept
             failed = (active & ~solved & refreshed) | (stalled & refreshed)
         else:
