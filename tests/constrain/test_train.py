@@ -86,7 +86,12 @@ def test_training_lowers_the_physics_loss_and_evaluates():
     assert min(losses[-5:]) < 0.5 * losses[0]
     report = evaluate(result.model, problem)
     assert len(report["relative_l2"]) == 4 and report["converged_fraction"] == 1.0
-    assert math.isfinite(report["relative_l2_mean"])
+    # Lower loss must mean a better solution: the held-out error falls well below the
+    # untrained model's (measured 0.53 against 1.03).
+    untrained = train(TrainConfig(method="moe", experts=(2, 1), steps=25, lr=1e-2, **SMALL),
+                      problem, stop_after=0)
+    before = evaluate(untrained.model, problem)["relative_l2_mean"]
+    assert report["relative_l2_mean"] < 0.7 * before
 
 
 def test_bad_configuration_is_named():

@@ -151,6 +151,16 @@ def test_module_shapes_and_dtypes():
         assert layer(x).shape == (2, 4, *([5] * d))
         layer.double()
         assert layer(x.double()).dtype == torch.float64
+        # The module is the function with its own weight, and the weight is trained: a
+        # step on a loss moves the output (a detached or unregistered weight would not).
+        torch.testing.assert_close(layer(x.double()),
+                                   spectral_conv(x.double(), layer.complex_weight))
+        before = layer(x.double()).detach()
+        layer(x.double()).square().sum().backward()
+        with torch.no_grad():
+            for p in layer.parameters():
+                p -= 0.1 * p.grad
+        assert float((layer(x.double()) - before).abs().max()) > 1e-3
 
 
 def test_bad_arguments():
