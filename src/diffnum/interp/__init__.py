@@ -10,6 +10,8 @@ Map of the pillar:
 - Layers :class:`Dcls1d`, :class:`Dcls2d`, :class:`Dcls3d` (drop-in ``nn.ConvNd``), partial
   variants :class:`Dcls2_1d`, :class:`Dcls3_1d`, :class:`Dcls2dK1d`; functional
   :func:`dcls_conv`; :func:`convolve` (dense-kernel convolution with path selection).
+- Position initializations ``POSITION_INITS`` (``position_init=`` of every layer):
+  :func:`init_positions`, :func:`lattice_offsets` (a dilated convolution's taps).
 - Training helpers: :func:`clamp_parameters`, :func:`parameter_groups` (position/width
   learning-rate multiplier, no weight decay), :func:`set_sigma` and :class:`SigmaSchedule`.
 - The wider primitive: :func:`splat` (values at real coordinates → grid) and its adjoint
@@ -29,6 +31,7 @@ output); sizes, strides, paddings are ints with sanity bounds (``MAX_SIZE`` per 
 from diffnum.interp._construct import construct_kernel, position_axes
 from diffnum.interp._conv import convolve
 from diffnum.interp._layers import (
+    POSITION_INITS,
     Dcls1d,
     Dcls2_1d,
     Dcls2d,
@@ -39,13 +42,16 @@ from diffnum.interp._layers import (
     clamp_parameters,
     dcls_conv,
     dcls_layers,
+    init_positions,
     integer_taps,
+    lattice_offsets,
     parameter_groups,
 )
 from diffnum.interp._sigma import SigmaSchedule, set_sigma
 from diffnum.interp._splat import gather, splat, spline_coefficients
 
 __all__ = [
+    "POSITION_INITS",
     "Dcls1d",
     "Dcls2_1d",
     "Dcls2d",
@@ -60,7 +66,9 @@ __all__ = [
     "dcls_conv",
     "dcls_layers",
     "gather",
+    "init_positions",
     "integer_taps",
+    "lattice_offsets",
     "parameter_groups",
     "position_axes",
     "set_sigma",

@@ -191,6 +191,77 @@ def integer_taps(
     return IntegerTaps(weight=weight.detach().clone(), index=index, size=size)
 
 
+
+#: Position initializations: ``"dcls"`` N(0, 0.5²) clamped to the support (the official
+#: package's), ``"uniform"`` over the support, ``"lattice"`` the taps of a dilated
+#: convolution (k taps per axis at the widest integer spacing that fits the support, k^d =
+#: kernel_count), ``"spread"`` that lattice jittered by up to half its spacing.
+POSITION_INITS = ("dcls", "uniform", "lattice", "spread")
+
+
+def _lattice_side(kernel_count: int, ndim: int) -> int:
+    """k with k^ndim = kernel_count, or a ValueError naming kernel_count."""
+    side = round(kernel_count ** (1 / ndim))
+    if side**ndim != kernel_count:
+        raise ValueError(f"position_init 'lattice'/'spread' places k taps per axis, so "
+                         f"kernel_count must be a perfect {ndim}-th power for "
+                         f"{ndim} position coordinates, got kernel_count={kernel_count}")
+    return side
+
+
+def lattice_offsets(side: int, size: int) -> torch.Tensor:
+    """Centred integer positions of ``side`` taps at the widest spacing r = (size − 1) //
+    (side − 1) that fits a support of ``size`` cells, as a dilated convolution's taps.
+
+    Example::
+
+        >>> import diffnum.interp as di
+        >>> di.lattice_offsets(3, 7).tolist()  # a 3-tap kernel with dilation 3
+        [-3, 0, 3]
+    """
+    if side == 1:
+        return torch.zeros(1)
+    r = max(1, (size - 1) // (side - 1))
+    start = (size - 1 - r * (side - 1)) // 2
+    return torch.arange(side) * r + start - size // 2
+
+
+@torch.no_grad()
+def init_positions(P: torch.Tensor, sizes: Sequence[int], kind: str,
+                   generator: torch.Generator | None = None) -> None:
+    """Fill the positions ``P`` ``(d, ..., m)`` in place by ``kind`` (``POSITION_INITS``),
+    coordinate i inside its support ``sizes[i]``.
+
+    Example::
+
+        >>> import torch
+        >>> import diffnum.interp as di
+        >>> P = torch.empty(2, 1, 1, 4)  # 2-D positions of 4 taps
+        >>> di.init_positions(P, (5, 5), "lattice")
+        >>> P[:, 0, 0].T.tolist()  # the 2 × 2 lattice at spacing 4
+        [[-2.0, -2.0], [-2.0, 2.0], [2.0, -2.0], [2.0, 2.0]]
+    """
+    d, m = P.shape[0], P.shape[-1]
+    for i, size in enumerate(sizes):
+        lim = size // 2
+        if kind == "uniform":
+            P[i].uniform_(-lim, lim, generator=generator)
+        elif kind == "dcls":
+            P[i].normal_(0.0, 0.5, generator=generator).clamp_(-lim, lim)
+        else:
+            side = _lattice_side(m, d)
+            # Tap j sits at lattice index (j // side^(d-1-i)) % side along coordinate i:
+            # all side^d combinations, whichever kernel axis each coordinate moves along.
+            index = (torch.arange(m) // side ** (d - 1 - i)) % side
+            offsets = lattice_offsets(side, size).to(P)[index]
+            P[i].copy_(offsets.expand_as(P[i]))
+            if kind == "spread":
+                spacing = max(1, (size - 1) // max(side - 1, 1))
+                jitter = torch.rand(P[i].shape, generator=generator, dtype=P.dtype,
+                                    device=P.device)
+                P[i].add_((jitter - 0.5) * spacing).clamp_(-lim, lim)
+
+
 class _DclsBase(nn.Module):
     """Shared machinery: parameters ``weight (O, C/g, *dense, m)``, ``P``/``SIG (d, O, ...)``."""
 
@@ -213,7 +284,7 @@ class _DclsBase(nn.Module):
         *,
         dilation: int | Sequence[int],
         dense_kernel_size: tuple[int, ...] = (),
-        uniform_positions: bool = False,
+        position_init: str = "dcls",
         construct_method: str = "auto",
         conv_method: str = "auto",
         device: torch.device | str | None = None,
@@ -236,6 +307,7 @@ class _DclsBase(nn.Module):
         check_one_of("padding_mode", padding_mode, PADDING_MODES)
         check_one_of("construct_method", construct_method, CONSTRUCT_METHODS)
         check_one_of("conv_method", conv_method, CONV_METHODS)
+        check_one_of("position_init", position_init, POSITION_INITS)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_count = kernel_count
@@ -256,7 +328,7 @@ class _DclsBase(nn.Module):
             self.padding = padding
         else:
             self.padding = normalize_size("padding", padding, self.conv_ndim, low=0)
-        self.uniform_positions = uniform_positions
+        self.position_init = position_init
         self.integer_taps: IntegerTaps | None = None
         factory = {"device": device, "dtype": dtype}
         shape = (out_channels, in_channels // groups, *self.dense_kernel_size, kernel_count)
@@ -268,6 +340,8 @@ class _DclsBase(nn.Module):
             )
         self.weight = nn.Parameter(torch.empty(shape, **factory))
         self.P = nn.Parameter(torch.empty(self.position_ndim, *shape, **factory))
+        if position_init in ("lattice", "spread"):
+            _lattice_side(kernel_count, self.position_ndim)  # validate before allocating
         if version in ("max", "gauss"):
             self.SIG = nn.Parameter(torch.empty(self.position_ndim, *shape, **factory))
         else:
@@ -279,20 +353,15 @@ class _DclsBase(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Kaiming-uniform weights (a = √5), positions N(0, 0.5²) clamped to the support
-        (uniform over it for the partial variants), SIG = 0.23 (gauss) or 0 (max)."""
+        """Kaiming-uniform weights (a = √5), positions by ``position_init`` (see the class),
+        SIG = 0.23 (gauss) or 0 (max)."""
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         if self.bias is not None:
             fan_in, _ = nn.init._calculate_fan_in_and_fan_out(self.weight)
             bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
             nn.init.uniform_(self.bias, -bound, bound)
         with torch.no_grad():
-            for i, s in enumerate(self.dilated_kernel_size):
-                lim = s // 2
-                if self.uniform_positions:
-                    nn.init.uniform_(self.P[i], -lim, lim)
-                else:
-                    nn.init.normal_(self.P[i], 0.0, 0.5).clamp_(-lim, lim)
+            init_positions(self.P, self.dilated_kernel_size, self.position_init)
             if self.SIG is not None:
                 self.SIG.fill_(0.23 if self.version == "gauss" else 0.0)
 
@@ -387,7 +456,14 @@ _LAYER_DOC = r"""{d}-D convolution with learnable spacings, a drop-in for ``nn.C
     ``state_dict`` copies across), plus ``nn.Conv{d}d``'s ``dilation``, ``device``, ``dtype``
     and string ``padding``. ``kernel_count`` is m, ``dilated_kernel_size`` the support s.
     ``construct_method`` / ``conv_method`` pick the construction and convolution paths
-    (``"auto"``: a cost model).
+    (``"auto"``: a cost model). ``position_init`` places the taps before training:
+    ``"dcls"`` (default) N(0, 0.5²) clamped to the support, as the official package, which
+    starts 95 % of the taps within one cell of the centre; ``"uniform"`` over the support;
+    ``"lattice"`` on a dilated convolution's taps (kernel_count = k^{d}, the widest integer
+    spacing that fits), so an untrained ``v1`` layer *is* that dilated convolution (up to
+    the normalization's 1/(1 + 1e-7)); ``"spread"`` that lattice jittered by up to half its
+    spacing. The default stays ``"dcls"`` (parity with the official package) until a
+    real-data comparison of the inits is in.
 
     Example::
 
@@ -410,11 +486,13 @@ class Dcls1d(_DclsBase):
                  dilated_kernel_size: int | Sequence[int] = 1, groups: int = 1,
                  bias: bool = True, padding_mode: str = "zeros", version: str = "gauss", *,
                  dilation: int | Sequence[int] = 1, construct_method: str = "auto",
-                 conv_method: str = "auto", device=None, dtype=None) -> None:
+                 conv_method: str = "auto", position_init: str = "dcls", device=None,
+                 dtype=None) -> None:
         super().__init__(in_channels, out_channels, kernel_count, stride, padding,
                          dilated_kernel_size, groups, bias, padding_mode, version,
                          dilation=dilation, construct_method=construct_method,
-                         conv_method=conv_method, device=device, dtype=dtype)
+                         conv_method=conv_method, position_init=position_init,
+                         device=device, dtype=dtype)
 
 
 class Dcls2d(_DclsBase):
@@ -427,11 +505,13 @@ class Dcls2d(_DclsBase):
                  dilated_kernel_size: int | Sequence[int] = 1, groups: int = 1,
                  bias: bool = True, padding_mode: str = "zeros", version: str = "gauss", *,
                  dilation: int | Sequence[int] = 1, construct_method: str = "auto",
-                 conv_method: str = "auto", device=None, dtype=None) -> None:
+                 conv_method: str = "auto", position_init: str = "dcls", device=None,
+                 dtype=None) -> None:
         super().__init__(in_channels, out_channels, kernel_count, stride, padding,
                          dilated_kernel_size, groups, bias, padding_mode, version,
                          dilation=dilation, construct_method=construct_method,
-                         conv_method=conv_method, device=device, dtype=dtype)
+                         conv_method=conv_method, position_init=position_init,
+                         device=device, dtype=dtype)
 
 
 class Dcls3d(_DclsBase):
@@ -444,11 +524,13 @@ class Dcls3d(_DclsBase):
                  dilated_kernel_size: int | Sequence[int] = 1, groups: int = 1,
                  bias: bool = True, padding_mode: str = "zeros", version: str = "gauss", *,
                  dilation: int | Sequence[int] = 1, construct_method: str = "auto",
-                 conv_method: str = "auto", device=None, dtype=None) -> None:
+                 conv_method: str = "auto", position_init: str = "dcls", device=None,
+                 dtype=None) -> None:
         super().__init__(in_channels, out_channels, kernel_count, stride, padding,
                          dilated_kernel_size, groups, bias, padding_mode, version,
                          dilation=dilation, construct_method=construct_method,
-                         conv_method=conv_method, device=device, dtype=dtype)
+                         conv_method=conv_method, position_init=position_init,
+                         device=device, dtype=dtype)
 
 
 class _DclsPartial(_DclsBase):
@@ -462,11 +544,12 @@ class _DclsPartial(_DclsBase):
                  dilated_kernel_size: int | Sequence[int] = 1, groups: int = 1,
                  bias: bool = True, padding_mode: str = "zeros", version: str = "gauss", *,
                  dilation: int | Sequence[int] = 1, construct_method: str = "auto",
-                 conv_method: str = "auto", device=None, dtype=None) -> None:
+                 conv_method: str = "auto", position_init: str = "uniform", device=None,
+                 dtype=None) -> None:
         dense = _tuple("dense_kernel_size", dense_kernel_size, self.conv_ndim - 1)
         super().__init__(in_channels, out_channels, kernel_count, stride, padding,
                          dilated_kernel_size, groups, bias, padding_mode, version,
-                         dilation=dilation, dense_kernel_size=dense, uniform_positions=True,
+                         dilation=dilation, dense_kernel_size=dense, position_init=position_init,
                          construct_method=construct_method, conv_method=conv_method,
                          device=device, dtype=dtype)
 
