@@ -427,7 +427,7 @@ def canvas_table(canvas: dict[str, Any]) -> str:
     return markdown_table(
         ["model", "weights / kernel", "positions (+ widths) / kernel",
          f"test accuracy ({canvas['seeds']} seed{'s' if canvas['seeds'] > 1 else ''})",
-         "s / epoch", "mean |ΔP| of the taps"],
+         "s / epoch", "mean abs ΔP of the taps (cells)"],
         [[name, m["weights_per_kernel"],
           (f"{m['positions_per_kernel']}" + (f" (+{m['widths_per_kernel']})"
                                              if m["widths_per_kernel"] else "")),
@@ -480,7 +480,8 @@ def canvas_findings(canvas: dict[str, Any]) -> str:
         frozen = [n for n, v in moved.items() if v < 1e-6]
         if frozen:
             text += (f". The taps of {', '.join(frozen)} did not move at all (|ΔP| < 1e-6): "
-                     "the position gradient is exactly zero there")
+                     "at integer positions the bilinear kernel's position gradient is exactly "
+                     "zero (as in the official dcls 0.1.1), so a v1 lattice never leaves it")
         sentences.append(text)
     return ". ".join(sentences) + "."
 
