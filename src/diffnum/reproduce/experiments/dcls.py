@@ -509,7 +509,8 @@ def _canvas_figure(ctx: Context, canvas: dict[str, Any]) -> list[str]:
     axes[1].bar(range(len(dcls)), [models[n]["tap_movement"] for n in dcls],
                 color=["C0" if models[n]["version"] == "gauss" else "C1" for n in dcls])
     axes[1].set_xticks(range(len(dcls)), dcls, rotation=30, ha="right", fontsize=8)
-    axes[1].set(ylabel="mean |P_end − P_init| (cells)", title="(d) how far the taps moved")
+    axes[1].set(ylabel=r"mean $|P_\mathrm{end} - P_\mathrm{init}|$ (cells)",
+                title="(d) how far the taps moved")
     return [save_figure(ctx, fig, "dcls_canvas_digits.png")]
 
 
