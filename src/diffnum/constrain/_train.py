@@ -656,6 +656,11 @@ def train(config: TrainConfig, problem: PhysicsProblem, *,
                           "sample_generator": sample_gen.get_state(), "history": history}, ckpt)
         if stop_after is not None and done >= stop_after:
             break
+    if distributed:
+        # Every rank leaves together: rank 0 may still be writing the last checkpoint, and a
+        # caller that tears the process group down right after train() must not cut a peer's
+        # pending communication short.
+        dist.barrier()
     times = [h["step_seconds"] for h in history[start:]] or [float("nan")]
     return TrainResult(model=model, history=history, solver_failures=failures,
                        skipped_steps=skipped, resumed_from=start,
