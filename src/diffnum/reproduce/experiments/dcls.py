@@ -16,6 +16,7 @@ import diffnum.snn as snn
 from diffnum._core.markdown import markdown_table
 from diffnum.reproduce._harness import Context, Experiment, Section
 from diffnum.reproduce._plot import pyplot, save_figure
+from diffnum.reproduce.experiments._digits import load_digits_data
 
 
 def _sizes(quick: bool) -> dict[str, int]:
@@ -235,18 +236,6 @@ CANVAS_TAPS = 9  # weights per depthwise kernel, in every model
 CANVAS_INITS = ("dcls", "lattice", "spread")
 
 
-def load_canvas_digits() -> tuple[torch.Tensor, torch.Tensor] | None:
-    """scikit-learn's 1797 8×8 digits as float32 images in [0, 1] (N, 1, 8, 8) and labels;
-    None when scikit-learn is not installed."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError:
-        return None
-    digits = load_digits()
-    images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16
-    return images, torch.tensor(digits.target, dtype=torch.long)
-
-
 def canvas_digits(images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator,
                   canvas: int = CANVAS, scale: int = DIGIT_SCALE, n_train: int = CANVAS_TRAIN
                   ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor],
@@ -382,7 +371,7 @@ def _mean_std(values: list[float]) -> dict[str, Any]:
 
 def _canvas(ctx: Context, epochs: int, seeds: int, versions: tuple[str, ...]
             ) -> dict[str, Any]:
-    data = load_canvas_digits()
+    data = load_digits_data()
     settings = {"lr": CANVAS_LR, "position_lr_scale": CANVAS_POSITION_LR_SCALE,
                 "weight_decay": CANVAS_WEIGHT_DECAY, "epochs": epochs, "seeds": seeds,
                 "batch": CANVAS_BATCH, "channels": CANVAS_CHANNELS,

@@ -30,6 +30,7 @@ from diffnum.factor import POLAR_PRESETS, polar_band, polar_schedule
 from diffnum.optim import Muon, Root, TurboMuon
 from diffnum.reproduce._harness import Context, Experiment, Section
 from diffnum.reproduce._plot import pyplot, save_figure
+from diffnum.reproduce.experiments._digits import load_digits_data
 
 logger = logging.getLogger(__name__)
 
@@ -440,18 +441,6 @@ def _muon_count(runs: list[dict[str, Any]]) -> int:
 
 
 # ------------------------------------------------------------------------------ (b) digits
-def load_digits_data() -> tuple[torch.Tensor, torch.Tensor] | None:
-    """scikit-learn's 1797 8×8 handwritten digits (shipped with the package) as float32 images
-    in [0, 1] (N, 1, 8, 8) and labels; None when scikit-learn is not installed."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError:
-        return None
-    digits = load_digits()
-    images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16
-    return images, torch.tensor(digits.target, dtype=torch.long)
-
-
 def digits_split(images: torch.Tensor, labels: torch.Tensor
                  ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """The fixed split: a permutation from a constant seed, the first 1347 for training."""
