@@ -319,6 +319,15 @@ class _DclsBase(nn.Module):
         self.dense_kernel_size = tuple(dense_kernel_size)
         self.dilated_kernel_size = _tuple("dilated_kernel_size", dilated_kernel_size,
                                           self.position_ndim)
+        cells = math.prod(self.dilated_kernel_size)
+        if kernel_count > cells:
+            raise ValueError(
+                f"kernel_count={kernel_count} taps do not fit a support of "
+                f"dilated_kernel_size={dilated_kernel_size} ({cells} cell(s)). A DCLS layer's "
+                f"third argument is kernel_count, the number of taps, not nn.Conv"
+                f"{self.conv_ndim}d's kernel_size: for {kernel_count} taps in a "
+                f"{kernel_count}-wide support pass dilated_kernel_size={kernel_count} (or "
+                f"larger)")
         self.stride = _tuple("stride", stride, self.conv_ndim)
         self.dilation = _tuple("dilation", dilation, self.conv_ndim)
         if isinstance(padding, str):
