@@ -59,11 +59,12 @@ def test_position_init_arguments_are_checked():
         di.Dcls2d(1, 1, 5, dilated_kernel_size=7, position_init="lattice")
 
 
-def test_more_taps_than_support_cells_names_the_argument():
+def test_several_taps_in_a_one_cell_support_names_the_argument():
     # What a user swapping nn.Conv2d types writes: Dcls2d(16, 32, 3, padding=1) used to mean
     # 3 taps in a 1×1 support and silently changed the output size.
     with pytest.raises(ValueError, match="third argument is kernel_count"):
         di.Dcls2d(16, 32, 3, padding=1)
-    with pytest.raises(ValueError, match="do not fit a support"):
-        di.Dcls1d(2, 2, kernel_count=8, dilated_kernel_size=7)
-    di.Dcls1d(2, 2, kernel_count=7, dilated_kernel_size=7)  # one tap per cell is fine
+    with pytest.raises(ValueError, match=r"in a support of dilated_kernel_size=1 \(1 cell\)"):
+        di.Dcls1d(2, 2, kernel_count=2)
+    di.Dcls1d(2, 2, kernel_count=1)  # one tap, one cell: a 1×1 convolution
+    di.Dcls1d(2, 2, kernel_count=8, dilated_kernel_size=7)  # taps may share cells

@@ -319,11 +319,15 @@ class _DclsBase(nn.Module):
         self.dense_kernel_size = tuple(dense_kernel_size)
         self.dilated_kernel_size = _tuple("dilated_kernel_size", dilated_kernel_size,
                                           self.position_ndim)
+        # Several taps in a one-cell support is what nn.ConvNd's argument order produces
+        # (the third argument read as kernel_size). More taps than cells in a wider support
+        # stays legal: taps may share cells, as in the official package (its memory
+        # benchmark puts 2000 taps in 7 × 7).
         cells = math.prod(self.dilated_kernel_size)
-        if kernel_count > cells:
+        if cells == 1 and kernel_count > 1:
             raise ValueError(
-                f"kernel_count={kernel_count} taps do not fit a support of "
-                f"dilated_kernel_size={dilated_kernel_size} ({cells} cell(s)). A DCLS layer's "
+                f"kernel_count={kernel_count} taps in a support of "
+                f"dilated_kernel_size={dilated_kernel_size} (1 cell). A DCLS layer's "
                 f"third argument is kernel_count, the number of taps, not nn.Conv"
                 f"{self.conv_ndim}d's kernel_size: for {kernel_count} taps in a "
                 f"{kernel_count}-wide support pass dilated_kernel_size={kernel_count} (or "
