@@ -34,3 +34,13 @@ def one_line(obj: Any, *extra: str) -> str:
     parts = [f"{f.name}={short(getattr(obj, f.name))}" for f in dataclasses.fields(obj)
              if f.repr]
     return f"{type(obj).__name__}({', '.join([*parts, *extra])})"
+
+
+class OneLineRepr:
+    """Mixin for result dataclasses (declared with ``repr=False``): ``repr`` is
+    :func:`one_line`, tensors by shape and dtype — the dataclass default prints them whole."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return one_line(self)

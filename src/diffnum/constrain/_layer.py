@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from diffnum._core.summary import one_line
+from diffnum._core.summary import OneLineRepr
 from diffnum._core.validation import (
     check_count,
     check_one_of,
@@ -32,8 +32,8 @@ from diffnum.solve import (
 Experts = Sequence[int] | Mapping[str, int]
 
 
-@dataclass(frozen=True)
-class ConstrainedSolution:
+@dataclass(frozen=True, repr=False)
+class ConstrainedSolution(OneLineRepr):
     """Output of :class:`HardConstraint` / :class:`MixtureOfExperts`.
 
     Attributes:
@@ -69,10 +69,6 @@ class ConstrainedSolution:
         >>> out.u.shape, out.weights.shape, out.converged.tolist()
         (torch.Size([1, 16, 9]), torch.Size([1, 2, 6]), [[True, True]])
     """
-
-    def __repr__(self) -> str:
-        """One line: tensors by shape and dtype (the default repr prints them whole)."""
-        return one_line(self)
 
     u: torch.Tensor
     weights: torch.Tensor

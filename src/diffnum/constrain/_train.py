@@ -20,7 +20,7 @@ import torch.distributed as dist
 from torch import nn
 
 from diffnum._core.files import atomic_write
-from diffnum._core.summary import one_line
+from diffnum._core.summary import OneLineRepr
 from diffnum._core.validation import (
     check_count,
     check_finite,
@@ -86,8 +86,8 @@ def _check_problem(problem: Any, *, for_training: bool) -> None:
         check_finite("problem.test_solution", problem.test_solution)
 
 
-@dataclass(frozen=True)
-class PhysicsProblem:
+@dataclass(frozen=True, repr=False)
+class PhysicsProblem(OneLineRepr):
     """What a physics-only training run needs: the PDE on a grid, the initial conditions to
     train on, and held-out initial conditions with reference solutions to evaluate on.
 
@@ -109,10 +109,6 @@ class PhysicsProblem:
         >>> len(problem.train_initial), tuple(problem.test_solution.shape)
         (3, (2, 16, 9))
     """
-
-    def __repr__(self) -> str:
-        """One line: tensors by shape and dtype (the default repr prints them whole)."""
-        return one_line(self)
 
     pde: Any
     grid: Grid
@@ -383,8 +379,8 @@ def physics_loss(model: ConstrainedModel, initial: torch.Tensor, u: torch.Tensor
     return loss, {k: float(v.detach()) for k, v in parts.items()}
 
 
-@dataclass(frozen=True)
-class TrainResult:
+@dataclass(frozen=True, repr=False)
+class TrainResult(OneLineRepr):
     """Outcome of :func:`train`: the model, the per-step metrics and the failure counts.
 
     Example::
@@ -394,10 +390,6 @@ class TrainResult:
         >>> [f.name for f in fields(TrainResult)]
         ['model', 'history', 'solver_failures', 'skipped_steps', 'resumed_from', 'stats']
     """
-
-    def __repr__(self) -> str:
-        """One line: tensors by shape and dtype (the default repr prints them whole)."""
-        return one_line(self)
 
     model: ConstrainedModel
     history: list[dict[str, Any]]

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from diffnum._core.summary import one_line
+from diffnum._core.summary import OneLineRepr
 from diffnum.factor._checks import (
     check_batches,
     check_iterations,
@@ -81,8 +81,8 @@ class FactorizationResiduals:
         _check_tensor_fields(self, ("projector_F", "projector_H", "reconstruction"))
 
 
-@dataclass(frozen=True)
-class MetaFactorization:
+@dataclass(frozen=True, repr=False)
+class MetaFactorization(OneLineRepr):
     """A ≈ F G Hᵀ with the {1}-inverses Yᵀ of F and X of Hᵀ that produced the core G.
 
     Shapes (leading batch dimensions omitted): ``A`` m×n, ``F`` m×k, ``G`` k×l,
@@ -100,10 +100,6 @@ class MetaFactorization:
         >>> fac.F.shape, fac.G.shape, fac.H.shape, fac.rank_deficient
         (torch.Size([30, 5]), torch.Size([5, 5]), torch.Size([20, 5]), False)
     """
-
-    def __repr__(self) -> str:
-        """One line: tensors by shape and dtype (the default repr prints them whole)."""
-        return one_line(self)
 
     A: torch.Tensor
     F: torch.Tensor

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from diffnum._core.summary import one_line
+from diffnum._core.summary import OneLineRepr
 from diffnum._core.validation import (
     check_count,
     check_int_in_range,
@@ -103,8 +103,8 @@ def _support(P: torch.Tensor, size: tuple[int, ...], version: str) -> torch.Tens
     return None
 
 
-@dataclass(frozen=True)
-class IntegerTaps:
+@dataclass(frozen=True, repr=False)
+class IntegerTaps(OneLineRepr):
     """A DCLS kernel reduced to integer taps: ``K[index[:, ..., k]] += weight[..., k]``.
 
     ``index`` has shape ``(d, ..., m)`` and is ordered by *kernel axis* (``index[a]`` is the
@@ -121,10 +121,6 @@ class IntegerTaps:
         >>> isinstance(taps, di.IntegerTaps), taps.size
         (True, (7,))
     """
-
-    def __repr__(self) -> str:
-        """One line: tensors by shape and dtype (the default repr prints them whole)."""
-        return one_line(self)
 
     weight: torch.Tensor
     index: torch.Tensor

@@ -22,8 +22,6 @@ COMPUTE_DTYPES = (torch.bfloat16, torch.float32, torch.float64, None)
 MATCHED_RMS = 0.2
 
 
-# Relative rounding of one entry per iteration dtype (unit roundoff), for the band check.
-_ROUNDING = {torch.bfloat16: 2.0**-8, torch.float32: 2.0**-23, torch.float64: 2.0**-52}
 # A schedule whose band under rounding reaches beyond this is refused: it can blow up.
 _MAX_BAND = 1.5
 
@@ -33,7 +31,7 @@ def resolve_schedule(schedule: object, compute_dtype: torch.dtype = torch.float6
     """A preset name or per-step triples, checked on σ₀ ∈ [0, 1] with every σ perturbed by
     the iteration dtype's rounding before every step: none may come out negative, and none
     may grow beyond 1.5 (a steep polynomial designed for [ℓ, 1] explodes just above 1)."""
-    rounding = _ROUNDING[compute_dtype]
+    rounding = torch.finfo(compute_dtype).eps / 2  # unit roundoff: 2⁻⁸ in bfloat16
     band = polar_band(schedule, lower=0.0, rounding=rounding)  # also validates the triples
     if not band.positive:
         raise ValueError(f"schedule maps some singular values in (0, 1] to negative values "

@@ -11,7 +11,7 @@ import scipy.sparse
 import torch
 from scipy.integrate import solve_ivp
 
-from diffnum._core.summary import one_line
+from diffnum._core.summary import OneLineRepr
 from diffnum._core.validation import (
     check_count,
     check_finite,
@@ -328,8 +328,8 @@ class MethodOfLines:
         return 0.5 * (1 + self.rho) * u[..., -1]
 
 
-@dataclass(frozen=True)
-class DiffusionSorptionTrajectory:
+@dataclass(frozen=True, repr=False)
+class DiffusionSorptionTrajectory(OneLineRepr):
     """Result of :func:`solve_diffusion_sorption_1d`.
 
     Attributes:
@@ -349,10 +349,6 @@ class DiffusionSorptionTrajectory:
         >>> traj.times.tolist(), traj.right_face.shape
         ([0.0, 5.0, 10.0], torch.Size([1, 3]))
     """
-
-    def __repr__(self) -> str:
-        """One line: tensors by shape and dtype (the default repr prints them whole)."""
-        return one_line(self)
 
     solution: torch.Tensor
     times: torch.Tensor

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 
 import torch
 
-from diffnum._core.summary import one_line
+from diffnum._core.summary import OneLineRepr
 from diffnum._core.validation import check_count, check_one_of, check_real
 
 
-@dataclass(frozen=True, eq=False)
-class Grid:
+@dataclass(frozen=True, eq=False, repr=False)
+class Grid(OneLineRepr):
     """A tensor-product grid G = X₁ × … × X_d of uniform axes, in the order given.
 
     A non-periodic axis on [a, b] with n points has x_j = a + j h, h = (b − a)/(n − 1), both
@@ -34,10 +34,6 @@ class Grid:
         >>> grid.coordinates[0].tolist(), grid.periodic  # a periodic axis omits its end point
         ([0.0, 1.5, 3.0, 4.5], (True,))
     """
-
-    def __repr__(self) -> str:
-        """One line: tensors by shape and dtype (the default repr prints them whole)."""
-        return one_line(self)
 
     names: tuple[str, ...]
     coordinates: tuple[torch.Tensor, ...]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from diffnum._core.summary import one_line
+from diffnum._core.summary import OneLineRepr
 from diffnum._core.validation import (
     check_count,
     check_finite,
@@ -343,8 +343,8 @@ class NavierStokes2D:
                 * torch.exp(-2 * self.viscosity * q**2 * t))
 
 
-@dataclass(frozen=True)
-class NavierStokesTrajectory:
+@dataclass(frozen=True, repr=False)
+class NavierStokesTrajectory(OneLineRepr):
     """Result of :func:`solve_navier_stokes_2d`.
 
     Attributes:
@@ -363,10 +363,6 @@ class NavierStokesTrajectory:
         >>> len(traj.times), traj.cfl < 1
         (3, True)
     """
-
-    def __repr__(self) -> str:
-        """One line: tensors by shape and dtype (the default repr prints them whole)."""
-        return one_line(self)
 
     vorticity: torch.Tensor
     times: torch.Tensor
