@@ -163,3 +163,32 @@ def test_train_leaves_the_global_random_state_alone():
     torch.manual_seed(999)
     second = train(config, problem)
     assert [h["loss"] for h in first.history] == [h["loss"] for h in second.history]
+
+
+def test_soft_on_the_particular_solution():
+    """lift=True: PI-SC's network predicts u − u_p, u_p the elimination's particular solution;
+    a zero network output gives u_p itself, the setting is checked, old digests stay."""
+    from dataclasses import replace
+
+    from diffnum.constrain._train import ConstrainedModel
+
+    problem = heat_problem()
+    config = TrainConfig(method="soft", lift=True, steps=2, **SMALL)
+    assert config.name == "PI-SC on u_p" and "lift" in config.record()
+    assert "lift" not in replace(config, lift=False).record()
+    model = ConstrainedModel(config, problem.pde, problem.grid)
+    last = model.backbone.projection_out.linear
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.zero_()
+    initial = problem.test_initial[:2]
+    u, _ = model(initial)
+    empty = torch.zeros(2, problem.grid.size, 1, dtype=torch.float64)
+    _, u_p = problem.pde.lift(empty, problem.grid, initial)
+    assert torch.equal(u, u_p.reshape(u.shape))
+    result = train(config, problem)
+    assert all(math.isfinite(h["loss"]) for h in result.history)
+    with pytest.raises(ValueError, match="lift=True is for method='soft'"):
+        TrainConfig(method="hard", lift=True)
+    with pytest.raises(TypeError, match="lift must be True or False"):
+        TrainConfig(method="soft", lift=1)

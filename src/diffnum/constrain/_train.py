@@ -118,7 +118,7 @@ class PhysicsProblem(OneLineRepr):
 
 
 # Fields added after the first checkpoints were written, with their defaults.
-_LATER_FIELDS = {"residual": "assembled"}
+_LATER_FIELDS = {"residual": "assembled", "lift": False}
 
 
 @dataclass(frozen=True)
@@ -162,6 +162,9 @@ class TrainConfig:
             like a residual of δ/h² in a second derivative) or ``"experts"`` (each expert's own
             residual on its block, from the derivatives of the basis, :func:`expert_residual`:
             no interface term at all).
+        lift: ``soft`` only: the network predicts u − u_p, u_p the particular solution of
+            the hard methods' elimination (``pde.lift``: u₀ with the boundary values blended
+            in), so PI-SC starts from the prior PI-HC has; the conditions stay soft.
 
     Example::
 
@@ -194,6 +197,7 @@ class TrainConfig:
     checkpoint_every: int = 50
     parallel: str = "experts"
     residual: str = "assembled"
+    lift: bool = False
 
     def __post_init__(self) -> None:
         check_one_of("method", self.method, METHODS)
@@ -204,6 +208,11 @@ class TrainConfig:
         if self.residual == "experts" and self.method != "moe":
             raise ValueError(f"residual='experts' is the per-expert loss of a mixture "
                              f"(method='moe'), got method={self.method!r}")
+        if not isinstance(self.lift, bool):
+            raise TypeError(f"lift must be True or False, got {self.lift!r}")
+        if self.lift and self.method != "soft":
+            raise ValueError(f"lift=True is for method='soft' (the hard methods lift with "
+                             f"constraints='eliminate'), got method={self.method!r}")
         if self.method == "moe" and not self.experts:
             raise ValueError("method='moe' needs experts, e.g. experts=(4, 1)")
         if self.experts is not None:
@@ -242,7 +251,7 @@ class TrainConfig:
         if self.method == "moe":
             own = ", experts' residuals" if self.residual == "experts" else ""
             return f"{METHOD_NAMES['moe']} (K={math.prod(self.experts)}{own})"
-        return METHOD_NAMES[self.method]
+        return METHOD_NAMES[self.method] + (" on u_p" if self.lift else "")
 
     @property
     def digest(self) -> str:
@@ -325,7 +334,11 @@ class ConstrainedModel(nn.Module):
         network = self.__dict__.get("_data_parallel") or self.backbone
         out = network(self.network_input(initial))
         if self.layer is None:
-            return out[:, 0], None
+            if not self.config.lift:
+                return out[:, 0], None
+            empty = out.new_zeros(out.shape[0], self.grid.size, 1)
+            _, u_p = self.pde.lift(empty, self.grid, initial.to(out.dtype))
+            return out[:, 0] + u_p.reshape(out.shape[0], *self.grid.shape), None
         basis = out.flatten(2).transpose(1, 2)  # (b, P, N)
         solution = self.layer(basis, self.grid, initial, generator=generator)
         return solution.u, solution

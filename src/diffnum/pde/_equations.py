@@ -266,8 +266,8 @@ class PDE1D:
                 self._impose_ends(particular.unsqueeze(-1), grid, homogeneous=False)[..., 0])
 
     def _blend_ends(self, particular: torch.Tensor, grid: Grid) -> torch.Tensor:
-        """u_p + Σ_e λ_e(x) (g_e(t) − u_p(x_e, t)) for t > t₀, λ_e linear, 1 at end e and 0 at
-        the other: the boundary values reach u_p without a jump next to the end (whose
+        """u_p + Σ_e λ_e(x, t) (g_e(t) − u_p(x_e, t)), λ_e = :meth:`_end_profile` (1 at end e,
+        0 at t₀): the boundary values reach u_p without a jump next to the end (whose
         difference quotient the basis would otherwise have to cancel); at t₀ u_p keeps u₀ on
         the open interval (the corner rule)."""
         sides, targets = self._blend_targets(grid)
@@ -275,22 +275,30 @@ class PDE1D:
             return particular
         x_axis, t_axis = grid.axis_index("x"), grid.axis_index("t")
         x = grid.coordinates[x_axis].to(particular)
-        ramps = ((x[-1] - x) / (x[-1] - x[0]), (x - x[0]) / (x[-1] - x[0]))
+        t = grid.coordinates[t_axis].to(particular)
         field = particular.reshape(*particular.shape[:-1], *grid.shape)
         x_dim = field.ndim - grid.ndim + x_axis
         targets = targets.to(particular)  # (len(sides), nt)
-        later = torch.ones(grid.shape[t_axis], dtype=particular.dtype, device=particular.device)
-        later[0] = 0
-        shape_x = [1] * grid.ndim
-        shape_x[x_axis] = -1
         shape_t = [1] * grid.ndim
         shape_t[t_axis] = -1
         blend = torch.zeros_like(field)
         for row, side in enumerate(sides):
+            distance = (x - x[0]) if side == 0 else (x[-1] - x)
+            profile = self._end_profile(distance, x[-1] - x[0], t - t[0])  # (nx, nt)
+            if t_axis < x_axis:
+                profile = profile.T
             end = field.select(x_dim, 0 if side == 0 else -1).unsqueeze(x_dim)
-            gap = targets[row].reshape(shape_t) - end
-            blend = blend + ramps[side].reshape(shape_x) * gap * later.reshape(shape_t)
+            blend = blend + profile * (targets[row].reshape(shape_t) - end)
         return (field + blend).reshape(particular.shape)
+
+    def _end_profile(self, distance: torch.Tensor, length: torch.Tensor,
+                     elapsed: torch.Tensor) -> torch.Tensor:
+        """λ(x, t) ``(nx, nt)`` with which a boundary value enters u_p, from the distance to
+        the end ``(nx,)`` and the time since t₀ ``(nt,)``: 0 at t₀, 1 at the end for t > t₀.
+        Here the linear ramp 1 − distance / length for every t > t₀; a diffusive PDE replaces
+        it by the layer the boundary value actually drives into the domain."""
+        later = (elapsed > 0).to(distance.dtype)
+        return (1 - distance / length)[:, None] * later[None, :]
 
     def _blend_targets(self, grid: Grid) -> tuple[tuple[int, ...], torch.Tensor]:
         """The ends u_p is blended to and their values g(t), ``(len(sides), nt)``."""

@@ -83,7 +83,8 @@ def authors_mapping(sizes: dict) -> str:
          "exact"],
         ["corner (t₀, x = 0), DS",
          "IC rows own the corner (BC rows skip t₀); training loss's left-BC term includes t₀",
-         "Boundary conditions hold from t₀ on; u₀ imposed on the open interval",
+         "Boundary conditions hold from t₀ on; u₀ imposed on the open interval; u_p carries "
+         "the erfc layers the two corners drive in (κ = D/R(1))",
          "As the boundary faces of our finite-volume reference; no contradictory conditions "
          "at one point"],
         ["IC, NS",
