@@ -26,8 +26,17 @@ def real_floating_dtype(name: str, x: torch.Tensor, *, low_precision: bool = Fal
     return x.dtype
 
 
+def tracing() -> bool:
+    """True inside ``torch.compile`` / ``torch.jit.trace``: data-reading checks (which need
+    a value on the host, a graph break or a trace baked to one input) are skipped there;
+    the eager call checks them."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
+
+
 def check_finite(name: str, x: torch.Tensor) -> None:
-    """Raise ``ValueError`` if ``x`` holds NaN or ±inf."""
+    """Raise ``ValueError`` if ``x`` holds NaN or ±inf (not checked while :func:`tracing`)."""
+    if tracing():
+        return
     # One reduction pass first: a finite sum proves every entry finite (NaN and ±inf
     # propagate). Only when it is not finite (or finite values overflowed) look closer.
     if x.numel() == 0 or bool(torch.isfinite(x.detach().sum())):

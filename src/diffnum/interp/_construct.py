@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import torch
 
 from diffnum._core.validation import (
+    tracing,
     check_finite,
     check_int_in_range,
     check_one_of,
@@ -137,7 +138,8 @@ def check_construct_inputs(
             )
         # |SIG| ≤ MAX_SIZE: wider is uniform over any support, and the `max` mass Π_a Σ_j τ
         # would overflow float32 (silently zeroing the kernel) from τ ≈ 1e13 in 3-D.
-        widest = float(SIG.detach().abs().amax()) if SIG.numel() else 0.0
+        widest = (float(SIG.detach().abs().amax()) if SIG.numel() and not tracing()
+                  else 0.0)
         if not widest <= MAX_SIZE:
             check_finite("SIG", SIG)
             raise ValueError(f"SIG must be at most {MAX_SIZE} in magnitude, got {widest}")
@@ -186,7 +188,7 @@ def _axis_profiles(
     version: str,
 ) -> list[torch.Tensor]:
     """Per-axis factor tables F_a of shape ``(..., m, s_a)``, ordered by kernel axis."""
-    ndim = P.shape[0]
+    ndim = len(size)
     axes = position_axes(version, ndim)
     q = _centred(P, size)
     widths = _widths(version, SIG)

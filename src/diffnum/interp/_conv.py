@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from diffnum._core.validation import (
+    tracing,
     check_count,
     check_finite,
     check_one_of,
@@ -234,7 +235,12 @@ def shift_conv(
     batch = input.shape[0]
     out_channels, per_group = kernel.shape[:2]
     og = out_channels // groups
-    offsets = support.nonzero()  # (A, ndim)
+    if tracing():  # static shapes: every offset (those outside the support add exact zeros)
+        offsets = torch.cartesian_prod(*[torch.arange(k, device=input.device)
+                                         for k in ksize]).reshape(-1, ndim)
+        support = torch.ones(tuple(ksize), dtype=torch.bool, device=input.device)
+    else:
+        offsets = support.nonzero()  # (A, ndim)
     n_active = offsets.shape[0]
     if n_active == 0:
         y = input.new_zeros(batch, out_channels, *out) + 0 * kernel.sum()
@@ -250,7 +256,9 @@ def shift_conv(
         n_out = math.prod(out)
         flat = input.reshape(batch, groups, per_group, -1)
         cols = flat.index_select(-1, index).reshape(batch, groups, per_group * n_active, n_out)
-        taps = kernel.reshape(groups, og, per_group, -1)[..., support.reshape(-1)]
+        taps = kernel.reshape(groups, og, per_group, -1)
+        if not tracing():
+            taps = taps[..., support.reshape(-1)]
         if per_group == 1 and og == 1:
             y = (cols * taps.reshape(1, groups, n_active, 1)).sum(2, keepdim=True)
             y = y.reshape(batch, out_channels, *out)
@@ -295,7 +303,7 @@ def conv_costs(
     n_out = math.prod(out)
     macs = batch * out_channels * per_group * n_out
     dense = macs * n_taps * (_DEPTHWISE_MAC if per_group == 1 and groups > 1 else _DENSE_MAC)
-    points = math.prod(_next_fast_size(n) for n in spatial)
+    points = math.prod([_next_fast_size(n) for n in spatial])
     log_n = math.log2(max(points, 2))
     transforms = (batch * channels + out_channels * per_group + batch * out_channels) * points
     fft = transforms * log_n * _FFT_POINT + batch * out_channels * per_group * points * _FFT_MAC
@@ -395,9 +403,12 @@ def convolve(
     if x.shape[0] == 0:
         method = "dense"  # an empty batch: F.convNd returns it empty, nothing to choose
     if method == "auto":
-        padded = [n + 2 * p for n, p in zip(x.shape[2:], sym)]
-        active = int(support.sum()) if support is not None else None
-        method = choose_conv_method([*x.shape[:2], *padded], kernel.shape, groups, stride_t,
+        padded = [int(n) + 2 * p for n, p in zip(x.shape[2:], sym)]  # ints under jit.trace
+        # Traced or compiled, the choice is made from static shapes alone (dense or fft): the
+        # shift path's cost depends on how many offsets the taps touch, a value in the data.
+        active = int(support.sum()) if support is not None and not tracing() else None
+        method = choose_conv_method([*map(int, x.shape[:2]), *padded],
+                                    [*map(int, kernel.shape)], groups, stride_t,
                                     dilation_t, active)
     if method == "fft":
         out = fft_conv(x, kernel, bias, stride_t, sym, dilation_t, groups)

@@ -304,6 +304,14 @@ class _DclsBase(nn.Module):
         check_one_of("construct_method", construct_method, CONSTRUCT_METHODS)
         check_one_of("conv_method", conv_method, CONV_METHODS)
         check_one_of("position_init", position_init, POSITION_INITS)
+        if version == "gauss" and construct_method == "scatter":
+            raise ValueError("construct_method='scatter' is for versions 'v0'/'v1' (integer "
+                             "neighbours), got version='gauss'; use 'auto', 'dense' or "
+                             "'separable'")
+        if version == "gauss" and conv_method == "shift":
+            raise ValueError("conv_method='shift' runs over the offsets the taps touch, and a "
+                             "Gaussian tap touches every offset of the support; with "
+                             "version='gauss' use 'auto', 'dense' or 'fft'")
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_count = kernel_count
