@@ -113,3 +113,34 @@ def test_eager_checks_still_run():
 def test_paths_a_version_lacks_are_refused_at_construction(kwargs, match):
     with pytest.raises(ValueError, match=match):
         Dcls2d(2, 2, kernel_count=2, dilated_kernel_size=5, **kwargs)
+
+
+def test_the_attributes_nn_conv_code_reads():
+    layer = Dcls2d(4, 8, 3, dilated_kernel_size=7, padding=3, use_implicit_gemm=False)
+    assert layer.kernel_size == (7, 7) and layer.transposed is False
+    assert layer.output_padding == (0, 0) and layer.use_implicit_gemm is False
+    assert Dcls2_1d(2, 2, 3, dense_kernel_size=3, dilated_kernel_size=5).kernel_size == (3, 5)
+    for flat_dim, size in ((0, (5, 1)), (1, (1, 5))):
+        layer = Dcls2dK1d(2, 2, 3, dilated_kernel_size=5, flat_dim=flat_dim)
+        assert layer.kernel_size == size == tuple(layer.kernel().shape[2:])
+    with pytest.raises(TypeError, match="use_implicit_gemm"):
+        Dcls1d(2, 2, 3, dilated_kernel_size=5, use_implicit_gemm="yes")
+
+
+@pytest.mark.parametrize("conv", ["dense", "fft", "shift"])
+@pytest.mark.parametrize("cls, shape, fmt", [
+    (Dcls2d, (2, 4, 12, 12), torch.channels_last),
+    (Dcls3d, (1, 4, 6, 7, 7), torch.channels_last_3d)])
+def test_channels_last_in_channels_last_out(conv, cls, shape, fmt):
+    torch.manual_seed(0)
+    layer = cls(4, 8, 3, dilated_kernel_size=5, padding=2, version="v1", conv_method=conv)
+    x = torch.randn(*shape)
+    y = layer(x.contiguous(memory_format=fmt))
+    assert y.is_contiguous(memory_format=fmt)
+    torch.testing.assert_close(y, layer(x), rtol=1e-5, atol=1e-5)
+
+
+def test_delayed_linear_takes_device_and_dtype():
+    layer = DelayedLinear(3, 4, 5, device="cpu", dtype=torch.float64)
+    assert layer.conv.weight.dtype == torch.float64
+    assert layer(torch.zeros(1, 3, 8, dtype=torch.float64)).dtype == torch.float64

@@ -416,4 +416,8 @@ def convolve(
         out = shift_conv(x, kernel, bias, stride_t, sym, dilation_t, groups, support)
     else:
         out = dense_conv(x, kernel, bias, stride_t, sym, dilation_t, groups)
+    if out.ndim in (4, 5):  # channels_last in, channels_last out, as nn.Conv2d/3d
+        fmt = torch.channels_last if out.ndim == 4 else torch.channels_last_3d
+        if input.is_contiguous(memory_format=fmt) and not input.is_contiguous():
+            out = out.contiguous(memory_format=fmt)
     return out.squeeze(0) if unbatched else out

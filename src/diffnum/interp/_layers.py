@@ -264,6 +264,18 @@ class _DclsBase(nn.Module):
     conv_ndim: int
     position_ndim: int
     default_version: str = "gauss"
+    transposed = False  # as nn.ConvNd, for code that inspects convolutions
+
+    @property
+    def kernel_size(self) -> tuple[int, ...]:
+        """Spatial size of the dense kernel the layer convolves with (the dilated support,
+        after any dense axes), as ``nn.ConvNd.kernel_size``."""
+        return (*self.dense_kernel_size, *self.dilated_kernel_size)
+
+    @property
+    def output_padding(self) -> tuple[int, ...]:
+        """Zeros, as a non-transposed ``nn.ConvNd``."""
+        return (0,) * self.conv_ndim
 
     def __init__(
         self,
@@ -285,8 +297,13 @@ class _DclsBase(nn.Module):
         conv_method: str = "auto",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        use_implicit_gemm: bool = True,
     ) -> None:
         super().__init__()
+        check_bool("use_implicit_gemm", use_implicit_gemm)
+        # dcls's switch between its implicit-GEMM CUDA kernel and dense construction; here the
+        # convolution path is chosen by conv_method, so it is accepted, kept, and has no effect.
+        self.use_implicit_gemm = use_implicit_gemm
         check_count("in_channels", in_channels)
         check_count("out_channels", out_channels)
         check_count("kernel_count", kernel_count)
@@ -472,7 +489,10 @@ _LAYER_DOC = r"""{d}-D convolution with learnable spacings, a drop-in for ``nn.C
     Argument order and parameter layout are those of ``dcls`` 0.1.1's ``Dcls{d}d`` (so a
     ``state_dict`` copies across), plus ``nn.Conv{d}d``'s ``dilation``, ``device``, ``dtype``
     and string ``padding``. ``kernel_count`` is m, ``dilated_kernel_size`` the support s.
-    ``construct_method`` / ``conv_method`` pick the construction and convolution paths
+    Code written for ``nn.Conv{d}d`` finds ``kernel_size`` (= s), ``stride``, ``padding``,
+    ``dilation``, ``groups``, ``transposed`` (False) and ``output_padding``; code written for
+    ``dcls`` may pass ``use_implicit_gemm`` (kept, no effect: ``conv_method`` picks the path).
+    A channels_last input gives a channels_last output. ``construct_method`` / ``conv_method`` pick the construction and convolution paths
     (``"auto"``: a cost model). ``position_init`` places the taps before training:
     ``"dcls"`` (default) N(0, 0.5²) clamped to the support, as the official package, which
     starts 95 % of the taps within one cell of the centre; ``"uniform"`` over the support;
@@ -511,12 +531,12 @@ class Dcls1d(_DclsBase):
                  bias: bool = True, padding_mode: str = "zeros", version: str = "gauss", *,
                  dilation: int | Sequence[int] = 1, construct_method: str = "auto",
                  conv_method: str = "auto", position_init: str = "dcls", device=None,
-                 dtype=None) -> None:
+                 dtype=None, use_implicit_gemm: bool = True) -> None:
         super().__init__(in_channels, out_channels, kernel_count, stride, padding,
                          dilated_kernel_size, groups, bias, padding_mode, version,
                          dilation=dilation, construct_method=construct_method,
                          conv_method=conv_method, position_init=position_init,
-                         device=device, dtype=dtype)
+                         device=device, dtype=dtype, use_implicit_gemm=use_implicit_gemm)
 
 
 class Dcls2d(_DclsBase):
@@ -530,12 +550,12 @@ class Dcls2d(_DclsBase):
                  bias: bool = True, padding_mode: str = "zeros", version: str = "gauss", *,
                  dilation: int | Sequence[int] = 1, construct_method: str = "auto",
                  conv_method: str = "auto", position_init: str = "dcls", device=None,
-                 dtype=None) -> None:
+                 dtype=None, use_implicit_gemm: bool = True) -> None:
         super().__init__(in_channels, out_channels, kernel_count, stride, padding,
                          dilated_kernel_size, groups, bias, padding_mode, version,
                          dilation=dilation, construct_method=construct_method,
                          conv_method=conv_method, position_init=position_init,
-                         device=device, dtype=dtype)
+                         device=device, dtype=dtype, use_implicit_gemm=use_implicit_gemm)
 
 
 class Dcls3d(_DclsBase):
@@ -549,12 +569,12 @@ class Dcls3d(_DclsBase):
                  bias: bool = True, padding_mode: str = "zeros", version: str = "gauss", *,
                  dilation: int | Sequence[int] = 1, construct_method: str = "auto",
                  conv_method: str = "auto", position_init: str = "dcls", device=None,
-                 dtype=None) -> None:
+                 dtype=None, use_implicit_gemm: bool = True) -> None:
         super().__init__(in_channels, out_channels, kernel_count, stride, padding,
                          dilated_kernel_size, groups, bias, padding_mode, version,
                          dilation=dilation, construct_method=construct_method,
                          conv_method=conv_method, position_init=position_init,
-                         device=device, dtype=dtype)
+                         device=device, dtype=dtype, use_implicit_gemm=use_implicit_gemm)
 
 
 class _DclsPartial(_DclsBase):
@@ -569,13 +589,13 @@ class _DclsPartial(_DclsBase):
                  bias: bool = True, padding_mode: str = "zeros", version: str = "gauss", *,
                  dilation: int | Sequence[int] = 1, construct_method: str = "auto",
                  conv_method: str = "auto", position_init: str = "uniform", device=None,
-                 dtype=None) -> None:
+                 dtype=None, use_implicit_gemm: bool = True) -> None:
         dense = _tuple("dense_kernel_size", dense_kernel_size, self.conv_ndim - 1)
         super().__init__(in_channels, out_channels, kernel_count, stride, padding,
                          dilated_kernel_size, groups, bias, padding_mode, version,
                          dilation=dilation, dense_kernel_size=dense, position_init=position_init,
                          construct_method=construct_method, conv_method=conv_method,
-                         device=device, dtype=dtype)
+                         device=device, dtype=dtype, use_implicit_gemm=use_implicit_gemm)
 
     def _conv_support(self) -> torch.Tensor | None:
         mask = self._support()
@@ -646,16 +666,22 @@ class Dcls2dK1d(_DclsBase):
                  bias: bool = True, padding_mode: str = "zeros", version: str = "v1",
                  flat_dim: int = 0, *, dilation: int | Sequence[int] = 1,
                  construct_method: str = "auto", conv_method: str = "auto", device=None,
-                 dtype=None) -> None:
+                 dtype=None, use_implicit_gemm: bool = True) -> None:
         check_int_in_range("flat_dim", flat_dim, 0, 1)
         self.flat_dim = flat_dim
         super().__init__(in_channels, out_channels, kernel_count, stride, padding,
                          dilated_kernel_size, groups, bias, padding_mode, version,
                          dilation=dilation, construct_method=construct_method,
-                         conv_method=conv_method, device=device, dtype=dtype)
+                         conv_method=conv_method, device=device, dtype=dtype,
+                         use_implicit_gemm=use_implicit_gemm)
 
     def _to_conv_kernel(self, kernel: torch.Tensor) -> torch.Tensor:
         return kernel.unsqueeze(-1 - self.flat_dim)
+
+    @property
+    def kernel_size(self) -> tuple[int, ...]:
+        s = self.dilated_kernel_size[0]
+        return (s, 1) if self.flat_dim == 0 else (1, s)
 
     def _conv_support(self) -> torch.Tensor | None:
         mask = self._support()

@@ -54,7 +54,7 @@ class DelayedLinear(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, max_delay: int, *,
                  version: str = "gauss", bias: bool = False, sigma: float | None = None,
-                 conv_method: str = "auto") -> None:
+                 conv_method: str = "auto", device=None, dtype=None) -> None:
         super().__init__()
         check_count("in_features", in_features)
         check_count("out_features", out_features)
@@ -69,7 +69,8 @@ class DelayedLinear(nn.Module):
             sigma = check_real("sigma", sigma)
         self.max_delay = max_delay
         self.conv = Dcls1d(in_features, out_features, 1, dilated_kernel_size=max_delay,
-                           bias=bias, version=version, conv_method=conv_method)
+                           bias=bias, version=version, conv_method=conv_method,
+                           device=device, dtype=dtype)
         lim = max_delay // 2
         with torch.no_grad():
             self.conv.P.uniform_(-lim, lim)  # delays spread over the whole range
