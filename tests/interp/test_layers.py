@@ -279,3 +279,37 @@ def test_functional_dcls_conv_matches_layer():
                          dilated_kernel_size=(5, 3), version="max", stride=2, padding=(2, 1),
                          groups=2)
     torch.testing.assert_close(y, layer(x))
+
+
+def test_integer_taps_are_buffers_and_weights_keep_training():
+    """use_integer_taps(): the indices follow .to()/state_dict; the weights are the live
+    parameter (they get gradients; positions do not), so a short fine-tune at the rounded
+    positions is ordinary training."""
+    torch.manual_seed(0)
+    layer = interp.Dcls2d(2, 3, kernel_count=4, dilated_kernel_size=5, padding=2, version="v1")
+    layer.round_positions()
+    layer.use_integer_taps()
+    assert "integer_tap_index" in dict(layer.named_buffers())
+    x = torch.randn(2, 2, 7, 7)
+    y = layer(x)
+    layer.double()
+    assert layer.integer_tap_index.dtype == torch.long
+    torch.testing.assert_close(layer(x.double()), y.double(), rtol=1e-6, atol=1e-6)
+    # A fresh layer loading the state takes the taps with it.
+    fresh = interp.Dcls2d(2, 3, kernel_count=4, dilated_kernel_size=5, padding=2,
+                          version="v1").double()
+    fresh.load_state_dict(layer.state_dict())
+    assert torch.equal(fresh.integer_tap_index, layer.integer_tap_index)
+    assert torch.equal(fresh(x.double()), layer(x.double()))
+    # Gradients reach the weights, not the positions; a step changes the output.
+    layer(x.double()).square().sum().backward()
+    assert layer.weight.grad is not None and float(layer.weight.grad.abs().sum()) > 0
+    assert layer.P.grad is None
+    before = layer(x.double()).detach()
+    with torch.no_grad():
+        layer.weight -= 0.1 * layer.weight.grad
+    assert not torch.equal(layer(x.double()), before)
+    layer.use_integer_taps(False)
+    assert layer.integer_taps is None and "integer_tap_index" not in layer.state_dict()
+    with pytest.raises(TypeError, match="enabled"):
+        layer.use_integer_taps("yes")

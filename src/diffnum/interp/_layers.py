@@ -145,11 +145,18 @@ class IntegerTaps(OneLineRepr):
 
     def kernel(self) -> torch.Tensor:
         """The dense kernel ``(..., *size)`` these taps describe."""
-        strides = [math.prod(self.size[a + 1:]) for a in range(len(self.size))]
-        flat = sum(self.index[a] * strides[a] for a in range(len(self.size)))
-        out = self.weight.new_zeros(*self.weight.shape[:-1], math.prod(self.size))
-        out = out.scatter_add(-1, flat, self.weight)
-        return out.reshape(*self.weight.shape[:-1], *self.size)
+        return _tap_kernel(self.weight, self.index, self.size)
+
+
+def _tap_kernel(weight: torch.Tensor, index: torch.Tensor, size: tuple[int, ...]
+                ) -> torch.Tensor:
+    """K[index[:, ..., k]] += weight[..., k], shape ``(..., *size)`` (differentiable in
+    ``weight``)."""
+    strides = [math.prod(size[a + 1:]) for a in range(len(size))]
+    flat = sum(index[a] * strides[a] for a in range(len(size)))
+    out = weight.new_zeros(*weight.shape[:-1], math.prod(size))
+    out = out.scatter_add(-1, flat, weight)
+    return out.reshape(*weight.shape[:-1], *size)
 
 
 def integer_taps(
@@ -363,7 +370,9 @@ class _DclsBase(nn.Module):
         else:
             self.padding = normalize_size("padding", padding, self.conv_ndim, low=0)
         self.position_init = position_init
-        self.integer_taps: IntegerTaps | None = None
+        # The integer-tap inference form (use_integer_taps): the taps' kernel indices as a
+        # buffer, so they follow .to() and state_dict; the weights stay the live parameter.
+        self.register_buffer("integer_tap_index", None)
         factory = {"device": device, "dtype": dtype}
         shape = (out_channels, in_channels // groups, *self.dense_kernel_size, kernel_count)
         if math.prod(shape) * self.position_ndim > MAX_ELEMENTS:
@@ -415,13 +424,37 @@ class _DclsBase(nn.Module):
         return integer_taps(self.weight, self.P, self.dilated_kernel_size, self.version)
 
     def use_integer_taps(self, enabled: bool = True) -> None:
-        """Switch the forward pass to the exported integer taps (inference) or back."""
-        self.integer_taps = self.export_integer_taps() if enabled else None
+        """Switch the forward pass to integer taps at the rounded positions, or back.
+
+        The tap indices are fixed when it is called (a buffer, ``integer_tap_index``: it
+        follows ``.to()`` and ``state_dict``); the weights are the layer's own ``weight``, so
+        training in this mode fine-tunes them at the integer positions (P and SIG get no
+        gradient) — the recipe after :meth:`round_positions`: round, switch, train the
+        weights a few steps."""
+        check_bool("enabled", enabled)
+        index = self.export_integer_taps().index if enabled else None
+        self.register_buffer("integer_tap_index", index)
+
+    @property
+    def integer_taps(self) -> IntegerTaps | None:
+        """The taps the forward pass uses in integer-tap mode (None otherwise)."""
+        if self.integer_tap_index is None:
+            return None
+        return IntegerTaps(weight=self.weight.detach(), index=self.integer_tap_index,
+                           size=self.dilated_kernel_size)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # A state_dict saved in integer-tap mode carries the indices: take them on load.
+        key = prefix + "integer_tap_index"
+        if key in state_dict and self.integer_tap_index is None:
+            self.register_buffer("integer_tap_index", torch.empty_like(state_dict[key]))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def kernel(self) -> torch.Tensor:
         """The dense convolution kernel ``(C_out, C_in/groups, *kernel_shape)``."""
-        if self.integer_taps is not None:
-            return self._to_conv_kernel(self.integer_taps.kernel())
+        if self.integer_tap_index is not None:
+            return self._to_conv_kernel(_tap_kernel(self.weight, self.integer_tap_index,
+                                                    self.dilated_kernel_size))
         return self._to_conv_kernel(construct_kernel(
             self.weight, self.P, self.SIG, self.dilated_kernel_size, self.version,
             method=self.construct_method))
@@ -433,10 +466,10 @@ class _DclsBase(nn.Module):
         """Offsets of the (learnable-axis) support that may carry value or gradient."""
         if self.conv_method not in ("auto", "shift"):
             return None
-        if self.integer_taps is not None:
-            taps = self.integer_taps
-            mask = torch.zeros(taps.size, dtype=torch.bool, device=taps.index.device)
-            mask[tuple(taps.index.reshape(len(taps.size), -1))] = True
+        if self.integer_tap_index is not None:
+            index = self.integer_tap_index
+            mask = torch.zeros(self.dilated_kernel_size, dtype=torch.bool, device=index.device)
+            mask[tuple(index.reshape(len(self.dilated_kernel_size), -1))] = True
             return mask
         return _support(self.P, self.dilated_kernel_size, self.version)
 
