@@ -144,3 +144,30 @@ def test_delayed_linear_takes_device_and_dtype():
     layer = DelayedLinear(3, 4, 5, device="cpu", dtype=torch.float64)
     assert layer.conv.weight.dtype == torch.float64
     assert layer(torch.zeros(1, 3, 8, dtype=torch.float64)).dtype == torch.float64
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("version, conv", [("gauss", "dense"), ("gauss", "fft"),
+                                           ("v1", "auto"), ("v1", "shift")])
+def test_low_precision_is_as_accurate_as_nn_conv(dtype, version, conv):
+    """bfloat16 / float16 layers (kernel built in float32, FFT in float32, result in the
+    layer's dtype): the error against the float32 layer on the same rounded parameters and
+    input is within 2× that of nn.Conv2d's own low-precision convolution of that kernel."""
+    torch.manual_seed(0)
+    low = Dcls2d(4, 8, 3, dilated_kernel_size=7, padding=3, version=version,
+                 conv_method=conv, dtype=dtype)
+    ref = Dcls2d(4, 8, 3, dilated_kernel_size=7, padding=3, version=version,
+                 conv_method=conv)
+    ref.load_state_dict({k: t.float() for k, t in low.state_dict().items()})
+    x = torch.randn(2, 4, 12, 12).to(dtype)
+    y = low(x)
+    assert y.dtype == dtype
+    exact = ref(x.float())
+    kernel = ref.kernel().detach()
+    peer = torch.nn.functional.conv2d(x, kernel.to(dtype), ref.bias.detach().to(dtype),
+                                      padding=3)
+    error = float((y.float() - exact).norm() / exact.norm())
+    peer_error = float((peer.float() - exact).norm() / exact.norm())
+    assert error <= 2 * peer_error + torch.finfo(dtype).eps
+    y.float().square().sum().backward()
+    assert low.P.grad.dtype == dtype and bool(torch.isfinite(low.P.grad).all())

@@ -83,8 +83,8 @@ def check_weight_positions(
     weight: torch.Tensor, P: torch.Tensor, dilated_kernel_size: int | Sequence[int]
 ) -> tuple[int, ...]:
     """Check ``weight (..., m)`` and finite positions ``P (d, ..., m)``; return the support."""
-    dtype = real_floating_dtype("weight", weight)
-    real_floating_dtype("P", P)
+    dtype = real_floating_dtype("weight", weight, low_precision=True)
+    real_floating_dtype("P", P, low_precision=True)
     if weight.ndim < 1 or weight.shape[-1] < 1:
         raise ValueError(
             f"weight must have shape (..., kernel_count) with kernel_count >= 1, "
@@ -126,7 +126,7 @@ def check_construct_inputs(
     if version in ("max", "gauss"):
         if SIG is None:
             raise ValueError(f"SIG is required by version {version!r}, got None")
-        real_floating_dtype("SIG", SIG)
+        real_floating_dtype("SIG", SIG, low_precision=True)
         if SIG.shape != P.shape:
             raise ValueError(
                 f"SIG must have the shape of P {tuple(P.shape)}, got {tuple(SIG.shape)}"
@@ -395,6 +395,11 @@ def construct_kernel(
     """
     size = check_construct_inputs(weight, P, SIG, dilated_kernel_size, version)
     check_one_of("method", method, CONSTRUCT_METHODS)
+    if weight.dtype in (torch.bfloat16, torch.float16):
+        # Positions, widths and normalizations in float32 (a bfloat16 position has 8 bits:
+        # 1/64 of a cell at |P| = 4); the kernel comes back in the weights' dtype.
+        wide = (weight.float(), P.float(), None if SIG is None else SIG.float())
+        return construct_kernel(*wide, size, version, method=method).to(weight.dtype)
     if method == "auto":
         method = choose_construct_method(version)
     if method == "dense":

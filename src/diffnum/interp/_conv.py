@@ -356,8 +356,8 @@ def convolve(
     """
     check_one_of("method", method, CONV_METHODS)
     check_one_of("padding_mode", padding_mode, PADDING_MODES)
-    real_floating_dtype("input", input)
-    real_floating_dtype("kernel", kernel)
+    real_floating_dtype("input", input, low_precision=True)
+    real_floating_dtype("kernel", kernel, low_precision=True)
     check_same_dtype_device({"input": input, "kernel": kernel, "bias": bias})
     ndim = kernel.ndim - 2
     if ndim not in (1, 2, 3):
@@ -410,7 +410,11 @@ def convolve(
         method = choose_conv_method([*map(int, x.shape[:2]), *padded],
                                     [*map(int, kernel.shape)], groups, stride_t,
                                     dilation_t, active)
-    if method == "fft":
+    if method == "fft" and x.dtype in (torch.bfloat16, torch.float16):
+        # torch.fft has no bfloat16 (and CPU no float16): transform in float32.
+        out = fft_conv(x.float(), kernel.float(), None if bias is None else bias.float(),
+                       stride_t, sym, dilation_t, groups).to(x.dtype)
+    elif method == "fft":
         out = fft_conv(x, kernel, bias, stride_t, sym, dilation_t, groups)
     elif method == "shift":
         out = shift_conv(x, kernel, bias, stride_t, sym, dilation_t, groups, support)

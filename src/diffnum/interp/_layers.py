@@ -84,7 +84,7 @@ def dcls_conv(
     """
     check_one_of("construct_method", construct_method, CONSTRUCT_METHODS)
     check_one_of("conv_method", conv_method, CONV_METHODS)
-    real_floating_dtype("input", input)
+    real_floating_dtype("input", input, low_precision=True)
     kernel = construct_kernel(weight, P, SIG, dilated_kernel_size, version,
                               method=construct_method)  # checks weight, P, SIG, the size
     if input.dtype != weight.dtype or input.device != weight.device:
@@ -316,8 +316,9 @@ class _DclsBase(nn.Module):
         check_count("kernel_count", kernel_count)
         check_count("groups", groups)
         check_bool("bias", bias)
-        if dtype not in (None, torch.float32, torch.float64):
-            raise TypeError(f"dtype must be None, torch.float32 or torch.float64, got {dtype}")
+        if dtype not in (None, torch.float32, torch.float64, torch.bfloat16, torch.float16):
+            raise TypeError(f"dtype must be None, torch.float32, float64, bfloat16 or float16, "
+                            f"got {dtype}")
         if in_channels % groups or out_channels % groups:
             raise ValueError(
                 f"in_channels and out_channels must be divisible by groups, got "
@@ -477,7 +478,7 @@ class _DclsBase(nn.Module):
         return self._support()
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        real_floating_dtype("input", input)
+        real_floating_dtype("input", input, low_precision=True)
         if input.dtype != self.weight.dtype or input.device != self.weight.device:
             raise TypeError(f"input must have the layer's dtype and device ({self.weight.dtype}, "
                             f"{self.weight.device}), got {input.dtype}, {input.device}")
@@ -525,7 +526,8 @@ _LAYER_DOC = r"""{d}-D convolution with learnable spacings, a drop-in for ``nn.C
     Code written for ``nn.Conv{d}d`` finds ``kernel_size`` (= s), ``stride``, ``padding``,
     ``dilation``, ``groups``, ``transposed`` (False) and ``output_padding``; code written for
     ``dcls`` may pass ``use_implicit_gemm`` (kept, no effect: ``conv_method`` picks the path).
-    A channels_last input gives a channels_last output. ``construct_method`` / ``conv_method`` pick the construction and convolution paths
+    A channels_last input gives a channels_last output. bfloat16 and float16 work where
+    ``nn.Conv{d}d`` does (the kernel is built in float32, then cast). ``construct_method`` / ``conv_method`` pick the construction and convolution paths
     (``"auto"``: a cost model). ``position_init`` places the taps before training:
     ``"dcls"`` (default) N(0, 0.5²) clamped to the support, as the official package, which
     starts 95 % of the taps within one cell of the centre; ``"uniform"`` over the support;
