@@ -87,6 +87,12 @@ def test_one_training_run_is_deterministic_per_seed():
             for _ in range(2)]
     assert runs[0]["accuracy"] == runs[1]["accuracy"]
     assert runs[0]["tap_movement"] == runs[1]["tap_movement"] > 0
+    # The rounded model, as is and fine-tuned, is scored too (deterministically).
+    for key in ("accuracy_rounded", "accuracy_rounded_finetuned"):
+        assert runs[0][key] == runs[1][key] and 0.0 <= runs[0][key] <= 1.0
+    dense = dcls._canvas_run(dcls.canvas_models()["dense 3×3"], 5, train, test, 1,
+                             torch.Generator().manual_seed(1))
+    assert "accuracy_rounded" not in dense
 
 
 def _entry(values):
@@ -108,6 +114,9 @@ def _fake_results(seeds: int = 2) -> dict:
                         "widths_per_kernel": 18 if spec["kind"] == "dcls" else 0,
                         "accuracy": _entry(values), "epoch_seconds": 1.0,
                         "tap_movement": movement.get(name)}
+        if spec["kind"] == "dcls":
+            models[name]["accuracy_rounded"] = _entry([v - 0.2 for v in values])
+            models[name]["accuracy_rounded_finetuned"] = _entry([v - 0.01 for v in values])
     return {"available": True, "lr": 1e-2, "position_lr_scale": 5.0, "weight_decay": 0.01,
             "epochs": 3, "seeds": seeds, "batch": 32, "channels": 16, "versions": ["gauss"],
             "train": 1347, "test": 450, "models": models}
@@ -124,8 +133,12 @@ def test_findings_are_computed_from_the_numbers():
     assert "'dcls' moved the taps most" in text
     assert "DCLS gauss, lattice did not move at all" in text
     table = dcls.canvas_table(canvas)
-    assert "| DCLS gauss, lattice | 9 | 18 (+18) | 0.805 ± 0.007 | 1.00 | 0.000 |" in table
-    assert "| dense 3×3 | 9 | 0 | 0.505 ± 0.007 | 1.00 | — |" in table
+    assert ("| DCLS gauss, lattice | 9 | 18 (+18) | 0.805 ± 0.007 | 0.605 ± 0.007 | "
+            "0.795 ± 0.007 | 1.00 | 0.000 |") in table
+    assert "| dense 3×3 | 9 | 0 | 0.505 ± 0.007 | — | — | 1.00 | — |" in table
+    # Rounding: the mean cost over the DCLS models, and what the fine-tune brings back.
+    assert "costs 0.200 accuracy on average" in text
+    assert "(0.712 → 0.512" in text and "brings it to 0.702" in text
 
 
 def test_findings_with_one_seed_and_a_losing_dcls():
