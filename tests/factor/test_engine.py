@@ -259,9 +259,9 @@ def test_utv_cores_have_the_stated_structure():
     torch.testing.assert_close(G_ulv, G_ulv.tril(), atol=1e-12, rtol=0)
 
 
-def test_rank_tolerance_has_one_name_and_the_old_ones_still_work():
-    """rtol everywhere; rcond (meta_factorize, nystrom) and tol (cr) warn and still work, and
-    passing both names is an error."""
+def test_rank_tolerance_has_one_name():
+    """rtol everywhere; the former names (rcond in meta_factorize and nystrom, tol in cr) are
+    gone, not shimmed."""
     A, _ = df.synthetic_matrix(30, 20, "low_rank", rank=5,
                                generator=torch.Generator().manual_seed(0))
     U, _, Vh = torch.linalg.svd(A)
@@ -273,12 +273,6 @@ def test_rank_tolerance_has_one_name_and_the_old_ones_still_work():
         (lambda **kw: df.cr(A, **kw), "tol"),
     ]
     for call, old in calls:
-        new = call(rtol=1e-10).reconstruct()
-        with pytest.warns(DeprecationWarning, match=f"{old}= is now rtol="):
-            former = call(**{old: 1e-10}).reconstruct()
-        assert torch.equal(new, former)
-        with pytest.raises(TypeError, match="rtol only"):
-            call(rtol=1e-10, **{old: 1e-10})
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", DeprecationWarning)
-        df.pinv(A, method="cr")  # the library itself uses the new name
+        torch.testing.assert_close(call(rtol=1e-10).reconstruct(), A, rtol=0, atol=1e-12)
+        with pytest.raises(TypeError, match=old):
+            call(**{old: 1e-10})

@@ -390,8 +390,8 @@ def _cases() -> list[Case]:
         c.append(Case("choice", label, call, BAD_CHOICE, (name,)))
     c.append(Case("choice", "msign(compute_dtype=·)", lambda v: df.msign(A, compute_dtype=v),
                   ["float32", torch.int64, torch.complex64, 3], ("compute_dtype",)))
-    c.append(Case("choice", "msign(coefficients=·)", lambda v: df.msign(A, coefficients=v),
-                  ["abc", (1.0, 2.0), (1.5, NAN, 0.0), (1.5, -0.5, True), 3.0], ("coefficients",)))
+    c.append(Case("choice", "msign(schedule=·)", lambda v: df.msign(A, schedule=v),
+                  ["abc", (1.0, 2.0), (1.5, NAN, 0.0), (1.5, -0.5, True), 3.0], ("schedule",)))
     c.append(Case("choice", "meta_factorize(info=·)", lambda v: _meta(info=v),
                   ["abc", 3, [1, 2]], ("info",)))
     for label, call in (

@@ -47,7 +47,7 @@ def test_cubic_newton_schulz_converges_to_exact_polar(shape):
     M, U, V = _with_singular_values(m, n, sigma, seed=1)
     # σ₀ >= 0.1/‖σ‖ >= 0.04: the cubic map grows σ by 1.5 per step until the quadratic phase,
     # so 60 steps are far past convergence and only rounding is left.
-    out = msign(M, steps=60, coefficients=CUBIC)
+    out = msign(M, steps=60, schedule=CUBIC)
     # The fixed point is exactly U Vᵀ; what remains is rounding of ~60 well-conditioned
     # products (|p'| <= 1 near the fixed point), i.e. a few hundred eps.
     torch.testing.assert_close(out, U @ V.T, atol=1e-13, rtol=0)
@@ -89,20 +89,20 @@ def test_per_step_schedule_applies_each_triple_once():
     # An arbitrary schedule (it sends some σ₀ ∈ (0, 1] below 0, not these): refused unless
     # check=False, which this test of the mechanics passes.
     with pytest.raises(ValueError, match="negative values"):
-        msign(M, steps=4, coefficients=schedule)
-    out = msign(M, steps=4, coefficients=schedule, check=False)
+        msign(M, steps=4, schedule=schedule)
+    out = msign(M, steps=4, schedule=schedule, check=False)
     expected = U @ torch.diag(_scalar_map(sigma / sigma.norm(), schedule)) @ V.T
     # Same rounding argument as above; these polynomials have |p'| <= 4 on the iterates.
     torch.testing.assert_close(out, expected, atol=1e-12, rtol=0)
     # One triple means that triple for every step; a tensor schedule is accepted too.
     torch.testing.assert_close(
-        msign(M, steps=3, coefficients=MUON_COEFFICIENTS),
-        msign(M, steps=3, coefficients=[MUON_COEFFICIENTS] * 3),
+        msign(M, steps=3, schedule=MUON_COEFFICIENTS),
+        msign(M, steps=3, schedule=[MUON_COEFFICIENTS] * 3),
         atol=0,
         rtol=0,
     )
     torch.testing.assert_close(
-        msign(M, steps=4, coefficients=torch.tensor(schedule, dtype=torch.float64),
+        msign(M, steps=4, schedule=torch.tensor(schedule, dtype=torch.float64),
               check=False),
         out, atol=0, rtol=0
     )
@@ -171,7 +171,7 @@ def test_aol_targets_polar_of_rescaled_matrix(shape):
     # ... and with the convergent cubic it reaches that target (σ_min(X₀) > 0 here: a random
     # Gaussian matrix is full rank; 80 steps cover σ₀ down to ~1e-12 growing by 1.5 per step).
     assert s.min() > 1e-6
-    torch.testing.assert_close(msign(M, steps=80, precondition="aol", coefficients=CUBIC),
+    torch.testing.assert_close(msign(M, steps=80, precondition="aol", schedule=CUBIC),
                                target, atol=1e-12, rtol=0)
 
 
@@ -206,12 +206,12 @@ def test_gradcheck(shape, precondition, method):
         ({"steps": 2.0}, TypeError, "steps must be an int"),
         ({"method": "qr"}, ValueError, "method must be one of"),
         ({"precondition": "jacobi"}, ValueError, "precondition must be one of"),
-        ({"coefficients": "abc"}, ValueError, "coefficients must be one of"),
-        ({"coefficients": b"abc"}, TypeError, "coefficients must be None"),
-        ({"coefficients": (1.0, 2.0)}, ValueError, r"coefficients\[0\] must be a triple"),
-        ({"coefficients": [(1.5, -0.5, 0.0)] * 4}, ValueError, "4 per-step triples but steps=5"),
-        ({"coefficients": (1.5, -0.5, math.inf)}, ValueError, "coefficients must be finite"),
-        ({"coefficients": (1.5, -0.5, 0.0), "method": "svd"}, ValueError, "coefficients is only"),
+        ({"schedule": "abc"}, ValueError, "schedule must be one of"),
+        ({"schedule": b"abc"}, TypeError, "schedule must be None"),
+        ({"schedule": (1.0, 2.0)}, ValueError, r"schedule\[0\] must be a triple"),
+        ({"schedule": [(1.5, -0.5, 0.0)] * 4}, ValueError, "4 per-step triples but steps=5"),
+        ({"schedule": (1.5, -0.5, math.inf)}, ValueError, "schedule must be finite"),
+        ({"schedule": (1.5, -0.5, 0.0), "method": "svd"}, ValueError, "schedule is only"),
         ({"compute_dtype": torch.int32}, ValueError, "compute_dtype must be one of"),
         ({"compute_dtype": torch.bfloat16, "method": "svd"}, ValueError, "compute_dtype is only"),
     ],

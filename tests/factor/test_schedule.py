@@ -100,7 +100,7 @@ def test_sign_flipping_set_is_caught():
     assert at_one.min == at_one.max == pytest.approx(-0.9935212261846591, rel=1e-12)
     M = torch.randn(8, 16, generator=torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match="negative values"):
-        msign(M, steps=4, coefficients=SIGN_FLIPPING)
+        msign(M, steps=4, schedule=SIGN_FLIPPING)
     # Allowed explicitly, it does what the band says: a dominant direction (σ₀ = σ/‖M‖_F
     # near 1, as in a momentum matrix with one strong direction) comes out reversed.
     g = torch.Generator().manual_seed(2)
@@ -108,7 +108,7 @@ def test_sign_flipping_set_is_caught():
     Vh = torch.linalg.qr(torch.randn(16, 8, dtype=torch.float64, generator=g))[0].T
     S = torch.tensor([1.0] + [0.05] * 7, dtype=torch.float64)
     M = U @ torch.diag(S) @ Vh
-    out = msign(M, steps=4, coefficients=SIGN_FLIPPING, check=False)
+    out = msign(M, steps=4, schedule=SIGN_FLIPPING, check=False)
     top = float(U[:, 0] @ out @ Vh[0])
     x = float(S[0] / S.norm())
     assert top == pytest.approx(float(_composed(np.array(x), SIGN_FLIPPING)), rel=1e-10)
@@ -118,11 +118,11 @@ def test_sign_flipping_set_is_caught():
 def test_presets_in_msign_use_their_triples():
     M = torch.randn(6, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     pe = POLAR_PRESETS["polar_express"]
-    torch.testing.assert_close(msign(M, steps=5, coefficients="polar_express"),
-                               msign(M, steps=5, coefficients=list(pe[:5])), atol=0, rtol=0)
+    torch.testing.assert_close(msign(M, steps=5, schedule="polar_express"),
+                               msign(M, steps=5, schedule=list(pe[:5])), atol=0, rtol=0)
     # Beyond its length a preset repeats its last triple.
-    torch.testing.assert_close(msign(M, steps=10, coefficients="polar_express"),
-                               msign(M, steps=10, coefficients=list(pe) + [pe[-1]] * 2),
+    torch.testing.assert_close(msign(M, steps=10, schedule="polar_express"),
+                               msign(M, steps=10, schedule=list(pe) + [pe[-1]] * 2),
                                atol=0, rtol=0)
 
 

@@ -7,7 +7,6 @@ what it needs.
 from __future__ import annotations
 
 import math
-import warnings
 
 import torch
 
@@ -30,19 +29,6 @@ def check_tolerance(name: str, value: object) -> float | None:
     if value is None:
         return None
     return check_real(name, value, low=0.0, high=1.0, high_open=True)
-
-
-def renamed_tolerance(function: str, rtol: object, old_name: str, old: object) -> object:
-    """``rtol``, or the value passed under the tolerance's former name ``old_name`` (with a
-    DeprecationWarning); both at once is a TypeError."""
-    if old is None:
-        return rtol
-    if rtol is not None:
-        raise TypeError(f"{function}: pass the tolerance as rtol only, got rtol={rtol!r} and "
-                        f"its former name {old_name}={old!r}")
-    warnings.warn(f"{function}: {old_name}= is now rtol= (one name for a rank tolerance "
-                  f"everywhere); {old_name}= will be removed", DeprecationWarning, stacklevel=3)
-    return old
 
 
 def check_iterations(name: str, value: object) -> int:

@@ -25,7 +25,6 @@ from diffnum.factor._checks import (
     check_iterations,
     check_matrices,
     check_tolerance,
-    renamed_tolerance,
 )
 
 
@@ -234,7 +233,6 @@ def meta_factorize(
     rtol: float | None = None,
     refine: int = 0,
     info: dict[str, Any] | None = None,
-    rcond: float | None = None,
 ) -> MetaFactorization:
     """Factor A = F G Hᵀ by solving the projector and the reconstruction equations.
 
@@ -256,8 +254,7 @@ def meta_factorize(
         W: (..., k, l) arbitrary matrix of the general solution (default 0).
         rtol: relative tolerance in [0, 1) below which BᵀF or HᵀD is treated as rank
             deficient (default max(shape)·eps); then a truncated pseudoinverse is
-            used and a :class:`RankDeficiencyWarning` is issued. (``rcond=``, its former
-            name, still works with a DeprecationWarning.)
+            used and a :class:`RankDeficiencyWarning` is issued.
         refine: steps (at most 1000) of iterative refinement of the core,
             G ← G + Yᵀ(A − F G Hᵀ)X,
             each kept only where it lowers ‖A − F G Hᵀ‖ (two more O(mnk) passes a step).
@@ -307,7 +304,7 @@ def meta_factorize(
         if widened:
             raise ValueError(f"W's batch dimensions {tuple(W.shape[:-2])} must broadcast to "
                              f"those of A, F, H ({tuple(batch)})")
-    rcond = check_tolerance("rtol", renamed_tolerance("meta_factorize", rtol, "rcond", rcond))
+    rcond = check_tolerance("rtol", rtol)
     refine = check_iterations("refine", refine)
     if info is not None and not isinstance(info, Mapping):
         raise TypeError(f"info must be a dict or None, got {type(info).__name__}")

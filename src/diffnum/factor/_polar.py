@@ -44,28 +44,28 @@ def _keeps_sign(schedule: tuple[tuple[float, float, float], ...]) -> bool:
     return polar_band(schedule, lower=0.0).positive
 
 
-def _coefficient_schedule(coefficients: object, steps: int) -> list[tuple[float, float, float]]:
-    """Turn ``coefficients`` (None, a preset name, one triple, or one triple per step) into
+def _coefficient_schedule(schedule: object, steps: int) -> list[tuple[float, float, float]]:
+    """Turn ``schedule`` (None, a preset name, one triple, or one triple per step) into
     ``steps`` triples."""
-    if coefficients is None:
+    if schedule is None:
         return [MUON_COEFFICIENTS] * steps
-    if isinstance(coefficients, str):
-        check_one_of("coefficients", coefficients, tuple(POLAR_PRESETS))
-        preset = POLAR_PRESETS[coefficients]
+    if isinstance(schedule, str):
+        check_one_of("schedule", schedule, tuple(POLAR_PRESETS))
+        preset = POLAR_PRESETS[schedule]
         # A preset ends in the triple its authors repeat beyond its length.
         return list(preset[:steps]) + [preset[-1]] * max(0, steps - len(preset))
-    if isinstance(coefficients, torch.Tensor):
-        coefficients = coefficients.detach().cpu().tolist()
-    if isinstance(coefficients, (str, bytes)) or not isinstance(coefficients, Sequence):
+    if isinstance(schedule, torch.Tensor):
+        schedule = schedule.detach().cpu().tolist()
+    if isinstance(schedule, (str, bytes)) or not isinstance(schedule, Sequence):
         raise TypeError(
-            "coefficients must be None, one (a, b, c) triple or a sequence of per-step triples, "
-            f"got {type(coefficients).__name__}"
+            "schedule must be None, one (a, b, c) triple or a sequence of per-step triples, "
+            f"got {type(schedule).__name__}"
         )
-    if len(coefficients) == 3 and all(_is_number(x) for x in coefficients):
-        triples = [tuple(coefficients)] * steps
+    if len(schedule) == 3 and all(_is_number(x) for x in schedule):
+        triples = [tuple(schedule)] * steps
     else:
         triples = []
-        for i, triple in enumerate(coefficients):
+        for i, triple in enumerate(schedule):
             if (
                 isinstance(triple, (str, bytes))
                 or not isinstance(triple, Sequence)
@@ -73,17 +73,17 @@ def _coefficient_schedule(coefficients: object, steps: int) -> list[tuple[float,
                 or not all(_is_number(x) for x in triple)
             ):
                 raise ValueError(
-                    f"coefficients[{i}] must be a triple (a, b, c) of real numbers, got {triple!r}"
+                    f"schedule[{i}] must be a triple (a, b, c) of real numbers, got {triple!r}"
                 )
             triples.append(tuple(triple))
         if len(triples) != steps:
             raise ValueError(
-                f"coefficients holds {len(triples)} per-step triples but steps={steps}; "
+                f"schedule holds {len(triples)} per-step triples but steps={steps}; "
                 f"pass steps={len(triples)} or a single (a, b, c) triple"
             )
     for i, triple in enumerate(triples):
         if not all(math.isfinite(float(x)) for x in triple):
-            raise ValueError(f"coefficients must be finite, got {triple!r} for step {i}")
+            raise ValueError(f"schedule must be finite, got {triple!r} for step {i}")
     return [(float(a), float(b), float(c)) for a, b, c in triples]
 
 
@@ -210,7 +210,7 @@ def msign(
     steps: int = 5,
     method: str = "newton_schulz",
     precondition: str = "frobenius",
-    coefficients: object = None,
+    schedule: object = None,
     compute_dtype: torch.dtype | None = None,
     check: bool = True,
 ) -> torch.Tensor:
@@ -236,7 +236,7 @@ def msign(
             dtype unless ``compute_dtype`` says otherwise; ``method="svd"`` in float32).
         steps: number K >= 0 of Newton–Schulz steps (``steps=0`` returns X₀).
         method: ``"newton_schulz"`` or ``"svd"`` (exact reference ``U Vᵀ`` from
-            ``torch.linalg.svd``; ``steps`` and ``coefficients`` are not used).
+            ``torch.linalg.svd``; ``steps`` and ``schedule`` are not used).
         precondition: how X₀ is formed. ``"frobenius"``: X₀ = M / ‖M‖_F, so ‖X₀‖₂ <= 1
             and polar(X₀) = polar(M). ``"aol"`` (Turbo-Muon): X₀ = diag(s) M with
             s_i = (Σ_j |(M Mᵀ)_ij|)^{-1/2} on the Gram side, which guarantees ‖X₀‖₂ <= 1
@@ -246,7 +246,7 @@ def msign(
             ``"aol"`` returns exactly that target. ``"none"``: X₀ = M as given, for callers
             that have normalized M themselves (‖M‖₂ <= 1 is then theirs to ensure; an
             optimizer does it in place, as ``torch.optim.Muon``).
-        coefficients: ``None`` (Muon's triple for every step), one ``(a, b, c)`` triple used
+        schedule: ``None`` (Muon's triple for every step), one ``(a, b, c)`` triple used
             for every step, a sequence of ``steps`` per-step triples (for instance from
             :func:`polar_schedule`), or a preset name from ``POLAR_PRESETS`` (its first
             ``steps`` triples; its last triple repeats beyond its length). A schedule that
@@ -288,12 +288,12 @@ def msign(
     check_int_in_range("steps", steps, 0, _MAX_STEPS)
     check_one_of("method", method, _METHODS)
     check_one_of("precondition", precondition, _PRECONDITIONERS)
-    if method == "svd" and coefficients is not None:
-        raise ValueError("coefficients is only used by method='newton_schulz', got method='svd'")
-    schedule = _coefficient_schedule(coefficients, steps) if method == "newton_schulz" else []
+    if method == "svd" and schedule is not None:
+        raise ValueError("schedule is only used by method='newton_schulz', got method='svd'")
+    schedule = _coefficient_schedule(schedule, steps) if method == "newton_schulz" else []
     if check and schedule and not _keeps_sign(tuple(schedule)):
         band = polar_band(schedule, lower=0.0)
-        raise ValueError(f"coefficients map some singular values in (0, 1] to negative values "
+        raise ValueError(f"schedule maps some singular values in (0, 1] to negative values "
                          f"(image {band.min:.3g} .. {band.max:.3g}): the output would reverse "
                          f"those directions. Pass check=False to allow it")
     if compute_dtype is not None:

@@ -12,7 +12,6 @@ from diffnum.factor._checks import (
     check_generator,
     check_oversample,
     check_tolerance,
-    renamed_tolerance,
 )
 from diffnum.factor._engine import MetaFactorization, RankDeficiencyWarning, meta_factorize
 from diffnum.factor._select import SELECTION_METHODS, pivoted_gram_schmidt, select_columns
@@ -168,8 +167,6 @@ def nystrom(
     generator: torch.Generator | None = None,
     sketch: str = "gaussian",
     rtol: float | None = None,
-    *,
-    rcond: float | None = None,
 ) -> MetaFactorization:
     """Generalized Nyström (Nakatsukasa 2020): A ≈ AΩ (ΨᵀAΩ)⁺_ε ΨᵀA, computed stably.
 
@@ -179,8 +176,7 @@ def nystrom(
     the rotations into the outer factors: F = AΩVΣ⁻¹, H = AᵀΨU, B = ΨU, D = ΩVΣ⁻¹,
     so BᵀF = HᵀD = I and the engine's core is G = I. Multiplying out the textbook
     form F·(ΨᵀAΩ)⁺·Hᵀ instead would square κ(ΨᵀAΩ) in the rounding error.
-    ``rtol`` must lie in [0, 1) (``rcond=``, its former name, still works with a
-    DeprecationWarning). ``info`` holds the sketches ``omega``, ``psi`` and the kept
+    ``rtol`` must lie in [0, 1). ``info`` holds the sketches ``omega``, ``psi`` and the kept
     ``rank``.
 
     Example::
@@ -199,7 +195,7 @@ def nystrom(
     extra = (k + 1) // 2 if oversample is None else check_oversample(oversample)
     check_generator(generator)
     check_one_of("sketch", sketch, SKETCHES)
-    rcond = check_tolerance("rtol", renamed_tolerance("nystrom", rtol, "rcond", rcond))
+    rcond = check_tolerance("rtol", rtol)
     ell = min(k + extra, m)
     batch = A.shape[:-2]
     omega = sketch_matrix((*batch, n, k), sketch, dtype=A.dtype, device=A.device,
@@ -268,12 +264,11 @@ def cur(
     return meta_factorize(A, C, Rt, B=B, D=D, info=info)
 
 
-def cr(A: torch.Tensor, rtol: float | None = None, *, tol: float | None = None
-       ) -> MetaFactorization:
+def cr(A: torch.Tensor, rtol: float | None = None) -> MetaFactorization:
     """Full-rank CR factorization A = C R (Strang): C = the first r independent columns.
 
     r is the numerical rank (singular values above ``rtol``·σ₁, rtol ∈ [0, 1), default
-    max(m, n)·eps; ``tol=``, its former name, still works with a DeprecationWarning).
+    max(m, n)·eps).
     Columns are scanned left to right; column j joins C when its residual after
     projection onto the earlier pivot columns exceeds ``rtol``·σ₁ — the pivot columns of
     the reduced row echelon form — until r are found. (Knowing r first matters: after a
@@ -295,7 +290,7 @@ def cr(A: torch.Tensor, rtol: float | None = None, *, tol: float | None = None
     """
     check_matrix("A", A)
     check_nonempty("A", A)  # the rank of no matrix is not defined
-    tol = check_tolerance("rtol", renamed_tolerance("cr", rtol, "tol", tol))
+    tol = check_tolerance("rtol", rtol)
     m, n = A.shape[-2:]
     if tol is None:
         tol = max(m, n) * torch.finfo(A.dtype).eps

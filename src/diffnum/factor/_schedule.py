@@ -230,7 +230,7 @@ def polar_schedule(steps: int, degree: int = 5, lower: float = 1e-3,
         safety: 0 <= safety < 1 (see above); 0 gives the pure minimax design.
 
     Returns:
-        ``steps`` triples, for :func:`msign`'s ``coefficients``; :func:`polar_band` checks
+        ``steps`` triples, for :func:`msign`'s ``schedule``; :func:`polar_band` checks
         them.
 
     Example::

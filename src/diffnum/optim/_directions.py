@@ -77,9 +77,9 @@ def oracle(G: torch.Tensor, norm: str, schedule: tuple[tuple[float, float, float
             X = G.to(target, copy=True)
             norm = torch.linalg.vector_norm(X, dim=(-2, -1), keepdim=True)
             X.div_(norm.clamp_min(_NORM_FLOOR))
-            return msign(X, steps=len(schedule), coefficients=schedule, precondition="none",
+            return msign(X, steps=len(schedule), schedule=schedule, precondition="none",
                          check=False)
-        return msign(G.to(target), steps=len(schedule), coefficients=schedule,
+        return msign(G.to(target), steps=len(schedule), schedule=schedule,
                      precondition=precondition, check=False)
     if G.dtype not in (torch.float32, torch.float64):
         return oracle(G.float(), norm, schedule, precondition, compute_dtype).to(G.dtype)
