@@ -443,7 +443,7 @@ def test_fused_jacobian_gives_identical_iterates_to_separate_callable(solver):
     y0 = 3 * torch.randn(5, 4, dtype=DT, generator=torch.Generator().manual_seed(15))
     with torch.no_grad():
         a = least_squares(residual, y0, (y,), solver=solver, jacobian=jac, max_steps=200)
-        b = least_squares(fused, y0, (y,), solver=solver, jacobian="fused", max_steps=200)
+        b = least_squares(fused, y0, (y,), solver=solver, fused=True, max_steps=200)
     assert torch.equal(a.value, b.value)
     assert torch.equal(a.steps, b.steps) and torch.equal(a.status, b.status)
     assert torch.equal(a.residual_norm, b.residual_norm)
@@ -470,7 +470,7 @@ def test_fused_jacobian_with_rejections_and_a_nonfinite_element():
 
     y0 = torch.tensor([[-1.2, 1.0]] * 4, dtype=DT)
     sep = least_squares(residual, y0, solver=TIGHT, jacobian=jac, max_steps=200)
-    fus = least_squares(lambda y: (residual(y), jac(y)), y0, solver=TIGHT, jacobian="fused",
+    fus = least_squares(lambda y: (residual(y), jac(y)), y0, solver=TIGHT, fused=True,
                         max_steps=200)
     assert sep.status.tolist() == [Status.CONVERGED] * 3 + [Status.NONFINITE]
     assert torch.equal(sep.value, fus.value) and torch.equal(sep.steps, fus.steps)
@@ -493,7 +493,7 @@ def test_fused_jacobian_in_gram_form_matches_separate():
 
     y0 = torch.zeros(3, 9, dtype=DT)
     sep = least_squares(residual, y0, jacobian=jac, max_steps=200)
-    fus = least_squares(lambda y: (residual(y), jac(y)), y0, jacobian="fused", max_steps=200)
+    fus = least_squares(lambda y: (residual(y), jac(y)), y0, fused=True, max_steps=200)
     assert sep.all_converged
     assert torch.equal(sep.value, fus.value) and torch.equal(sep.steps, fus.steps)
 
@@ -505,9 +505,8 @@ def test_fused_jacobian_gradients_match_separate_callable(adjoint):
     y0 = torch.zeros(5, 4, dtype=DT)
     weights = torch.randn(5, 4, dtype=DT, generator=torch.Generator().manual_seed(18))
     grads = []
-    for fn, mode in ((residual, jac), (fused, "fused")):
-        sol = least_squares(fn, y0, (y,), solver=TIGHT, jacobian=mode, adjoint=adjoint,
-                            throw=True)
+    for fn, kw in ((residual, {"jacobian": jac}), (fused, {"fused": True})):
+        sol = least_squares(fn, y0, (y,), solver=TIGHT, adjoint=adjoint, throw=True, **kw)
         grads.append(torch.autograd.grad((sol.value * weights).sum(), y)[0])
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-12, atol=1e-14)
 
@@ -515,15 +514,19 @@ def test_fused_jacobian_gradients_match_separate_callable(adjoint):
 def test_fused_jacobian_bad_output_raises_clear_errors():
     y0 = torch.zeros(3, 2, dtype=DT)
     with pytest.raises(TypeError, match=r"must return a pair \(r, J\)"):
-        least_squares(lambda y: y, y0, jacobian="fused")
+        least_squares(lambda y: y, y0, fused=True)
     with pytest.raises(TypeError, match=r"pair \(r, J\)"):
-        least_squares(lambda y: (y, y, y), y0, jacobian="fused")
+        least_squares(lambda y: (y, y, y), y0, fused=True)
     with pytest.raises(ValueError, match=r"shape \(\*batch, m, n\) = \(3, 2, 2\)"):
-        least_squares(lambda y: (y, y), y0, jacobian="fused")
+        least_squares(lambda y: (y, y), y0, fused=True)
     with pytest.raises(TypeError, match="dtype"):
-        least_squares(lambda y: (y, torch.zeros(3, 2, 2)), y0, jacobian="fused")
-    with pytest.raises(ValueError, match="'fused'"):
+        least_squares(lambda y: (y, torch.zeros(3, 2, 2)), y0, fused=True)
+    with pytest.raises(ValueError, match="'reverse' or a callable"):
         least_squares(lambda y: y, y0, jacobian="numeric")
+    with pytest.raises(ValueError, match="leave jacobian at 'auto'"):
+        least_squares(lambda y: (y, y), y0, fused=True, jacobian="forward")
+    with pytest.raises(TypeError, match="fused"):
+        least_squares(lambda y: y, y0, fused="yes")
 
 
 def _plain_tanh_problem(batch: int = 6, m: int = 50, n: int = 3, seed: int = 19):
@@ -562,7 +565,7 @@ def test_at_most_one_jacobian_is_alive_when_the_next_is_evaluated(fused_form):
         def fn(w, *a):
             r = residual(w, *a)
             return r, tracked(jac(w, *a))
-        sol = least_squares(fn, y0, args, solver=TIGHT, jacobian="fused")
+        sol = least_squares(fn, y0, args, solver=TIGHT, fused=True)
     else:
         sol = least_squares(residual, y0, args, solver=TIGHT,
                             jacobian=lambda w, *a: tracked(jac(w, *a)))
@@ -601,7 +604,7 @@ def test_batched_solve_with_staggered_convergence_matches_solving_each_element(f
     if fused_form:
         def fn(w, *a):
             return residual(w, *a), jac(w, *a)
-        solve = partial(least_squares, fn, solver=TIGHT, jacobian="fused")
+        solve = partial(least_squares, fn, solver=TIGHT, fused=True)
     else:
         solve = partial(least_squares, residual, solver=TIGHT, jacobian=jac)
     batched = solve(y0, args)

@@ -525,7 +525,7 @@ def least_squares(fn: Callable[..., torch.Tensor], y0: Any, args: Any = (), *,
                   throw: bool = False,
                   jacobian: str | Callable[..., torch.Tensor] = "auto",
                   hessian: Callable[..., torch.Tensor] | None = None,
-                  compact: bool = False) -> Solution:
+                  compact: bool = False, fused: bool = False) -> Solution:
     """Solve min_y ½‖r(y)‖² per batch element, r = ``fn(y, *args)``; differentiable in θ.
 
     ``fn`` maps y of shape ``(*batch, n)`` to residuals ``(*batch, m)``; batch elements must
@@ -552,14 +552,8 @@ def least_squares(fn: Callable[..., torch.Tensor], y0: Any, args: Any = (), *,
             ``"reverse"``, or a callable ``jacobian(y, *args) -> (*batch, m, n)`` (analytic;
             used in the iterations, autodiff is still used for gradients). Forward mode costs
             n JVPs of ``fn`` per Jacobian; for residuals dominated by a matmul with a captured
-            basis an analytic Jacobian is typically several times faster. ``"fused"``: ``fn``
-            itself returns the pair ``(r, J)`` with J of shape ``(*batch, m, n)``, so that
-            residual and Jacobian can share work (e.g. ``z = B w`` and ``tanh(z)``); every
-            trial point then costs one call, and a rejected step also computes a Jacobian that
-            is not used (``stats`` counts each call as one function and one Jacobian
-            evaluation). The iterates are the same as with ``fn`` returning ``r`` and a
-            separate callable returning the same J. Gradients use autodiff of the residual
-            part ``fn(y, *args)[0]`` (the J part is evaluated alongside but not used).
+            basis an analytic Jacobian is typically several times faster. Ignored with
+            ``fused=True``.
         hessian: optional ``hessian(y, *args) -> (*batch, n, n)``, the exact Hessian
             H = ∂_y(Jᵀr) = JᵀJ + Σᵢ rᵢ ∇²rᵢ of ½‖r‖² at y, for the full-Hessian implicit adjoint.
             It is called once, at y* and without gradients, in place of the n autograd
@@ -570,10 +564,21 @@ def least_squares(fn: Callable[..., torch.Tensor], y0: Any, args: Any = (), *,
             that finished ones cost nothing (a batch of experts of which most converge early
             pays for the slow ones only). Tensors in ``args`` whose leading dimensions are the
             batch shape are indexed along them; ``fn`` must not close over batched tensors.
-            The iterates are bitwise those of ``compact=False``. Used in the normal-equation
-            form (m ≥ n), without ``"fused"`` and with the implicit adjoint; ignored otherwise.
+            The iterates are bitwise those of ``compact=False``, except that vectorized
+            elementwise functions (``pow``, ``exp``) may round an element's last bit
+            differently in a batch of another size (its entries move into the loop's scalar
+            tail): an element whose iteration amplifies that can reach its solution along
+            another path, equal within the tolerances. Used in the normal-equation
+            form (m ≥ n), without ``fused`` and with the implicit adjoint; ignored otherwise.
             With it, ``NONFINITE`` elements are also left out of the implicit adjoint, so they
             add exact zeros (never NaN) to gradients of tensors shared by the batch.
+        fused: ``fn`` itself returns the pair ``(r, J)`` with J of shape ``(*batch, m, n)``,
+            so that residual and Jacobian share work (e.g. ``z = B w`` and ``tanh(z)``);
+            every trial point then costs one call, and a rejected step also computes a
+            Jacobian that is not used (``stats`` counts each call as one function and one
+            Jacobian evaluation). The iterates are the same as with ``fn`` returning ``r`` and
+            a separate ``jacobian`` callable returning the same J. Gradients use autodiff of
+            the residual part ``fn(y, *args)[0]`` (the J part is evaluated but not used).
 
     Returns:
         :class:`Solution` with ``residual_norm`` = ‖r(y*)‖₂ per element and ``stats``
@@ -611,12 +616,15 @@ def least_squares(fn: Callable[..., torch.Tensor], y0: Any, args: Any = (), *,
     args = as_args(args)
     unroll = isinstance(adjoint, UnrollAdjoint)
 
-    fused = isinstance(jacobian, str) and jacobian == "fused"
-    if isinstance(jacobian, str) and jacobian not in ("auto", "forward", "reverse", "fused"):
+    check_flag("fused", fused)
+    if isinstance(jacobian, str) and jacobian not in ("auto", "forward", "reverse"):
         raise ValueError(
-            f"jacobian must be 'auto', 'forward', 'reverse', 'fused' or a callable "
+            f"jacobian must be 'auto', 'forward', 'reverse' or a callable "
             f"jacobian(y, *args) -> (*batch, m, n), got {jacobian!r}"
         )
+    if fused and not (isinstance(jacobian, str) and jacobian == "auto"):
+        raise ValueError(f"fused=True takes J from fn itself; leave jacobian at 'auto', got "
+                         f"jacobian={jacobian!r}")
 
     # With gradients on (and the implicit adjoint), the start point is evaluated with autograd
     # recording — the same values — and tells whether anything fn depends on requires grad:
@@ -759,7 +767,7 @@ def _checked_hessian(hessian: Callable, y: torch.Tensor, args: tuple) -> torch.T
 
 def _evaluate_fused(fn: Callable, y0: torch.Tensor, args: tuple
                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``fn(y0, *args) -> (r, J)`` for ``jacobian="fused"``, with shapes and dtypes checked."""
+    """``fn(y0, *args) -> (r, J)`` for ``fused=True``, with shapes and dtypes checked."""
     out = fn(y0, *args)
     if not (isinstance(out, (tuple, list)) and len(out) == 2
             and all(isinstance(t, torch.Tensor) for t in out)):
