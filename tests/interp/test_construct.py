@@ -131,7 +131,8 @@ def test_mass_is_conserved_inside_support():
         ({"version": "v2"}, ValueError, "version must be one of"),
         ({"size": (5, 0)}, ValueError, "positive"),
         ({"size": (5, 5, 5)}, ValueError, "sequence of 2 ints"),
-        ({"weight": torch.zeros(2, 3, 4, dtype=torch.int64)}, TypeError, "float32, float64, bfloat16 or float16"),
+        ({"weight": torch.zeros(2, 3, 4, dtype=torch.int64)}, TypeError,
+         "float32, float64, bfloat16 or float16"),
         ({"P": torch.zeros(2, 2, 3, 4, dtype=torch.float64)}, TypeError, "dtype"),
     ],
 )

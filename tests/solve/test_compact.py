@@ -70,7 +70,7 @@ def test_compaction_in_the_mixture_changes_no_result(monkeypatch):
         (grad,) = torch.autograd.grad(out.u.square().sum(), basis)
         return out, grad
 
-    plain, grad_plain = run(False)
+    plain, _ = run(False)
     compact, grad_compact = run(True)
     assert len(set(plain.steps.flatten().tolist())) > 1
     assert torch.equal(plain.status, compact.status)

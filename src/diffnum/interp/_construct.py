@@ -23,11 +23,11 @@ from collections.abc import Sequence
 import torch
 
 from diffnum._core.validation import (
-    tracing,
     check_finite,
     check_int_in_range,
     check_one_of,
     real_floating_dtype,
+    tracing,
 )
 
 VERSIONS = ("v0", "v1", "max", "gauss")

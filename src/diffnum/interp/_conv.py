@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 
 from diffnum._core.validation import (
-    tracing,
     check_count,
     check_finite,
     check_one_of,
     check_same_dtype_device,
     real_floating_dtype,
+    tracing,
 )
 from diffnum.interp._construct import MAX_SIZE, normalize_size
 
