@@ -528,7 +528,8 @@ _LAYER_DOC = r"""{d}-D convolution with learnable spacings, a drop-in for ``nn.C
     ``dcls`` may pass ``use_implicit_gemm`` (kept, no effect: ``conv_method`` picks the path).
     A channels_last input gives a channels_last output. bfloat16 and float16 work where
     ``nn.Conv{d}d`` does (the kernel is built in float32, then cast). ``construct_method`` /
-    ``conv_method`` pick the construction and convolution paths (``"auto"``: a cost model). ``position_init`` places the taps before training:
+    ``conv_method`` pick the construction and convolution paths (``"auto"``: a cost model).
+    ``position_init`` places the taps before training:
     ``"dcls"`` (default) N(0, 0.5²) clamped to the support, as the official package, which
     starts 95 % of the taps within one cell of the centre; ``"uniform"`` over the support;
     ``"lattice"`` on a dilated convolution's taps (kernel_count = k^{d}, the widest integer
