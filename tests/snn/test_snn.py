@@ -156,3 +156,29 @@ def test_learned_delays_solve_small_task():
     with torch.no_grad():
         acc = (snn.readout_logits(model(x)).argmax(1) == y).float().mean().item()
     assert acc >= 0.9
+
+
+@pytest.mark.parametrize("version", ["v1", "gauss"])
+def test_streaming_equals_the_offline_layer_over_2000_steps(version):
+    """DelayStream: one step at a time on a ring buffer equals the layer in integer-tap mode
+    over T = 2000 steps (float64 to 1e-12; the issue's bar is 1e-6), bias included, and a
+    reset starts a new sequence."""
+    from diffnum.snn import DelayedLinear
+
+    torch.manual_seed(0)
+    layer = DelayedLinear(5, 4, max_delay=25, version=version, bias=True).double()
+    with torch.no_grad():
+        layer.conv.bias.normal_()
+    layer.conv.round_positions()
+    spikes = (torch.rand(3, 5, 2000, dtype=torch.float64) < 0.2).double()
+    stream = layer.stream(batch_size=3)
+    online = torch.stack([stream.step(spikes[..., t]) for t in range(2000)], -1)
+    layer.conv.use_integer_taps()
+    offline = layer(spikes)
+    assert float((online - offline).abs().max()) <= 1e-12
+    assert stream.buffer.shape == (3, 5, 25)  # O(batch · in · max_delay) memory
+    stream.reset()
+    again = torch.stack([stream.step(spikes[..., t]) for t in range(50)], -1)
+    assert torch.equal(again, online[..., :50])
+    with pytest.raises(ValueError, match=r"shape \(3, 5\)"):
+        stream.step(torch.zeros(2, 5, dtype=torch.float64))

@@ -10,7 +10,8 @@ Map of the pillar:
 - :class:`DelayedLinear` — I_i[t] = Σ_j w_ij S_j[t − d_ij], a causal
   :class:`~diffnum.interp.Dcls1d` over time with one Gaussian (or bilinear) tap per synapse;
   σ annealing via :class:`~diffnum.interp.SigmaSchedule`, integer delays by
-  ``round_positions()``.
+  ``round_positions()``; :class:`DelayStream` (``layer.stream(batch)``) runs it one time
+  step at a time on a ring buffer.
 - :class:`Readout` and :func:`readout_logits` — potentials to logits (time sum / mean / max).
 - :func:`delayed_coincidence` — synthetic spike trains whose class is set by inter-channel
   delays only.
@@ -21,11 +22,18 @@ potentials are rejected (not propagated): a NaN compares false against the thres
 would otherwise read as "no spike". An empty time axis gives an empty result.
 """
 
-from diffnum.snn._delays import DelayedLinear, Readout, delayed_coincidence, readout_logits
+from diffnum.snn._delays import (
+    DelayedLinear,
+    DelayStream,
+    Readout,
+    delayed_coincidence,
+    readout_logits,
+)
 from diffnum.snn._neurons import LIF, leaky_integrate, lif, spike
 
 __all__ = [
     "LIF",
+    "DelayStream",
     "DelayedLinear",
     "Readout",
     "delayed_coincidence",

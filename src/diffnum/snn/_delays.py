@@ -106,6 +106,66 @@ class DelayedLinear(nn.Module):
             return spikes.new_zeros(*spikes.shape[:-2], self.conv.out_channels, 0)
         return self.conv(F.pad(spikes, (self.max_delay - 1, 0)))
 
+    def stream(self, batch_size: int) -> DelayStream:
+        """A :class:`DelayStream` of this layer at its delays rounded to integers (weights
+        and delays as they are now), fed one time step at a time."""
+        return DelayStream(self, batch_size)
+
+
+class DelayStream:
+    """:class:`DelayedLinear` one time step at a time, on integer delays: a ring buffer of
+    the last ``max_delay`` input steps, I_i[t] = Σ_j w_ij S_j[t − d_ij] (+ b_i), with
+    d_ij = round(delay) and S[t] = 0 before the first step — the form a neuromorphic or online
+    deployment runs. Memory O(batch · in · max_delay); each step gathers one past input per
+    synapse. Equal to the layer in integer-tap mode (``layer.conv.round_positions();
+    layer.conv.use_integer_taps()``) applied to the whole sequence.
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.snn import DelayedLinear
+        >>> layer = DelayedLinear(3, 2, max_delay=5)
+        >>> stream = layer.stream(batch_size=1)
+        >>> [stream.step(torch.ones(1, 3)).shape for _ in range(2)]
+        [torch.Size([1, 2]), torch.Size([1, 2])]
+    """
+
+    def __init__(self, layer: DelayedLinear, batch_size: int) -> None:
+        if not isinstance(layer, DelayedLinear):
+            raise TypeError(f"layer must be a DelayedLinear, got {type(layer).__name__}")
+        check_count("batch_size", batch_size)
+        conv = layer.conv
+        with torch.no_grad():
+            taps = conv.export_integer_taps()  # rounds, and checks the taps stay inside
+            self.delays = (layer.max_delay - 1) - taps.index[0, :, :, 0]  # (out, in)
+            self.weight = conv.weight[:, :, 0].detach().clone()  # (out, in)
+            self.bias = None if conv.bias is None else conv.bias.detach().clone()
+        self.length = layer.max_delay
+        self.buffer = self.weight.new_zeros(batch_size, conv.in_channels, self.length)
+        self._inputs = torch.arange(conv.in_channels, device=self.weight.device)
+        self.time = 0
+
+    def reset(self) -> None:
+        """Forget every past input (a new sequence starts)."""
+        self.buffer.zero_()
+        self.time = 0
+
+    def step(self, spikes: torch.Tensor) -> torch.Tensor:
+        """Feed S[t] ``(batch, in)``; return I[t] ``(batch, out)``."""
+        batch, features, _ = self.buffer.shape
+        if (not isinstance(spikes, torch.Tensor) or spikes.shape != (batch, features)
+                or spikes.dtype != self.buffer.dtype):
+            got = (f"{tuple(spikes.shape)} {spikes.dtype}" if isinstance(spikes, torch.Tensor)
+                   else type(spikes).__name__)
+            raise ValueError(f"spikes must be a {self.buffer.dtype} tensor of shape "
+                             f"({batch}, {features}), got {got}")
+        self.buffer[:, :, self.time % self.length] = spikes
+        slots = (self.time - self.delays) % self.length  # (out, in)
+        past = self.buffer[:, self._inputs, slots]  # (batch, out, in)
+        self.time += 1
+        current = (past * self.weight).sum(-1)
+        return current if self.bias is None else current + self.bias
+
 
 class Readout(nn.Module):
     """Linear layer into leaky integrators with an infinite threshold (no spikes).
