@@ -659,7 +659,8 @@ def _swap_finding(hard: dict, moe: dict, swaps: list[dict]) -> str:
     text = (f"Swapping layers after training: on PI-HC's trained basis the mixture's per-block "
             f"solve scores {moe_on_hard:.3g} against the global solve's {own:.3g} "
             f"({layer:.2f}×"
-            + ("; independent blocks lose nothing given a good basis)" if layer < 1.1 else ")")
+            + ("; independent blocks do better given a good basis)" if layer < 0.9 else
+               "; independent blocks lose nothing given a good basis)" if layer < 1.1 else ")")
             + f"; under the global solve, the mixture's trained basis scores {hard_on_moe:.3g}"
             f" against PI-HC's {own:.3g}, so training through the mixture gave the "
             + ("better" if hard_on_moe < own else "worse") + " basis")
