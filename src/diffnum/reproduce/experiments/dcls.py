@@ -340,17 +340,8 @@ def _canvas_run(spec: dict[str, Any], seed: int, train: tuple[torch.Tensor, torc
     decay = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     seconds = []
     for _ in range(epochs):
-        model.train()
-        perm = torch.randperm(len(y), generator=order)
         start = time.perf_counter()
-        for i in range(0, len(y) - CANVAS_BATCH + 1, CANVAS_BATCH):
-            idx = perm[i:i + CANVAS_BATCH]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            decay.step()
-            interp.clamp_parameters(model)
+        _epoch(model, opt, decay, train, order, clamp=True)
         seconds.append(time.perf_counter() - start)
     _precise_batch_norm(model, x)
     accuracy = _test_accuracy(model, test)
@@ -362,6 +353,24 @@ def _canvas_run(spec: dict[str, Any], seed: int, train: tuple[torch.Tensor, torc
     if start_positions is not None:
         out.update(_rounded(model, train, test, order))
     return out
+
+
+def _epoch(model: nn.Module, opt: torch.optim.Optimizer, decay, train: tuple[torch.Tensor,
+           torch.Tensor], order: torch.Generator, clamp: bool) -> None:
+    """One epoch of cross-entropy training on shuffled batches of ``CANVAS_BATCH``
+    (``clamp``: keep the taps inside their supports after each step)."""
+    x, y = train
+    model.train()
+    perm = torch.randperm(len(y), generator=order)
+    for i in range(0, len(y) - CANVAS_BATCH + 1, CANVAS_BATCH):
+        idx = perm[i:i + CANVAS_BATCH]
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        decay.step()
+        if clamp:
+            interp.clamp_parameters(model)
 
 
 def _test_accuracy(model: nn.Module, test: tuple[torch.Tensor, torch.Tensor]) -> float:
@@ -387,16 +396,8 @@ def _rounded(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
     opt = torch.optim.AdamW(weights, ROUND_FINETUNE_LR, weight_decay=CANVAS_WEIGHT_DECAY)
     steps = ROUND_FINETUNE_EPOCHS * (len(y) // CANVAS_BATCH)
     decay = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    model.train()
     for _ in range(ROUND_FINETUNE_EPOCHS):
-        perm = torch.randperm(len(y), generator=order)
-        for i in range(0, len(y) - CANVAS_BATCH + 1, CANVAS_BATCH):
-            idx = perm[i:i + CANVAS_BATCH]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            decay.step()
+        _epoch(model, opt, decay, train, order, clamp=False)
     _precise_batch_norm(model, x)
     return {"accuracy_rounded": rounded, "accuracy_rounded_finetuned": _test_accuracy(model, test)}
 
