@@ -33,10 +33,10 @@ layer.clamp_parameters()
 
 # The same kernel construction is a splat; gather is its adjoint and a grid interpolator.
 grid = interp.splat(torch.ones(3), torch.tensor([[1.5, 2.0], [4.2, 0.7], [3.0, 3.0]]),
-                    (6, 5), kernel="linear")
+                    (6, 5), kind="linear")
 print("splatted mass", float(grid.sum()))
-print("cubic gather", interp.gather(grid, torch.tensor([[2.5, 1.5]]), kernel="cubic",
-                                    mode="mirror").tolist())
+print("cubic gather", interp.gather(grid, torch.tensor([[2.5, 1.5]]), kind="cubic",
+                                    padding_mode="mirror").tolist())
 
 # Learnable synaptic delays: y_i[t] = Σ_j w_ij s_j[t − d_ij]. The delayed-coincidence task
 # hides each class in the relative timing of 5 spikes, so only learned delays can solve it.

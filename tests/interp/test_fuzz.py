@@ -203,17 +203,17 @@ def _layer(name, **kw):
 
 def _splat(**kw):
     args = dict(values=_randn(2, 5), coords=_randn(2, 5, 2).abs() * 2, grid_shape=(4, 5),
-                kernel="gaussian", width=1.0)
+                kind="gaussian", width=1.0)
     args.update(kw)
     return interp.splat(args.pop("values"), args.pop("coords"), args.pop("grid_shape"),
-                        args.pop("kernel"), **args)
+                        args.pop("kind"), **args)
 
 
 def _gather(**kw):
-    args = dict(grid=_randn(2, 4, 5), coords=_randn(2, 3, 2).abs() * 2, kernel="gaussian",
+    args = dict(grid=_randn(2, 4, 5), coords=_randn(2, 3, 2).abs() * 2, kind="gaussian",
                 width=1.0)
     args.update(kw)
-    return interp.gather(args.pop("grid"), args.pop("coords"), args.pop("kernel"), **args)
+    return interp.gather(args.pop("grid"), args.pop("coords"), args.pop("kind"), **args)
 
 
 class _Net(nn.Module):
@@ -446,10 +446,10 @@ def _cases() -> list[Case]:
         c.append(nonfinite(f"{fn}(coords=·)",
                            lambda v, f=call, n=npts: f(coords=inject(_randn(2, n, 2), v)),
                            ("coords",)))
-        for kernel in ("linear", "cubic", "nearest"):
-            c.append(nonfinite(f"{fn}(coords=·, kernel={kernel})",
-                               lambda v, f=call, n=npts, k=kernel: f(
-                                   coords=inject(_randn(2, n, 2), v), kernel=k, width=None),
+        for kind in ("linear", "cubic", "nearest"):
+            c.append(nonfinite(f"{fn}(coords=·, kind={kind})",
+                               lambda v, f=call, n=npts, k=kind: f(
+                                   coords=inject(_randn(2, n, 2), v), kind=k, width=None),
                                ("coords",)))
         c.append(Case("dtype", f"{fn}(coords=float64)",
                       lambda v, f=call, n=npts: f(coords=_randn(2, n, 2, dtype=v)), [F64],
@@ -468,12 +468,12 @@ def _cases() -> list[Case]:
                       ("width",)))
         c.append(Case("dtype", f"{fn}(width=float64 tensor)",
                       lambda v, f=call: f(width=torch.ones(2, dtype=v)), [F64], ("width",)))
-        c.append(Case("float", f"{fn}(width=·, kernel=triangle)",
-                      lambda v, f=call: f(width=v, kernel="triangle"), [NAN, INF, 0.0],
+        c.append(Case("float", f"{fn}(width=·, kind=triangle)",
+                      lambda v, f=call: f(width=v, kind="triangle"), [NAN, INF, 0.0],
                       ("width",)))
         c.append(Case("float", f"{fn}(truncate=·)", lambda v, f=call: f(truncate=v),
                       [NAN, INF, 0.0, -1.0, True, "4"], ("truncate",), BAD_POSITIVE_X))
-        for arg in ("kernel", "mode"):
+        for arg in ("kind", "padding_mode"):
             c.append(Case("other", f"{fn}({arg}=·)", lambda v, f=call, a=arg: f(**{a: v}),
                           ["spline", None], (arg,)))
     c.append(Case("float", "splat(truncate=huge)", lambda v: _splat(truncate=v), [1e308],
@@ -493,7 +493,7 @@ def _cases() -> list[Case]:
     c.append(Case("empty", "gather(grid with a zero-size grid axis)",
                   lambda v: _gather(grid=torch.ones(2, v, 5)), [0], ("grid",)))
     c.append(Case("other", "gather(prefilter=·)",
-                  lambda v: _gather(kernel="cubic", width=None, prefilter=v), ["no", None],
+                  lambda v: _gather(kind="cubic", width=None, prefilter=v), ["no", None],
                   ("prefilter",)))
     c.append(nonfinite("spline_coefficients(grid=·)",
                        lambda v: interp.spline_coefficients(inject(_randn(3, 6), v), 1),
@@ -504,8 +504,9 @@ def _cases() -> list[Case]:
     c.append(Case("dtype", "spline_coefficients(grid=·)",
                   lambda v: interp.spline_coefficients(v, 1),
                   [[1.0, 2.0], torch.ones(4, dtype=torch.int64)], ("grid",)))
-    c.append(Case("other", "spline_coefficients(mode=·)",
-                  lambda v: interp.spline_coefficients(_randn(3, 6), 1, v), ["zero"], ("mode",)))
+    c.append(Case("other", "spline_coefficients(padding_mode=·)",
+                  lambda v: interp.spline_coefficients(_randn(3, 6), 1, v), ["zero"],
+                  ("padding_mode",)))
     c.append(Case("empty", "spline_coefficients(grid axis of length 0)",
                   lambda v: interp.spline_coefficients(torch.ones(3, v), 1), [0], ("grid",),
                   ok=finite((3, 0))))
@@ -575,8 +576,9 @@ def test_gather_is_adjoint_of_splat(kernel, mode, n, shape, seed, width):
     values = torch.randn(n, generator=g, dtype=F64)
     grid = torch.randn(*shape, generator=g, dtype=F64)
     w = width if kernel in ("gaussian", "triangle") else None
-    splatted = interp.splat(values, coords, shape, kernel, width=w, mode=mode, truncate=None)
-    gathered = interp.gather(grid, coords, kernel, width=w, mode=mode, truncate=None,
+    splatted = interp.splat(values, coords, shape, kernel, width=w, padding_mode=mode,
+                            truncate=None)
+    gathered = interp.gather(grid, coords, kernel, width=w, padding_mode=mode, truncate=None,
                              prefilter=False)
     assert splatted.shape == shape and gathered.shape == (n,)
     torch.testing.assert_close((splatted * grid).sum(), (gathered * values).sum())

@@ -47,7 +47,7 @@ def test_gather_cubic_matches_map_coordinates(shape):
     upper = torch.tensor(shape, dtype=torch.float64)
     coords = _coords(shape, 40, g, lo=-1.5, hi=upper + 0.5)  # also outside: mirror boundary
     ref = map_coordinates(grid.numpy(), coords.numpy().T, order=3, mode="mirror")
-    ours = interp.gather(grid, coords, "cubic", mode="mirror").numpy()
+    ours = interp.gather(grid, coords, "cubic", padding_mode="mirror").numpy()
     np.testing.assert_allclose(ours, ref, rtol=0, atol=SCIPY_TOL)
 
 
@@ -55,7 +55,7 @@ def test_cubic_interpolates_grid_points():
     grid = torch.randn(3, 9, dtype=torch.float64)  # leading batch dimension
     coords = torch.arange(9, dtype=torch.float64).reshape(9, 1)
     # Prefilter by an explicit float64 inverse: round-off ~1e-15 per value.
-    torch.testing.assert_close(interp.gather(grid, coords, "cubic", mode="mirror"), grid,
+    torch.testing.assert_close(interp.gather(grid, coords, "cubic", padding_mode="mirror"), grid,
                                rtol=0, atol=1e-12)
 
 
@@ -69,7 +69,7 @@ def test_splat_is_adjoint_of_gather(kernel_width, shape, mode, seed):
     upper = torch.tensor(shape, dtype=torch.float64)
     coords = _coords(shape, 12, g, lo=-1.0, hi=upper)
     values = torch.randn(12, generator=g, dtype=torch.float64)
-    kwargs = {"width": width, "mode": mode}
+    kwargs = {"width": width, "padding_mode": mode}
     lhs = (interp.splat(values, coords, shape, kernel, **kwargs) * grid).sum()
     rhs = (values * interp.gather(grid, coords, kernel, prefilter=False, **kwargs)).sum()
     # ⟨Sv, G⟩ = ⟨v, S*G⟩ up to float64 summation order.
@@ -146,9 +146,9 @@ def test_splat_linear_is_the_v0_kernel():
         (lambda: interp.splat(torch.zeros(4), torch.zeros(4, 1), (5,), "linear", width=1.0),
          ValueError, "takes no width"),
         (lambda: interp.gather(torch.zeros(5), torch.zeros(4, 1), "bicubic"), ValueError,
-         "kernel must be one of"),
-        (lambda: interp.gather(torch.zeros(5), torch.zeros(4, 1), mode="wrap"), ValueError,
-         "mode must be one of"),
+         "kind must be one of"),
+        (lambda: interp.gather(torch.zeros(5), torch.zeros(4, 1), padding_mode="wrap"), ValueError,
+         "padding_mode must be one of"),
         (lambda: interp.gather(torch.zeros(5), torch.zeros(4, 1, dtype=torch.float64)),
          TypeError, "dtype"),
         (lambda: interp.gather(torch.zeros(5), torch.zeros(4, 1), "triangle", width=-1.0),

@@ -19,8 +19,8 @@ from diffnum._core.validation import (
 )
 from diffnum.interp._construct import MAX_ELEMENTS, normalize_size
 
-KERNELS = ("nearest", "linear", "gaussian", "triangle", "cubic")
-MODES = ("zeros", "mirror")
+KINDS = ("nearest", "linear", "gaussian", "triangle", "cubic")
+GRID_PADDING_MODES = ("zeros", "mirror")
 MAX_PREFILTER = 4096  # the cubic prefilter inverts an n × n matrix per axis: O(n³) work
 
 
@@ -32,26 +32,26 @@ def _bspline3(u: torch.Tensor) -> torch.Tensor:
     return torch.where(a < 1, inner, outer)
 
 
-def _radius(kernel: str, width: torch.Tensor | None, truncate: float | None,
+def _radius(kind: str, width: torch.Tensor | None, truncate: float | None,
             grid_shape: Sequence[int]) -> list[int]:
     """Half-width of the window of grid points a coordinate can touch, per dimension."""
-    if kernel in ("nearest", "linear"):
+    if kind in ("nearest", "linear"):
         return [1] * len(grid_shape)
-    if kernel == "cubic":
+    if kind == "cubic":
         return [2] * len(grid_shape)
     widest = width.detach().abs().reshape(-1, width.shape[-1]).amax(0) if width.ndim else None
     radii = []
     for a, n in enumerate(grid_shape):
         w = float(widest[a if widest.numel() > 1 else 0]) if widest is not None else float(width)
-        reach = w if kernel == "triangle" else math.inf if truncate is None else truncate * w
+        reach = w if kind == "triangle" else math.inf if truncate is None else truncate * w
         # the window never needs more than the grid (this also keeps an overflowing reach out)
         radii.append(max(1, math.ceil(reach) if reach < n else n))
     return radii
 
 
-def _fold(j: torch.Tensor, n: int, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Grid index and validity of integer positions ``j`` under the boundary ``mode``."""
-    if mode == "mirror":
+def _fold(j: torch.Tensor, n: int, padding_mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grid index and validity of integer positions ``j`` under the boundary ``padding_mode``."""
+    if padding_mode == "mirror":
         if n == 1:
             return torch.zeros_like(j), torch.ones_like(j, dtype=torch.bool)
         period = 2 * (n - 1)
@@ -64,14 +64,14 @@ def _fold(j: torch.Tensor, n: int, mode: str) -> tuple[torch.Tensor, torch.Tenso
 def _weights(
     coords: torch.Tensor,
     grid_shape: Sequence[int],
-    kernel: str,
+    kind: str,
     width: torch.Tensor | None,
     truncate: float | None,
-    mode: str,
+    padding_mode: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Interpolation weights (..., n, W) and flat grid indices (..., n, W) of every point."""
     ndim = len(grid_shape)
-    radii = _radius(kernel, width, truncate, grid_shape)
+    radii = _radius(kind, width, truncate, grid_shape)
     strides = [math.prod(grid_shape[a + 1:]) for a in range(ndim)]
     weight = None
     index = None
@@ -82,20 +82,20 @@ def _weights(
         offsets = torch.arange(2 * r, dtype=coords.dtype, device=coords.device)
         j = base.unsqueeze(-1) + offsets  # (..., n, 2r)
         u = x.unsqueeze(-1) - j
-        if kernel == "nearest":
+        if kind == "nearest":
             # Piecewise constant: zero derivative, but keep coords in the graph for callers.
             w = (j == torch.floor(x.detach() + 0.5).unsqueeze(-1)).to(coords.dtype) + 0 * u
-        elif kernel == "linear":
+        elif kind == "linear":
             w = (1 - u.abs()).relu()
-        elif kernel == "cubic":
+        elif kind == "cubic":
             w = _bspline3(u)
         else:
             wa = width[..., a].unsqueeze(-1) if width.ndim else width
-            if kernel == "triangle":
+            if kind == "triangle":
                 w = (1 - u.abs() / wa).relu()
             else:
                 w = torch.exp(-0.5 * (u / wa) ** 2)
-        folded, valid = _fold(j.long(), grid_shape[a], mode)
+        folded, valid = _fold(j.long(), grid_shape[a], padding_mode)
         w = w * valid
         shape = [*w.shape[:-1], *([1] * ndim)]
         shape[w.ndim - 1 + a] = 2 * r
@@ -109,9 +109,9 @@ def _weights(
 
 
 def _check(name_vals: str, vals: torch.Tensor, coords: torch.Tensor, grid_shape: Sequence[int],
-           kernel: str, width, truncate, mode: str, batch_vals: tuple[int, ...]):
-    check_one_of("kernel", kernel, KERNELS)
-    check_one_of("mode", mode, MODES)
+           kind: str, width, truncate, padding_mode: str, batch_vals: tuple[int, ...]):
+    check_one_of("kind", kind, KINDS)
+    check_one_of("padding_mode", padding_mode, GRID_PADDING_MODES)
     check_same_dtype_device({name_vals: vals, "coords": coords})
     dtype = vals.dtype
     ndim = len(grid_shape)
@@ -134,9 +134,9 @@ def _check(name_vals: str, vals: torch.Tensor, coords: torch.Tensor, grid_shape:
         check_positive("truncate", truncate)
     check_finite(name_vals, vals)
     check_finite("coords", coords)  # NaN/inf coordinates would become garbage grid indices
-    if kernel in ("gaussian", "triangle"):
+    if kind in ("gaussian", "triangle"):
         if width is None:
-            raise ValueError(f"kernel {kernel!r} needs a width (σ or half-width), got None")
+            raise ValueError(f"kind {kind!r} needs a width (σ or half-width), got None")
         if not isinstance(width, torch.Tensor):
             width = torch.tensor(check_real("width", width), dtype=dtype, device=coords.device)
         real_floating_dtype("width", width)
@@ -154,7 +154,7 @@ def _check(name_vals: str, vals: torch.Tensor, coords: torch.Tensor, grid_shape:
         if bool((width.detach() <= 0).any()):
             raise ValueError("width must be positive")
     elif width is not None:
-        raise ValueError(f"kernel {kernel!r} takes no width, got one")
+        raise ValueError(f"kind {kind!r} takes no width, got one")
     return batch, width
 
 
@@ -169,11 +169,11 @@ def splat(
     values: torch.Tensor,
     coords: torch.Tensor,
     grid_shape: Sequence[int],
-    kernel: str = "linear",
+    kind: str = "linear",
     *,
     width: torch.Tensor | float | None = None,
     truncate: float | None = 4.0,
-    mode: str = "zeros",
+    padding_mode: str = "zeros",
 ) -> torch.Tensor:
     r"""Spread values at real coordinates onto a grid: G[j] = Σ_p v_p Π_a φ(j_a − x_{p,a}).
 
@@ -181,14 +181,14 @@ def splat(
         values: ``(..., n)``.
         coords: ``(..., n, d)`` in grid-index units (grid point j sits at coordinate j).
         grid_shape: ``d`` ints.
-        kernel: ``"nearest"`` (φ = 1 at the rounded point), ``"linear"`` (max(0, 1 − |u|)),
+        kind: ``"nearest"`` (φ = 1 at the rounded point), ``"linear"`` (max(0, 1 − |u|)),
             ``"gaussian"`` (exp(−u²/2σ²), σ = ``width``), ``"triangle"``
             (max(0, 1 − |u|/τ), τ = ``width``) or ``"cubic"`` (cubic B-spline β³).
         width: σ or τ, a scalar or a tensor broadcastable to ``coords`` (differentiable).
         truncate: Gaussian only — grid points beyond ``truncate·σ`` are skipped; each skipped
             weight is below exp(−truncate²/2) of the peak (3.4e-4 at 4, 1.9e-22 at 10);
             ``None`` is exact (the window is the whole grid).
-        mode: ``"zeros"`` (mass outside the grid is dropped) or ``"mirror"`` (folded back,
+        padding_mode: ``"zeros"`` (mass outside the grid is dropped) or ``"mirror"`` (folded back,
             whole-sample symmetric about the edge points).
 
     Returns:
@@ -206,7 +206,7 @@ def splat(
     if not isinstance(grid_shape, Sequence):
         raise TypeError(f"grid_shape must be a sequence of ints, got {type(grid_shape).__name__}")
     grid_shape = normalize_size("grid_shape", grid_shape, len(grid_shape))
-    batch, width = _check("values", values, coords, grid_shape, kernel, width, truncate, mode,
+    batch, width = _check("values", values, coords, grid_shape, kind, width, truncate, padding_mode,
                           tuple(values.shape[:-1]))
     if values.ndim < 1 or values.shape[-1] != coords.shape[-2]:
         raise ValueError(f"values must have shape (..., n) with n = {coords.shape[-2]}, "
@@ -215,7 +215,7 @@ def splat(
     values = values.expand(*batch, values.shape[-1])
     if width is not None and width.ndim:
         width = width.expand(coords.shape)
-    weight, index = _weights(coords, grid_shape, kernel, width, truncate, mode)
+    weight, index = _weights(coords, grid_shape, kind, width, truncate, padding_mode)
     contrib = (weight * values.unsqueeze(-1)).flatten(-2)
     out = contrib.new_zeros(*batch, math.prod(grid_shape))
     out = out.scatter_add(-1, index.flatten(-2), contrib)
@@ -223,13 +223,13 @@ def splat(
 
 
 @functools.lru_cache(maxsize=32)
-def _bspline_prefilter_matrix(n: int, mode: str) -> torch.Tensor:
-    """Inverse of the n × n matrix sampling β³ at the integers under ``mode`` (float64)."""
+def _bspline_prefilter_matrix(n: int, padding_mode: str) -> torch.Tensor:
+    """Inverse of the n × n matrix sampling β³ at the integers under ``padding_mode`` (float64)."""
     B = torch.zeros(n, n, dtype=torch.float64)
     for i in range(n):
         for off, w in ((-1, 1 / 6), (0, 4 / 6), (1, 1 / 6)):
             j = i + off
-            if mode == "mirror":
+            if padding_mode == "mirror":
                 if n == 1:
                     j = 0
                 else:
@@ -242,7 +242,8 @@ def _bspline_prefilter_matrix(n: int, mode: str) -> torch.Tensor:
     return torch.linalg.inv(B)
 
 
-def spline_coefficients(grid: torch.Tensor, ndim: int, mode: str = "mirror") -> torch.Tensor:
+def spline_coefficients(grid: torch.Tensor, ndim: int, padding_mode: str = "mirror"
+                        ) -> torch.Tensor:
     """Cubic B-spline coefficients c with Σ_j c[j] β³(i − j) = grid[i] on the last ``ndim``
     axes (the prefilter of ``scipy.ndimage.spline_filter``), one linear solve per axis.
 
@@ -251,12 +252,12 @@ def spline_coefficients(grid: torch.Tensor, ndim: int, mode: str = "mirror") -> 
         >>> import torch
         >>> import diffnum.interp as di
         >>> c = di.spline_coefficients(torch.arange(6.0) ** 2, 1)  # interpolating cubic B-spline
-        >>> di.gather(c, torch.tensor([[2.0]]), kernel="cubic", prefilter=False).tolist()
+        >>> di.gather(c, torch.tensor([[2.0]]), kind="cubic", prefilter=False).tolist()
         [4.0]
     """
     real_floating_dtype("grid", grid)
     check_int_in_range("ndim", ndim, 1, grid.ndim)
-    check_one_of("mode", mode, MODES)
+    check_one_of("padding_mode", padding_mode, GRID_PADDING_MODES)
     too_long = [n for n in grid.shape[grid.ndim - ndim:] if n > MAX_PREFILTER]
     if too_long:
         raise ValueError(f"grid axes must be at most {MAX_PREFILTER} long for the dense cubic "
@@ -265,7 +266,8 @@ def spline_coefficients(grid: torch.Tensor, ndim: int, mode: str = "mirror") -> 
     out = grid
     for a in range(ndim):
         axis = grid.ndim - ndim + a
-        inv = _bspline_prefilter_matrix(grid.shape[axis], mode).to(grid.dtype).to(grid.device)
+        inv = _bspline_prefilter_matrix(grid.shape[axis], padding_mode)
+        inv = inv.to(grid.dtype).to(grid.device)
         out = torch.movedim(torch.movedim(out, axis, -1) @ inv.T, -1, axis)
     return out
 
@@ -273,11 +275,11 @@ def spline_coefficients(grid: torch.Tensor, ndim: int, mode: str = "mirror") -> 
 def gather(
     grid: torch.Tensor,
     coords: torch.Tensor,
-    kernel: str = "linear",
+    kind: str = "linear",
     *,
     width: torch.Tensor | float | None = None,
     truncate: float | None = 4.0,
-    mode: str = "zeros",
+    padding_mode: str = "zeros",
     prefilter: bool = True,
 ) -> torch.Tensor:
     r"""Read a grid at real coordinates: v_p = Σ_j G[j] Π_a φ(x_{p,a} − j_a).
@@ -291,10 +293,10 @@ def gather(
     Args:
         grid: ``(..., *grid_shape)`` with ``d = coords.shape[-1]`` grid dimensions.
         coords: ``(..., n, d)`` in grid-index units.
-        kernel: as in :func:`splat`.
+        kind: as in :func:`splat`.
         width: as in :func:`splat`.
         truncate: as in :func:`splat`.
-        mode: as in :func:`splat`.
+        padding_mode: as in :func:`splat`.
 
     Returns:
         ``(..., n)``; differentiable w.r.t. grid, coords and width.
@@ -318,15 +320,15 @@ def gather(
     if 0 in grid_shape:
         raise ValueError(f"grid must have non-empty grid dimensions, got {tuple(grid.shape)} "
                          f"with d = {ndim}")
-    batch, width = _check("grid", grid, coords, grid_shape, kernel, width, truncate, mode,
+    batch, width = _check("grid", grid, coords, grid_shape, kind, width, truncate, padding_mode,
                           tuple(grid.shape[:-ndim]))
-    if kernel == "cubic" and prefilter:
-        grid = spline_coefficients(grid, ndim, mode)
+    if kind == "cubic" and prefilter:
+        grid = spline_coefficients(grid, ndim, padding_mode)
     coords = coords.expand(*batch, *coords.shape[-2:])
     if width is not None and width.ndim:
         width = width.expand(coords.shape)
     flat = grid.expand(*batch, *grid_shape).reshape(*batch, -1)
-    weight, index = _weights(coords, grid_shape, kernel, width, truncate, mode)
+    weight, index = _weights(coords, grid_shape, kind, width, truncate, padding_mode)
     n, W = weight.shape[-2:]
     picked = flat.gather(-1, index.reshape(*batch, n * W)).reshape(*batch, n, W)
     return (picked * weight).sum(-1)
