@@ -376,7 +376,7 @@ def _cases() -> list[Case]:
         ("cur(select=·)", lambda v: df.cur(A, 2, select=v), "select"),
         ("cur(core=·)", lambda v: df.cur(A, 2, core=v), "core"),
         ("pinv(method=·)", lambda v: df.pinv(A, v), "method"),
-        ("select_columns(method=·)", lambda v: df.select_columns(A, 2, v), "method"),
+        ("select_columns(select=·)", lambda v: df.select_columns(A, 2, v), "select"),
         ("range_finder(sketch=·)", lambda v: df.range_finder(A, 2, sketch=v), "sketch"),
         ("rsvd(sketch=·)", lambda v: df.rsvd(A, 2, sketch=v), "sketch"),
         ("nystrom(sketch=·)", lambda v: df.nystrom(A, 2, sketch=v), "sketch"),

@@ -172,7 +172,7 @@ def test_sketch_and_range_finder_reject_bad_arguments():
         df.rsvd(A, 2, oversample=-1)
     with pytest.raises(ValueError, match="k must satisfy"):
         df.rsvd(A, 0)
-    with pytest.raises(ValueError, match="method must be one of"):
+    with pytest.raises(ValueError, match="select must be one of"):
         df.select_columns(A, 2, "random")
 
 

@@ -84,12 +84,12 @@ def _sample_without_replacement(weights: torch.Tensor, k: int,
 def select_columns(
     A: torch.Tensor,
     k: int,
-    method: str = "pivoted_qr",
+    select: str = "pivoted_qr",
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Choose k column indices of A (..., m, n); rows are chosen by ``select_columns(A.mT, k)``.
 
-    Methods:
+    Rules (``select``):
         ``uniform``: k distinct columns uniformly at random.
         ``leverage``: sampled without replacement with probability ∝ rank-k
             leverage scores ‖V_k[j, :]‖² (from the SVD).
@@ -115,14 +115,14 @@ def select_columns(
     check_matrix("A", A)
     n = A.shape[-1]
     check_int_in_range("k", k, 1, n)
-    check_one_of("method", method, SELECTION_METHODS)
+    check_one_of("select", select, SELECTION_METHODS)
     check_generator(generator)
-    if method == "uniform":
+    if select == "uniform":
         device = generator.device if generator is not None else A.device
         keys = torch.rand((*A.shape[:-2], n), generator=generator, dtype=torch.float64,
                           device=device)
         return keys.argsort(dim=-1)[..., :k].to(A.device)
-    if method == "leverage":
+    if select == "leverage":
         rank_k = min(k, min(A.shape[-2:]))
         scores = _leverage_scores(A.detach(), rank_k)
         # Columns with zero leverage can still be needed to reach k distinct picks.
@@ -131,12 +131,12 @@ def select_columns(
         # A = 0 has no leverage anywhere: every column is as good as any other.
         weights = torch.where(weights.sum(dim=-1, keepdim=True) > 0, weights, 1.0)
         return _sample_without_replacement(weights, k, generator)
-    if method == "deim":
+    if select == "deim":
         if k > min(A.shape[-2:]):
             raise ValueError(f"k must be <= min(m, n) = {min(A.shape[-2:])} for deim, got {k}")
         Vh = torch.linalg.svd(A.detach(), full_matrices=False).Vh
         return deim_indices(Vh[..., :k, :].mT)
     if k > A.shape[-2]:
-        raise ValueError(f"k must be <= m = {A.shape[-2]} for {method}, got {k}")
+        raise ValueError(f"k must be <= m = {A.shape[-2]} for {select}, got {k}")
     # pivoted_qr and spa share the pivoted Gram–Schmidt kernel (see the docstring).
     return pivoted_gram_schmidt(A.detach(), k)[1]
