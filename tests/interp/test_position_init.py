@@ -68,3 +68,33 @@ def test_several_taps_in_a_one_cell_support_names_the_argument():
         di.Dcls1d(2, 2, kernel_count=2)
     di.Dcls1d(2, 2, kernel_count=1)  # one tap, one cell: a 1×1 convolution
     di.Dcls1d(2, 2, kernel_count=8, dilated_kernel_size=7)  # taps may share cells
+
+
+@pytest.mark.parametrize("taps, side", [(5, 3), (7, 3), (10, 4), (2, 2)])
+def test_spread_takes_any_kernel_count(taps, side):
+    """kernel_count need not be a perfect power: m points evenly spaced over the smallest
+    k × k lattice with k² >= m, jittered by at most half a spacing, all distinct."""
+    g = torch.Generator().manual_seed(0)
+    P = torch.empty(2, 3, 3, taps, dtype=torch.float64)
+    di.init_positions(P, (9, 9), "spread", generator=g)
+    lattice = di.lattice_offsets(side, 9).to(torch.float64)
+    spacing = float(lattice[1] - lattice[0])
+    for i in range(2):
+        nearest = (P[i].unsqueeze(-1) - lattice).abs().min(-1).values
+        assert float(nearest.max()) <= spacing / 2 + 1e-12
+        assert float(P[i].abs().max()) <= 4
+    nearest_point = (P[:, 0, 0].unsqueeze(-1) - lattice).abs().argmin(-1)  # (2, taps)
+    cells = {tuple(nearest_point[:, j].tolist()) for j in range(taps)}
+    assert len(cells) == taps  # no two taps start on the same lattice point
+    layer = di.Dcls2d(2, 2, kernel_count=taps, dilated_kernel_size=9, padding=4,
+                      position_init="spread")
+    assert float(layer.P.abs().max()) <= 4
+
+
+def test_spread_on_a_perfect_power_is_the_full_lattice_jittered():
+    # 9 taps on 3 × 3: every lattice point once, as before the generalization.
+    P = torch.empty(2, 1, 1, 9)
+    di.init_positions(P, (7, 7), "lattice")
+    Q = torch.empty(2, 1, 1, 9)
+    di.init_positions(Q, (7, 7), "spread", generator=torch.Generator().manual_seed(0))
+    assert float((Q - P).abs().max()) <= 1.5  # spacing 3

@@ -198,7 +198,8 @@ def integer_taps(
 #: Position initializations: ``"dcls"`` N(0, 0.5²) clamped to the support (the official
 #: package's), ``"uniform"`` over the support, ``"lattice"`` the taps of a dilated
 #: convolution (k taps per axis at the widest integer spacing that fits the support, k^d =
-#: kernel_count), ``"spread"`` that lattice jittered by up to half its spacing.
+#: kernel_count), ``"spread"`` that lattice jittered by up to half its spacing (for any
+#: kernel_count: m points evenly spaced over the smallest lattice with at least m).
 POSITION_INITS = ("dcls", "uniform", "lattice", "spread")
 
 
@@ -206,9 +207,17 @@ def _lattice_side(kernel_count: int, ndim: int) -> int:
     """k with k^ndim = kernel_count, or a ValueError naming kernel_count."""
     side = round(kernel_count ** (1 / ndim))
     if side**ndim != kernel_count:
-        raise ValueError(f"position_init 'lattice'/'spread' places k taps per axis, so "
+        raise ValueError(f"position_init 'lattice' places k taps per axis, so "
                          f"kernel_count must be a perfect {ndim}-th power for "
                          f"{ndim} position coordinates, got kernel_count={kernel_count}")
+    return side
+
+
+def _covering_side(kernel_count: int, ndim: int) -> int:
+    """The smallest k with k^ndim >= kernel_count (the lattice "spread" subsamples)."""
+    side = max(1, round(kernel_count ** (1 / ndim)))
+    while side**ndim < kernel_count:
+        side += 1
     return side
 
 
@@ -252,10 +261,12 @@ def init_positions(P: torch.Tensor, sizes: Sequence[int], kind: str,
         elif kind == "dcls":
             P[i].normal_(0.0, 0.5, generator=generator).clamp_(-lim, lim)
         else:
-            side = _lattice_side(m, d)
-            # Tap j sits at lattice index (j // side^(d-1-i)) % side along coordinate i:
-            # all side^d combinations, whichever kernel axis each coordinate moves along.
-            index = (torch.arange(m) // side ** (d - 1 - i)) % side
+            side = _lattice_side(m, d) if kind == "lattice" else _covering_side(m, d)
+            # Tap j sits at lattice point p_j, index (p_j // side^(d-1-i)) % side along
+            # coordinate i: all side^d combinations for a full lattice (whichever kernel axis
+            # each coordinate moves along), m of them evenly spaced in that order otherwise.
+            points = torch.linspace(0, side**d - 1, m).round().long()
+            index = (points // side ** (d - 1 - i)) % side
             offsets = lattice_offsets(side, size).to(P)[index]
             P[i].copy_(offsets.expand_as(P[i]))
             if kind == "spread":
@@ -384,7 +395,7 @@ class _DclsBase(nn.Module):
             )
         self.weight = nn.Parameter(torch.empty(shape, **factory))
         self.P = nn.Parameter(torch.empty(self.position_ndim, *shape, **factory))
-        if position_init in ("lattice", "spread"):
+        if position_init == "lattice":
             _lattice_side(kernel_count, self.position_ndim)  # validate before allocating
         if version in ("max", "gauss"):
             self.SIG = nn.Parameter(torch.empty(self.position_ndim, *shape, **factory))
@@ -543,15 +554,16 @@ _LAYER_DOC = r"""{d}-D convolution with learnable spacings, a drop-in for ``nn.C
     ``"lattice"`` on a dilated convolution's taps (kernel_count = k^{d}, the widest integer
     spacing that fits), so an untrained ``v1`` layer *is* that dilated convolution (up to
     the normalization's 1/(1 + 1e-7)); ``"spread"`` that lattice jittered by up to half its
-    spacing. With ``v0``/``v1`` the lattice is a trap: at integer positions the bilinear
+    spacing (any kernel_count: m points evenly spaced over the smallest lattice with at
+    least m). With ``v0``/``v1`` the lattice is a trap: at integer positions the bilinear
     kernel's position gradient is exactly zero (as in the official package), so those taps
     never move — use ``"spread"`` there. Measured on scikit-learn's digits placed on a 32×32
     canvas (``diffnum reproduce dcls``, part (d), full run, 3 seeds, 9 taps in a 7×7
     support): gauss lattice 0.916 ± 0.011, spread 0.904 ± 0.018, dcls 0.839 ± 0.042; v1
     spread 0.879 ± 0.019, lattice 0.844 ± 0.039 (taps never moved), dcls 0.797 ± 0.015;
-    a dilated 3×3 with the same weights 0.852 ± 0.052. The default stays ``"dcls"`` for
-    parity with the official package, because ``"lattice"``/``"spread"`` need a
-    kernel_count that is a perfect power.
+    a dilated 3×3 with the same weights 0.852 ± 0.052. The default stays ``"dcls"``, the
+    official package's, so that a model ported from ``dcls`` starts where it did there;
+    ``"spread"`` is the measured better start for both versions.
 
     Example::
 
