@@ -313,3 +313,19 @@ def test_integer_taps_are_buffers_and_weights_keep_training():
     assert layer.integer_taps is None and "integer_tap_index" not in layer.state_dict()
     with pytest.raises(TypeError, match="enabled"):
         layer.use_integer_taps("yes")
+
+
+def test_round_to_integer_taps_switches_every_layer_and_keeps_weights_trainable():
+    torch.manual_seed(0)
+    first = interp.Dcls2d(2, 2, 4, dilated_kernel_size=5, padding=2)
+    second = interp.Dcls1d(2, 2, 3, dilated_kernel_size=7, padding=3, version="v1")
+    with torch.no_grad():
+        second.P.fill_(10.0)  # out of the support: the helper clamps before rounding
+    model = nn.ModuleList([nn.Sequential(first, nn.ReLU()), second])
+    layers = interp.round_to_integer_taps(model)
+    assert layers == [first, second]
+    assert all(layer.integer_taps is not None for layer in layers)
+    assert all(torch.equal(layer.P, layer.P.round()) for layer in layers)
+    assert float(second.P.max()) == 3.0
+    first(torch.randn(1, 2, 6, 6)).square().sum().backward()
+    assert first.weight.grad is not None and first.P.grad is None

@@ -19,7 +19,8 @@ Map of the pillar:
   triangle / cubic B-spline, differentiable w.r.t. values, coordinates and widths;
   :func:`spline_coefficients` (cubic prefilter, as ``scipy.ndimage.spline_filter``).
 - Inference: ``layer.round_positions()``, :func:`integer_taps` / ``layer.export_integer_taps()``
-  → :class:`IntegerTaps`, and ``layer.use_integer_taps()``.
+  → :class:`IntegerTaps`, and ``layer.use_integer_taps()``; :func:`round_to_integer_taps`
+  does the three for every layer of a model (then train the weights a few steps).
 
 Arguments are checked up front and bad ones raise ``ValueError``/``TypeError`` naming the
 argument: tensors must be float32/float64 with matching dtype and device, and finite (NaN/inf
@@ -46,6 +47,7 @@ from diffnum.interp._layers import (
     integer_taps,
     lattice_offsets,
     parameter_groups,
+    round_to_integer_taps,
 )
 from diffnum.interp._sigma import SigmaSchedule, set_sigma
 from diffnum.interp._splat import gather, splat, spline_coefficients
@@ -71,6 +73,7 @@ __all__ = [
     "lattice_offsets",
     "parameter_groups",
     "position_axes",
+    "round_to_integer_taps",
     "set_sigma",
     "splat",
     "spline_coefficients",

@@ -779,6 +779,29 @@ def clamp_parameters(module: nn.Module) -> None:
         layer.clamp_parameters()
 
 
+def round_to_integer_taps(module: nn.Module) -> list[_DclsBase]:
+    """Clamp, round and switch every DCLS layer of ``module`` to integer-tap mode; returns
+    the layers. The first half of the recipe after training (see
+    :meth:`~Dcls2d.round_positions` for its measured cost): then train the weights a few
+    steps — the positions no longer receive gradients — and export.
+
+    Example::
+
+        >>> import torch
+        >>> import diffnum.interp as di
+        >>> net = torch.nn.Sequential(di.Dcls1d(2, 2, 3, dilated_kernel_size=7, padding=3))
+        >>> layers = di.round_to_integer_taps(net)
+        >>> bool((layers[0].P == layers[0].P.round()).all()), layers[0].integer_taps is not None
+        (True, True)
+    """
+    layers = dcls_layers(module)
+    for layer in layers:
+        layer.clamp_parameters()
+        layer.round_positions()
+        layer.use_integer_taps()
+    return layers
+
+
 def parameter_groups(
     module: nn.Module, lr: float, *, weight_decay: float = 0.0, position_lr_scale: float = 1.0
 ) -> list[dict]:

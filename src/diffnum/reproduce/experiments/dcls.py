@@ -386,9 +386,7 @@ def _rounded(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
     BatchNorm statistics recomputed: label-free): test accuracy as is, and after
     ``ROUND_FINETUNE_EPOCHS`` of training the weights at the rounded positions (AdamW at
     ``ROUND_FINETUNE_LR``, cosine to 0) — the recipe that goes with rounding."""
-    for layer in interp.dcls_layers(model):
-        layer.round_positions()
-        layer.use_integer_taps()
+    interp.round_to_integer_taps(model)
     x, y = train
     _precise_batch_norm(model, x)
     rounded = _test_accuracy(model, test)
