@@ -74,9 +74,9 @@ def test_compaction_in_the_mixture_changes_no_result(monkeypatch):
     compact, grad_compact = run(True)
     assert len(set(plain.steps.flatten().tolist())) > 1
     assert torch.equal(plain.status, compact.status)
-    # Elementwise pow (in R(u)) is vectorized, and a batch of another size moves an element's
-    # last entries into the loop's scalar tail: 1-ulp differences in its residual once the
-    # running set first shrinks. Experts that finished by then are bitwise equal; the later
+    # Elementwise pow (in R(u)) rounds the same values differently in the last bit in a
+    # batch of another size (measured: the vectorized loop lays the data out differently),
+    # so an expert's residual changes by an ulp once the running set first shrinks. Experts that finished by then are bitwise equal; the later
     # ones agree to the solve's tolerance (one, in a flat valley, takes 32 steps instead of
     # 47 to its solution; one stops at max_steps in both runs).
     first = plain.steps == plain.steps.min()

@@ -566,8 +566,9 @@ def least_squares(fn: Callable[..., torch.Tensor], y0: Any, args: Any = (), *,
             batch shape are indexed along them; ``fn`` must not close over batched tensors.
             The iterates are bitwise those of ``compact=False``, except that vectorized
             elementwise functions (``pow``, ``exp``) may round an element's last bit
-            differently in a batch of another size (its entries move into the loop's scalar
-            tail): an element whose iteration amplifies that can reach its solution along
+            differently in a batch of another size (measured for ``pow`` on the same values:
+            the vectorized loop lays the data out differently): an element whose iteration
+            amplifies that can reach its solution along
             another path, equal within the tolerances. Used in the normal-equation
             form (m ≥ n), without ``fused`` and with the implicit adjoint; ignored otherwise.
             With it, ``NONFINITE`` elements are also left out of the implicit adjoint, so they
