@@ -76,9 +76,10 @@ def test_compaction_in_the_mixture_changes_no_result(monkeypatch):
     assert torch.equal(plain.status, compact.status)
     # Elementwise pow (in R(u)) rounds the same values differently in the last bit in a
     # batch of another size (measured: the vectorized loop lays the data out differently),
-    # so an expert's residual changes by an ulp once the running set first shrinks. Experts that finished by then are bitwise equal; the later
-    # ones agree to the solve's tolerance (one, in a flat valley, takes 32 steps instead of
-    # 47 to its solution; one stops at max_steps in both runs).
+    # so an expert's residual changes by an ulp once the running set first shrinks. Experts
+    # that finished by then are bitwise equal; the later ones agree to the solve's tolerance
+    # (one, in a flat valley, takes 32 steps instead of 47 to its solution; one stops at
+    # max_steps in both runs).
     first = plain.steps == plain.steps.min()
     assert torch.equal(plain.weights[first], compact.weights[first])
     assert torch.equal(plain.steps, torch.where(first, compact.steps, plain.steps))
