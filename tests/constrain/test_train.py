@@ -7,7 +7,13 @@ import math
 import pytest
 import torch
 
-from diffnum.constrain import PhysicsProblem, TrainConfig, evaluate, train
+from diffnum.constrain import (
+    PhysicsProblem,
+    TrainConfig,
+    evaluate,
+    particular_solution,
+    train,
+)
 from diffnum.pde import Heat1D, uniform_grid
 
 
@@ -184,8 +190,9 @@ def test_soft_on_the_particular_solution():
     initial = problem.test_initial[:2]
     u, _ = model(initial)
     empty = torch.zeros(2, problem.grid.size, 1, dtype=torch.float64)
-    _, u_p = problem.pde.lift(empty, problem.grid, initial)
+    _, u_p = problem.pde.lift(empty, problem.grid, initial)  # by hand, as the helper does
     assert torch.equal(u, u_p.reshape(u.shape))
+    assert torch.equal(particular_solution(problem.pde, problem.grid, initial), u)
     result = train(config, problem)
     assert all(math.isfinite(h["loss"]) for h in result.history)
     with pytest.raises(ValueError, match="lift=True is for method='soft'"):

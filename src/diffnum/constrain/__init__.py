@@ -28,6 +28,7 @@ from diffnum.constrain._layer import (
     MixtureOfExperts,
     expert_residual,
     interior_mask,
+    particular_solution,
 )
 from diffnum.constrain._partition import expert_index, partition_domain, unpartition_domain
 from diffnum.constrain._train import (
@@ -53,6 +54,7 @@ __all__ = [
     "expert_residual",
     "init_distributed",
     "interior_mask",
+    "particular_solution",
     "partition_domain",
     "physics_loss",
     "train",

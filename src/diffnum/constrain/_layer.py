@@ -240,6 +240,29 @@ def expert_residual(pde, terms: Mapping[str, torch.Tensor], weights: torch.Tenso
     return pde.pointwise_residual(fields).unflatten(-1, grid.shape)
 
 
+def particular_solution(pde, grid: Grid, initial: torch.Tensor) -> torch.Tensor:
+    """u_p of the elimination for initial conditions ``(b, *initial points)``: what a
+    hard-constrained prediction is with w = 0 (u₀ with the boundary values blended in, see
+    ``pde.lift``), shape ``(b, *grid.shape)``.
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.constrain import particular_solution
+        >>> from diffnum.pde import DiffusionSorption1D, uniform_grid
+        >>> grid = uniform_grid({"x": (0.0, 1.0, 8), "t": (0.0, 500.0, 4)})
+        >>> u0 = torch.full((1, 8), 0.1, dtype=torch.float64)
+        >>> u_p = particular_solution(DiffusionSorption1D(), grid, u0)
+        >>> u_p.shape, float(u_p[0, 3, 0]), float(u_p[0, 0, 2])  # u₀ at t₀, u(0, t) = 1
+        (torch.Size([1, 8, 4]), 0.1, 1.0)
+    """
+    check_pde("pde", pde, ("lift",))
+    check_grid(grid)
+    empty = initial.new_zeros(initial.shape[0], grid.size, 1)
+    _, u_p = pde.lift(empty, grid, initial)
+    return u_p.reshape(initial.shape[0], *grid.shape)
+
+
 def interior_mask(pde, grid: Grid) -> torch.Tensor:
     """Where the PDE itself is collocated and penalised, shape ``grid.shape``:
     ``pde.collocation_mask(grid)`` — every grid point that carries no initial or boundary

@@ -36,6 +36,7 @@ from diffnum.constrain._layer import (
     check_pde,
     expert_residual,
     interior_mask,
+    particular_solution,
 )
 from diffnum.models import FNO
 from diffnum.pde import Grid
@@ -336,9 +337,8 @@ class ConstrainedModel(nn.Module):
         if self.layer is None:
             if not self.config.lift:
                 return out[:, 0], None
-            empty = out.new_zeros(out.shape[0], self.grid.size, 1)
-            _, u_p = self.pde.lift(empty, self.grid, initial.to(out.dtype))
-            return out[:, 0] + u_p.reshape(out.shape[0], *self.grid.shape), None
+            return out[:, 0] + particular_solution(self.pde, self.grid,
+                                                   initial.to(out.dtype)), None
         basis = out.flatten(2).transpose(1, 2)  # (b, P, N)
         solution = self.layer(basis, self.grid, initial, generator=generator)
         return solution.u, solution

@@ -20,6 +20,7 @@ from diffnum.constrain import (
     PhysicsProblem,
     TrainConfig,
     evaluate,
+    particular_solution,
     physics_loss,
     train,
 )
@@ -258,7 +259,7 @@ def _baselines(ctx: Context, label: str, problem: PhysicsProblem, s: dict[str, A
     rows = [_field_row("reference solution (scored against itself)", problem.test_solution,
                        problem, soft),
             _field_row("persistence (u = u₀)", persistence, problem, soft)]
-    u_p = _particular(problem)
+    u_p = particular_solution(problem.pde, grid, problem.test_initial)
     if not torch.equal(u_p, persistence):
         rows.append(_field_row("particular solution u_p of the elimination (w = 0)", u_p,
                                problem, soft))
@@ -268,15 +269,6 @@ def _baselines(ctx: Context, label: str, problem: PhysicsProblem, s: dict[str, A
     if grid.size <= _MINIMIZER_MAX_POINTS:
         rows.append(_loss_minimizer_row(problem, soft))
     return rows
-
-
-def _particular(problem: PhysicsProblem) -> torch.Tensor:
-    """u_p of the elimination for every held-out u₀ (what a hard-constrained prediction is
-    with w = 0), shape ``(n_test, *grid.shape)``."""
-    grid, initial = problem.grid, problem.test_initial
-    empty = initial.new_zeros(initial.shape[0], grid.size, 1)
-    _, u_p = problem.pde.lift(empty, grid, initial)
-    return u_p.reshape(-1, *grid.shape)
 
 
 def _swapped(model, layer) -> Any:
