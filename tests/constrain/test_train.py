@@ -199,3 +199,37 @@ def test_soft_on_the_particular_solution():
         TrainConfig(method="hard", lift=True)
     with pytest.raises(TypeError, match="lift must be True or False"):
         TrainConfig(method="soft", lift=1)
+
+
+@pytest.mark.parametrize("method", ["soft", "hard"])
+def test_initial_rate_input_is_the_pdes_rate_at_t0(method):
+    """initial_rate=True: the second input channel is ∂ₜu(·, t₀) = −F(u₀), here κ·u₀,xx of
+    the heat equation, which for sin(kx) modes is −κk²·u₀ up to the stencil's O(h²) error,
+    constant along t; the first channel is u₀ as before; it trains; the setting is checked
+    and absent from old digests."""
+    from dataclasses import replace
+
+    from diffnum.constrain._train import ConstrainedModel
+
+    problem = heat_problem()
+    config = TrainConfig(method=method, initial_rate=True, steps=2, **SMALL)
+    assert "initial_rate" in config.record()
+    assert "initial_rate" not in replace(config, initial_rate=False).record()
+    model = ConstrainedModel(config, problem.pde, problem.grid)
+    x = problem.grid.coordinates[0]
+    u0 = torch.stack([torch.sin(math.pi * x), torch.sin(3 * math.pi * x)]).double()
+    inputs = model.network_input(u0)
+    assert inputs.shape == (2, 2, *problem.grid.shape)
+    assert torch.equal(inputs[:, 0], u0[..., None].expand(2, *problem.grid.shape))
+    rate = inputs[:, 1]
+    assert torch.equal(rate, rate[..., :1].expand_as(rate))  # broadcast along t
+    for row, k in zip(rate[..., 0], (math.pi, 3 * math.pi)):
+        exact = -0.1 * k**2 * torch.sin(k * x)
+        gap = float((row - exact)[1:-1].abs().max() / exact.abs().max())
+        assert gap < 0.05 * (k / math.pi) ** 2  # O((kh)²) on 16 nodes
+    plain = ConstrainedModel(replace(config, initial_rate=False), problem.pde, problem.grid)
+    assert torch.equal(plain.network_input(u0)[:, 0], inputs[:, 0])
+    result = train(config, problem)
+    assert all(math.isfinite(h["loss"]) for h in result.history)
+    with pytest.raises(TypeError, match="initial_rate must be True or False"):
+        TrainConfig(initial_rate=1)

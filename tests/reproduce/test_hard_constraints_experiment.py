@@ -37,18 +37,32 @@ def test_toy_run_writes_tables_figures_and_resumes(tmp_path, monkeypatch):
         swaps = section.results["layer_swaps"][label]
         assert [s["method"] for s in swaps] == [
             "PI-HC-MoE (K=4) layer on PI-HC's trained basis",
-            "PI-HC layer on PI-HC-MoE (K=4)'s trained basis"]
+            "PI-HC layer on PI-HC-MoE (K=4)'s trained basis",
+            "best fit to the reference in PI-HC's trained span (oracle)",
+            "best fit to the reference in PI-HC-MoE (K=4)'s trained span (oracle)"]
         assert all(s["relative_l2_initial"] <= 1e-12 for s in swaps)
+        # The oracle fits the reference in each span: no worse than w = 0 (u_p), and the
+        # mixture's per-block fit no worse than its solve.
+        rows = section.results[label]
+        assert swaps[3]["relative_l2_mean"] <= rows[2]["relative_l2_mean"] + 1e-12
+        assert swaps[2]["relative_l2_mean"] <= rows[1]["relative_l2_mean"] + 1e-12
         assert f"| {swaps[0]['method']} |" in section.markdown
     assert "Swapping layers after training" in section.markdown
     assert "| persistence (u = u₀) |" in section.markdown
     # Diffusion–sorption adds the mixture trained on its experts' own residuals.
     assert [r["method"] for r in section.results["ds"]][3] == (
         "PI-HC-MoE (K=4, experts' residuals)")
-    # Both PDEs end with PI-SC given the hard methods' particular solution.
-    for label, count in (("ds", 5), ("ns", 4)):
-        assert len(section.results[label]) == count
-        assert section.results[label][-1]["method"] == "PI-SC on u_p"
+    # Both PDEs have PI-SC given the hard methods' particular solution; Navier–Stokes runs
+    # every method with the rate input and adds PI-SC and PI-HC without it.
+    assert [r["method"] for r in section.results["ds"]][-1] == "PI-SC on u_p"
+    assert [(r["method"], r["initial_rate"]) for r in section.results["ns"]] == [
+        ("PI-SC", True), ("PI-HC", True), ("PI-HC-MoE (K=4)", True), ("PI-SC on u_p", True),
+        ("PI-SC, u₀ input only", False), ("PI-HC, u₀ input only", False)]
+    assert not any(r["initial_rate"] for r in section.results["ds"])
+    assert "The rate input ∂ₜu(t₀) = −F(u₀) (without → with): PI-SC" in section.markdown
+    assert "| first-order step u₀ + t·∂ₜu(t₀) (the rate input alone) |" in _table_of(
+        section.markdown, "Navier")
+    assert "Best fits of the reference in the trained spans" in section.markdown
     assert "Trained on its experts' own residuals instead" in section.markdown
     assert "Given the same particular solution u_p" in section.markdown
     # Diffusion–sorption's u_p (u₀ with the corner layers) is a baseline row of its own; on

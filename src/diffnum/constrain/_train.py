@@ -119,7 +119,7 @@ class PhysicsProblem(OneLineRepr):
 
 
 # Fields added after the first checkpoints were written, with their defaults.
-_LATER_FIELDS = {"residual": "assembled", "lift": False}
+_LATER_FIELDS = {"residual": "assembled", "lift": False, "initial_rate": False}
 
 
 @dataclass(frozen=True)
@@ -166,6 +166,12 @@ class TrainConfig:
         lift: ``soft`` only: the network predicts u − u_p, u_p the particular solution of
             the hard methods' elimination (``pde.lift``: u₀ with the boundary values blended
             in), so PI-SC starts from the prior PI-HC has; the conditions stay soft.
+        initial_rate: the network sees, beside u₀, the rate the PDE gives it at t₀,
+            ∂ₜu(·, t₀) = −F(u₀) (the residual of the constant-in-time field u₀, whose own
+            ∂ₜ is zero), broadcast along t as a second input channel. On Navier–Stokes this
+            is −(v₀·∇ω₀ − νΔω₀): the advection term is a product of two global functionals
+            of ω₀ that a small FNO does not form from ω₀ alone. Every method of a comparison
+            gets the same inputs.
 
     Example::
 
@@ -199,6 +205,7 @@ class TrainConfig:
     parallel: str = "experts"
     residual: str = "assembled"
     lift: bool = False
+    initial_rate: bool = False
 
     def __post_init__(self) -> None:
         check_one_of("method", self.method, METHODS)
@@ -211,6 +218,8 @@ class TrainConfig:
                              f"(method='moe'), got method={self.method!r}")
         if not isinstance(self.lift, bool):
             raise TypeError(f"lift must be True or False, got {self.lift!r}")
+        if not isinstance(self.initial_rate, bool):
+            raise TypeError(f"initial_rate must be True or False, got {self.initial_rate!r}")
         if self.lift and self.method != "soft":
             raise ValueError(f"lift=True is for method='soft' (the hard methods lift with "
                              f"constraints='eliminate'), got method={self.method!r}")
@@ -298,7 +307,8 @@ class ConstrainedModel(nn.Module):
         super().__init__()
         self.config, self.pde, self.grid = config, pde, grid
         out = 1 if config.method == "soft" else config.n_basis
-        self.backbone = FNO(1, out, config.modes, config.width, config.depth, grid.ndim,
+        channels = 2 if config.initial_rate else 1  # u₀ (and its rate, see network_input)
+        self.backbone = FNO(channels, out, config.modes, config.width, config.depth, grid.ndim,
                             append_grid=True, padding=config.padding, dtype=torch.float64)
         self.layer: nn.Module | None = None
         if config.method != "soft":
@@ -326,10 +336,16 @@ class ConstrainedModel(nn.Module):
                            nn.parallel.DistributedDataParallel(self.backbone))
 
     def network_input(self, initial: torch.Tensor) -> torch.Tensor:
-        """u₀ broadcast along t as the one input channel, ``(b, 1, *grid.shape)``."""
+        """u₀ broadcast along t, ``(b, 1, *grid.shape)``; with ``config.initial_rate`` a
+        second channel, the rate −F(u₀) at t₀ broadcast along t, ``(b, 2, *grid.shape)``."""
         t_axis = self.grid.axis_index("t")
-        field = initial.unsqueeze(1 + t_axis).expand(initial.shape[0], *self.grid.shape)
-        return field.unsqueeze(1).to(torch.float64)
+        field = initial.to(torch.float64).unsqueeze(1 + t_axis).expand(initial.shape[0],
+                                                                       *self.grid.shape)
+        if not self.config.initial_rate:
+            return field.unsqueeze(1)
+        with torch.no_grad():  # a function of the data only
+            rate = -self.pde.residual(field, self.grid).select(1 + t_axis, 0)
+        return torch.stack([field, rate.unsqueeze(1 + t_axis).expand_as(field)], 1)
 
     def forward(self, initial: torch.Tensor, generator: torch.Generator | None = None):
         network = self.__dict__.get("_data_parallel") or self.backbone

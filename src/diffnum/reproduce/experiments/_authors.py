@@ -71,9 +71,10 @@ def authors_mapping(sizes: dict) -> str:
          "FNO3D: 8 layers, width 64, modes 8×8×8, GELU on output; input raw (t, x, y, ω₀); "
          "N = 64 (`models/fno3d.py`)",
          f"FNO: width {ns['width']}, modes {_fmt_modes(ns['modes'])}, depth {ns['depth']}, "
-         f"padding {ns['padding']}; input ω₀ + grid indices/n; linear output; "
-         f"N = {ns['n_basis']}",
-         "CPU scale (grid and step budget far smaller)"],
+         f"padding {ns['padding']}; input ω₀, its rate ∂ₜω(t₀) = −(v₀·∇ω₀ − νΔω₀) + grid "
+         f"indices/n; linear output; N = {ns['n_basis']}",
+         "CPU scale (grid and step budget far smaller); at this size the FNO does not form "
+         "the advection product from ω₀ alone (the report's \"u₀ input only\" rows)"],
         ["IC/BC, DS",
          "Rows in the LM problem: relative IC (Φw − u₀)/u₀ (repeated nt× in PI-HC), "
          "left/right BC rows from t₁ (`pdes/diffusion_sorption.py`)",
