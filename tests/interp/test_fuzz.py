@@ -190,6 +190,8 @@ LAYERS = {
     "Dcls3_1d": (interp.Dcls3_1d, dict(dense_kernel_size=(2, 2), dilated_kernel_size=3),
                  (1, 4, 4, 4, 4)),
     "Dcls2dK1d": (interp.Dcls2dK1d, dict(dilated_kernel_size=3), (2, 4, 6, 6)),
+    "DclsTranspose1d": (interp.DclsTranspose1d, dict(dilated_kernel_size=5), (2, 4, 9)),
+    "DclsTranspose2d": (interp.DclsTranspose2d, dict(dilated_kernel_size=3), (2, 4, 6, 6)),
 }
 
 
@@ -364,6 +366,12 @@ def _cases() -> list[Case]:
         c.append(bad_count(f"{name}(dense_kernel_size=·)",
                            lambda v, n=name: _layer(n, dense_kernel_size=v),
                            ("dense_kernel_size",)))
+    c.append(Case("count", "DclsTranspose2d(output_padding=·)",
+                  lambda v: _layer("DclsTranspose2d", output_padding=v), [*BAD_COUNT0, 1, (0,)],
+                  ("output_padding",), BAD_COUNT0_X))
+    c.append(Case("other", "DclsTranspose2d.forward(output_size=·)",
+                  lambda v: _layer("DclsTranspose2d")(_randn(2, 4, 6, 6), output_size=v),
+                  [7, [7], [9, 9], [7, 7.0], "88", (2, 2, 2, 2, 8, 8)], ("output_size",)))
     c.append(Case("other", "Dcls2dK1d(flat_dim=·)", lambda v: _layer("Dcls2dK1d", flat_dim=v),
                   [2, -1, True, 0.0], ("flat_dim",)))
     for arg in ("P", "SIG", "weight"):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import diffnum.snn as snn
@@ -58,6 +58,13 @@ def _delayed(**kw):
     args.update(kw)
     return snn.DelayedLinear(args.pop("in_features"), args.pop("out_features"),
                              args.pop("max_delay"), **args)
+
+
+def _delayed_conv(**kw):
+    args = dict(in_channels=2, out_channels=2, kernel_size=3, max_delay=5, padding=1)
+    args.update(kw)
+    return snn.DelayedConv2d(args.pop("in_channels"), args.pop("out_channels"),
+                             args.pop("kernel_size"), args.pop("max_delay"), **args)
 
 
 def _coincidence(**kw):
@@ -172,6 +179,41 @@ def _cases() -> list[Case]:
                   ("delays",)))
     c.append(Case("dtype", "DelayedLinear.set_delays(delays=·)", _set_delays,
                   [[[1.0] * 3] * 2, torch.ones(3, 2)], ("delays",)))
+    # DelayedConv2d (DelayedConv1d shares the code)
+    for arg in ("in_channels", "out_channels", "kernel_size", "max_delay", "stride",
+                "dilation", "groups"):
+        c.append(bad_count(f"DelayedConv2d({arg}=·)", lambda v, a=arg: _delayed_conv(**{a: v}),
+                           (arg,)))
+    c.append(bad_count("DelayedConv2d(padding=·)", lambda v: _delayed_conv(padding=v),
+                       ("padding",), zero_ok=True))
+    c.append(Case("count", "DelayedConv2d(max_delay=even)", lambda v: _delayed_conv(max_delay=v),
+                  [4], ("max_delay",)))
+    for arg, bad in (("version", ["max", "nope"]), ("padding_mode", ["mirror"]),
+                     ("conv_method", ["nope"]), ("padding", ["full"]),
+                     ("dtype", [torch.int64, torch.bfloat16])):
+        c.append(Case("other", f"DelayedConv2d({arg}=·)",
+                      lambda v, a=arg: _delayed_conv(**{a: v}), bad, (arg,)))
+    c.append(nonfinite("DelayedConv2d.forward(spikes=·)",
+                       lambda v: _delayed_conv()(inject(_current(2, 2, 4, 4, 6), v)),
+                       ("spikes",)))
+    c.append(Case("dtype", "DelayedConv2d.forward(spikes=·)", lambda v: _delayed_conv()(v),
+                  [_current(2, 2, 4, 4, 6, dtype=F64), torch.ones(2, 2, 4, 4, 6,
+                                                                  dtype=torch.int64)],
+                  ("spikes",)))
+    c.append(Case("other", "DelayedConv2d.forward(spikes with wrong channels)",
+                  lambda v: _delayed_conv()(_current(2, v, 4, 4, 6)), [1, 3], ("spikes",)))
+    c.append(Case("other", "DelayedConv2d.forward(spikes too small to pad)",
+                  lambda v: _delayed_conv(padding=2, padding_mode="reflect")(
+                      _current(1, 2, v, 4, 6)), [1, 2], ("padding",)))
+    c.append(Case("empty", "DelayedConv2d.forward(spikes with T = 0)",
+                  lambda v: _delayed_conv()(torch.ones(2, 2, 4, 4, v)), [0], ("spikes",),
+                  ok=finite((2, 2, 4, 4, 0))))
+    c.append(Case("empty", "DelayedConv2d.forward(spikes with batch = 0)",
+                  lambda v: _delayed_conv()(torch.ones(v, 2, 4, 4, 6)), [0], ("spikes",),
+                  ok=finite((0, 2, 4, 4, 6))))
+    c.append(Case("nonfinite", "DelayedConv2d.set_delays(delays=·)",
+                  lambda v: _delayed_conv().set_delays(torch.full((2, 2, 3, 3), v)),
+                  [NAN, INF, -1.0, 5.0], ("delays",)))
     # Readout / readout_logits
     for arg in ("in_features", "out_features"):
         c.append(bad_count(f"Readout({arg}=·)",
@@ -310,3 +352,34 @@ if __name__ == "__main__":
 
     torch.set_num_threads(1)
     print_census(CASES, verbose="-v" in sys.argv)
+
+
+@settings(max_examples=12, deadline=None)
+@given(d=st.sampled_from([1, 2]), channels=st.sampled_from([(1, 1, 1), (2, 3, 1), (2, 2, 2)]),
+       kernel=st.integers(1, 3), max_delay=st.sampled_from([1, 3, 5]),
+       space=st.integers(1, 5), steps=st.integers(1, 7), stride=st.integers(1, 2),
+       padding=st.integers(0, 2), dilation=st.integers(1, 2),
+       mode=st.sampled_from(["zeros", "reflect", "replicate", "circular"]),
+       fractional=st.booleans(), seed=st.integers(0, 2**16))
+def test_delayed_conv_equals_shifted_dense_convolutions(d, channels, kernel, max_delay, space,
+                                                        steps, stride, padding, dilation, mode,
+                                                        fractional, seed):
+    from tests.snn.test_delayed_conv import LAYERS, reference
+
+    in_channels, out_channels, groups = channels
+    assume(space + 2 * padding >= dilation * (kernel - 1) + 1)
+    assume(mode != "reflect" or padding < space)
+    assume(mode != "circular" or padding <= space)
+    g = torch.Generator().manual_seed(seed)
+    layer = LAYERS[d](in_channels, out_channels, kernel, max_delay, stride, padding,
+                      dilation=dilation, groups=groups, padding_mode=mode, version="v0",
+                      bias=True, dtype=F64)
+    shape = layer.delays().shape
+    delays = (torch.rand(shape, generator=g, dtype=F64) * (max_delay - 1) if fractional
+              else torch.randint(0, max_delay, shape, generator=g).to(F64))
+    layer.set_delays(delays)
+    x = torch.rand(2, in_channels, *[space] * d, steps, generator=g, dtype=F64)
+    out = layer(x)
+    expected = reference(layer, x, delays)
+    assert out.shape == expected.shape
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)

@@ -8,7 +8,9 @@ Map of the pillar:
   (O(m·2^d)) and separable (exact, O(m·Σs)) constructions. :func:`position_axes` tells
   which kernel axis each position coordinate moves along.
 - Layers :class:`Dcls1d`, :class:`Dcls2d`, :class:`Dcls3d` (drop-in ``nn.ConvNd``), partial
-  variants :class:`Dcls2_1d`, :class:`Dcls3_1d`, :class:`Dcls2dK1d`; functional
+  variants :class:`Dcls2_1d`, :class:`Dcls3_1d`, :class:`Dcls2dK1d`; transposed
+  :class:`DclsTranspose1d`, :class:`DclsTranspose2d` (drop-in ``nn.ConvTransposeNd``, the
+  adjoints of ``Dcls1d``/``Dcls2d`` with the same parameters); functional
   :func:`dcls_conv`; :func:`convolve` (dense-kernel convolution with path selection).
 - Position initializations ``POSITION_INITS`` (``position_init=`` of every layer):
   :func:`init_positions`, :func:`lattice_offsets` (a dilated convolution's taps).
@@ -39,6 +41,8 @@ from diffnum.interp._layers import (
     Dcls2dK1d,
     Dcls3_1d,
     Dcls3d,
+    DclsTranspose1d,
+    DclsTranspose2d,
     IntegerTaps,
     clamp_parameters,
     dcls_conv,
@@ -60,6 +64,8 @@ __all__ = [
     "Dcls2dK1d",
     "Dcls3_1d",
     "Dcls3d",
+    "DclsTranspose1d",
+    "DclsTranspose2d",
     "IntegerTaps",
     "SigmaSchedule",
     "clamp_parameters",

@@ -7,11 +7,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from diffnum._core.summary import OneLineRepr
 from diffnum._core.validation import (
     check_count,
+    check_finite,
     check_int_in_range,
     check_one_of,
     check_positive,
@@ -386,7 +388,8 @@ class _DclsBase(nn.Module):
         # buffer, so they follow .to() and state_dict; the weights stay the live parameter.
         self.register_buffer("integer_tap_index", None)
         factory = {"device": device, "dtype": dtype}
-        shape = (out_channels, in_channels // groups, *self.dense_kernel_size, kernel_count)
+        shape = (*self._weight_channels(in_channels, out_channels, groups),
+                 *self.dense_kernel_size, kernel_count)
         if math.prod(shape) * self.position_ndim > MAX_ELEMENTS:
             raise ValueError(
                 f"in_channels, out_channels and kernel_count give P {self.position_ndim} × "
@@ -406,6 +409,11 @@ class _DclsBase(nn.Module):
         else:
             self.register_parameter("bias", None)
         self.reset_parameters()
+
+    @staticmethod
+    def _weight_channels(in_channels: int, out_channels: int, groups: int) -> tuple[int, int]:
+        """The weight's two channel axes, ``(C_out, C_in/groups)`` as ``nn.ConvNd``'s."""
+        return out_channels, in_channels // groups
 
     def reset_parameters(self) -> None:
         """Kaiming-uniform weights (a = √5), positions by ``position_init`` (see the class),
@@ -497,6 +505,15 @@ class _DclsBase(nn.Module):
         return self._support()
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        self._check_input(input)
+        return convolve(input, self.kernel(), self.bias, stride=self.stride,
+                        padding=self.padding, dilation=self.dilation, groups=self.groups,
+                        padding_mode=self.padding_mode, method=self.conv_method,
+                        support=self._conv_support())
+
+    def _check_input(self, input: torch.Tensor) -> None:
+        """``input`` is ``(N, C_in, *spatial)`` or ``(C_in, *spatial)`` in the layer's dtype
+        and device."""
         real_floating_dtype("input", input, low_precision=True)
         if input.dtype != self.weight.dtype or input.device != self.weight.device:
             raise TypeError(f"input must have the layer's dtype and device ({self.weight.dtype}, "
@@ -512,10 +529,6 @@ class _DclsBase(nn.Module):
                 f"input must have {self.in_channels} channels (dim {channel_dim}), "
                 f"got shape {tuple(input.shape)}"
             )
-        return convolve(input, self.kernel(), self.bias, stride=self.stride,
-                        padding=self.padding, dilation=self.dilation, groups=self.groups,
-                        padding_mode=self.padding_mode, method=self.conv_method,
-                        support=self._conv_support())
 
     def extra_repr(self) -> str:
         text = (f"{self.in_channels}, {self.out_channels}, kernel_count={self.kernel_count}, "
@@ -631,6 +644,159 @@ class Dcls3d(_DclsBase):
                          dilation=dilation, construct_method=construct_method,
                          conv_method=conv_method, position_init=position_init,
                          device=device, dtype=dtype, use_implicit_gemm=use_implicit_gemm)
+
+
+_CONV_TRANSPOSE = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+
+
+class _DclsTransposeBase(_DclsBase):
+    """A DCLS kernel applied with ``F.conv_transpose{d}d``: weight ``(C_in, C_out/groups, m)``,
+    positions ``(d, C_in, C_out/groups, m)`` (``nn.ConvTransposeNd``'s channel layout)."""
+
+    transposed = True
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_count: int,
+                 stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0,
+                 dilated_kernel_size: int | Sequence[int] = 1, groups: int = 1,
+                 bias: bool = True, padding_mode: str = "zeros", version: str = "gauss", *,
+                 output_padding: int | Sequence[int] = 0, dilation: int | Sequence[int] = 1,
+                 construct_method: str = "auto", conv_method: str = "auto",
+                 position_init: str = "dcls", device=None, dtype=None) -> None:
+        if isinstance(padding, str):
+            raise ValueError(f"padding must be an int or a sequence of {self.conv_ndim} ints "
+                             f"for a transposed convolution (no 'same'/'valid', as "
+                             f"nn.ConvTranspose{self.conv_ndim}d), got {padding!r}")
+        check_one_of("padding_mode", padding_mode, ("zeros",))
+        # One path: F.conv_transpose{d}d with the dense kernel (the FFT and shift paths of
+        # convolve() are forward correlations).
+        check_one_of("conv_method", conv_method, ("auto", "dense"))
+        super().__init__(in_channels, out_channels, kernel_count, stride, padding,
+                         dilated_kernel_size, groups, bias, padding_mode, version,
+                         dilation=dilation, construct_method=construct_method,
+                         conv_method=conv_method, position_init=position_init,
+                         device=device, dtype=dtype)
+        self._output_padding = normalize_size("output_padding", output_padding,
+                                              self.conv_ndim, low=0)
+        for op, st, dil in zip(self._output_padding, self.stride, self.dilation):
+            if op >= max(st, dil):
+                raise ValueError(f"output_padding must be smaller than stride or dilation "
+                                 f"(per axis), got output_padding={self._output_padding} with "
+                                 f"stride={self.stride}, dilation={self.dilation}")
+
+    @staticmethod
+    def _weight_channels(in_channels: int, out_channels: int, groups: int) -> tuple[int, int]:
+        return in_channels, out_channels // groups
+
+    @property
+    def output_padding(self) -> tuple[int, ...]:
+        """Extra size added to one side of each output axis, as ``nn.ConvTransposeNd``'s."""
+        return self._output_padding
+
+    def _min_output_size(self, spatial: Sequence[int]) -> list[int]:
+        """(n − 1)·stride − 2·padding + dilation·(s − 1) + 1 per axis (no output_padding)."""
+        return [(n - 1) * st - 2 * p + dil * (k - 1) + 1 for n, st, p, dil, k in
+                zip(spatial, self.stride, self.padding, self.dilation, self.kernel_size)]
+
+    def _output_padding_for(self, spatial: Sequence[int],
+                            output_size: Sequence[int] | None) -> tuple[int, ...]:
+        least = self._min_output_size(spatial)
+        if output_size is None:
+            padding = self._output_padding
+        else:
+            if (not isinstance(output_size, Sequence) or isinstance(output_size, str)
+                    or len(output_size) not in range(self.conv_ndim, self.conv_ndim + 3)
+                    or not all(isinstance(v, int) and not isinstance(v, bool)
+                               for v in output_size)):
+                raise TypeError(f"output_size must be None or a sequence of "
+                                f"{self.conv_ndim} ints (optionally after N and C), "
+                                f"got {output_size!r}")
+            size = tuple(output_size)[-self.conv_ndim:]
+            if any(not lo <= v <= lo + st - 1 for v, lo, st in zip(size, least, self.stride)):
+                raise ValueError(f"output_size must lie between {tuple(least)} and "
+                                 f"{tuple(lo + st - 1 for lo, st in zip(least, self.stride))} "
+                                 f"for this input and stride, got {size}")
+            padding = tuple(v - lo for v, lo in zip(size, least))
+        if any(lo + op < 1 for lo, op in zip(least, padding)):
+            raise ValueError(f"padding={self.padding} is too large for input spatial size "
+                             f"{tuple(spatial)}: the output would have size "
+                             f"{tuple(lo + op for lo, op in zip(least, padding))}")
+        return padding
+
+    def forward(self, input: torch.Tensor,
+                output_size: Sequence[int] | None = None) -> torch.Tensor:
+        self._check_input(input)
+        spatial = tuple(input.shape[-self.conv_ndim:])
+        if min(spatial) < 1:
+            raise ValueError(f"input must have non-empty spatial dims, got shape "
+                             f"{tuple(input.shape)}")
+        check_finite("input", input)
+        output_padding = self._output_padding_for(spatial, output_size)
+        unbatched = input.ndim == self.conv_ndim + 1
+        x = input.unsqueeze(0) if unbatched else input
+        out = _CONV_TRANSPOSE[self.conv_ndim](x, self.kernel(), self.bias, self.stride,
+                                              self.padding, output_padding, self.groups,
+                                              self.dilation)
+        return out.squeeze(0) if unbatched else out
+
+    def extra_repr(self) -> str:
+        text = super().extra_repr()
+        if any(self._output_padding):
+            text += f", output_padding={self._output_padding}"
+        return text
+
+
+_TRANSPOSE_DOC = r"""{d}-D transposed convolution with learnable spacings, the counterpart of
+    :class:`Dcls{d}d` as ``nn.ConvTranspose{d}d`` is of ``nn.Conv{d}d``.
+
+    ``y = conv_transpose{d}d(x, K) + bias``: every input sample spreads the kernel over the
+    output, y[n, o, i·stride − padding + j·dilation] += Σ_c x[n, c, i] K[c, o, j] (channels
+    within a group), with K[c, o, j] = Σ_k w_k Φ(j − q_k)/Z_k built by
+    :func:`construct_kernel` from ``weight (C_in, C_out/groups, m)``, positions
+    ``P ({d}, C_in, C_out/groups, m)`` and, for ``gauss``/``max``, widths ``SIG`` of P's
+    shape: ``nn.ConvTranspose{d}d``'s weight layout, input channels first. Output size per
+    axis (n − 1)·stride − 2·padding + dilation·(s − 1) + output_padding + 1, as torch's.
+
+    It is the adjoint of :class:`Dcls{d}d` with the *same* ``weight``, ``P`` and ``SIG``:
+    ``Dcls{d}d(A, B, …)`` and ``DclsTranspose{d}d(B, A, …)`` (channels swapped; same
+    kernel_count, stride, padding, dilated_kernel_size, groups, version, dilation; no bias)
+    have parameters of the same shapes (a ``state_dict`` copies across) and satisfy
+    ⟨Dcls{d}d(x), y⟩ = ⟨x, DclsTranspose{d}d(y)⟩; ``output_padding`` (or
+    ``forward(y, output_size=x.shape)``) gives back x's size when the stride drops a remainder.
+
+    Arguments are :class:`Dcls{d}d`'s plus keyword ``output_padding`` (per axis, smaller than
+    the stride or the dilation). As ``nn.ConvTranspose{d}d``: ``padding`` is ints only
+    (no ``'same'``/``'valid'``) and ``padding_mode`` only ``"zeros"``. ``conv_method`` is
+    ``"auto"`` or ``"dense"``: one path, ``F.conv_transpose{d}d`` with the dense kernel.
+    ``round_positions``, ``use_integer_taps``, ``clamp_parameters``, :func:`set_sigma` and
+    :func:`parameter_groups` work as on :class:`Dcls{d}d`.
+
+    Example::
+
+        >>> import torch
+        >>> import diffnum.interp as di
+        >>> down = di.Dcls{d}d(2, 4, 3, stride=2, padding=2, dilated_kernel_size=5, bias=False)
+        >>> up = di.DclsTranspose{d}d(4, 2, 3, stride=2, padding=2, dilated_kernel_size=5,
+        ...                          bias=False, output_padding=1)
+        >>> up.load_state_dict(down.state_dict())  # the same weight, P, SIG
+        <All keys matched successfully>
+        >>> x, y = torch.randn(1, 2, *[12] * {d}), torch.randn(1, 4, *[6] * {d})
+        >>> up(y).shape == x.shape  # (6 − 1)·2 − 2·2 + (5 − 1) + 1 + 1 = 12 per axis
+        True
+        >>> bool(torch.allclose((down(x) * y).sum(), (x * up(y)).sum(), atol=1e-3))  # adjoint
+        True
+    """
+
+
+class DclsTranspose1d(_DclsTransposeBase):
+    __doc__ = _TRANSPOSE_DOC.format(d=1)
+    conv_ndim = 1
+    position_ndim = 1
+
+
+class DclsTranspose2d(_DclsTransposeBase):
+    __doc__ = _TRANSPOSE_DOC.format(d=2)
+    conv_ndim = 2
+    position_ndim = 2
 
 
 class _DclsPartial(_DclsBase):

@@ -12,16 +12,23 @@ Map of the pillar:
   σ annealing via :class:`~diffnum.interp.SigmaSchedule`, integer delays by
   ``round_positions()``; :class:`DelayStream` (``layer.stream(batch)``) runs it one time
   step at a time on a ring buffer.
+- :class:`DelayedConv1d` / :class:`DelayedConv2d` — a spatial convolution with one delay per
+  synapse (out, in, spatial tap), I[o, x, t] = Σ_{c,i} w_oci S_c[x + i, t − d_oci], for
+  ``(batch, channels, *space, time)``: a causal :class:`~diffnum.interp.Dcls2_1d` /
+  :class:`~diffnum.interp.Dcls3_1d` (dense over space, one tap over time);
+  :class:`DelayedConvStream` (``layer.stream()``) runs it one step at a time.
 - :class:`Readout` and :func:`readout_logits` — potentials to logits (time sum / mean / max).
 - :func:`delayed_coincidence` — synthetic spike trains whose class is set by inter-channel
   delays only.
 
-Tensors are ``(batch, features, time)`` throughout. Arguments are checked up front; bad ones
+Tensors are ``(batch, features, time)`` throughout (``(batch, channels, *space, time)`` for
+the delayed convolutions). Arguments are checked up front; bad ones
 raise ``ValueError``/``TypeError`` naming the argument. Non-finite currents, spikes and
 potentials are rejected (not propagated): a NaN compares false against the threshold and
 would otherwise read as "no spike". An empty time axis gives an empty result.
 """
 
+from diffnum.snn._delayed_conv import DelayedConv1d, DelayedConv2d, DelayedConvStream
 from diffnum.snn._delays import (
     DelayedLinear,
     DelayStream,
@@ -34,6 +41,9 @@ from diffnum.snn._neurons import LIF, leaky_integrate, lif, spike
 __all__ = [
     "LIF",
     "DelayStream",
+    "DelayedConv1d",
+    "DelayedConv2d",
+    "DelayedConvStream",
     "DelayedLinear",
     "Readout",
     "delayed_coincidence",
