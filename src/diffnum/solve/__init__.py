@@ -25,7 +25,8 @@ over.
 
 from diffnum.solve._adjoint import ImplicitAdjoint, UnrollAdjoint
 from diffnum.solve._fixed_point import AndersonAcceleration, FixedPointIteration, fixed_point
-from diffnum.solve._least_squares import GaussNewton, LevenbergMarquardt, least_squares
+from diffnum.solve._least_squares import least_squares
+from diffnum.solve._levenberg_marquardt import GaussNewton, LevenbergMarquardt
 from diffnum.solve._linear import linear_solve
 from diffnum.solve._root import Broyden, Newton, root
 from diffnum.solve._solution import Solution, SolveError, Status
