@@ -101,7 +101,8 @@ class _FixedPointSolver:
             ys, gs = ys[1:], gs[1:]
         s = replace(s, y=y, G=G, ys=ys, gs=gs, steps=s.steps + active.to(torch.int64),
                     function_evaluations=s.function_evaluations + 1)
-        return replace(s, status=_checked(s))
+        s.status = _checked(s)  # s is the new state
+        return s
 
 
 def _checked(s: FixedPointState) -> torch.Tensor:

@@ -9,8 +9,9 @@ changes, when an element has failed — which are the methods ``_accept``, ``_da
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -152,6 +153,8 @@ class _Frame:
     atol: float
     guard: bool  # recorded by autograd (unrolled): non-finite elements zeroed, see _sanitized
     keep_jacobian: bool
+    zero: torch.Tensor
+    codes: dict[Status, torch.Tensor]  # status codes as 0-dim tensors, for torch.where
 
     def half_square(self, residual: torch.Tensor) -> torch.Tensor:
         return _half_square_norm(residual * self.inv_S)
@@ -268,7 +271,9 @@ class _NormalEquationSolver:
         J = None
         frame = _Frame(fn, jacobian, fused, compact, sigma, S, inv_S, exact_fit,
                        equations.g.detach().abs().amax(-1), rtol, atol, guard,
-                       problem.keep_jacobian)
+                       problem.keep_jacobian, torch.zeros((), dtype=dtype, device=device),
+                       {code: torch.tensor(int(code), dtype=torch.int64, device=device)
+                        for code in Status})
         return LeastSquaresState(
             y=y, r=r, f=f, status=status, steps=torch.zeros(batch, dtype=torch.int64,
                                                             device=device),
@@ -300,15 +305,17 @@ class _NormalEquationSolver:
         return state.equations.jacobian_at_y() if state.frame.keep_jacobian else None
 
     def step(self, state: LeastSquaresState) -> LeastSquaresState:
-        s, frame = state, state.frame
+        # A shallow copy whose fields are reassigned (no tensor is modified in place): the
+        # state passed in is left as it was.
+        s = copy.copy(state)
+        frame = s.frame
         active = s.status == RUNNING
         if s.fresh or not s.all_finite:
-            s, active = self._refresh(s, active)
+            active = self._refresh(s, active)
         delta, pred, info = s.equations.solve(s.lam, s.scale, s.r, frame.inv_S)
         solved = (info == 0) & _finite_rows(delta)
         moving = active & solved
-        zero = torch.zeros((), dtype=s.y.dtype, device=s.y.device)
-        delta = batch_where(moving, delta, zero)
+        delta = batch_where(moving, delta, frame.zero)
         # Finished elements get δ = 0: their trial point is y itself.
         y_try = s.y + delta
         r_try, J_try, f_try, counts = self._trial(s, y_try, active)
@@ -324,42 +331,42 @@ class _NormalEquationSolver:
         # rejected; without rejections r_try is the new r as it stands (no m-sized select).
         refused = active & ~accept
         rejected = bool(refused.any())
-        r = batch_where(accept, r_try, s.r) if rejected else r_try
-        f = torch.where(accept, f_try, s.f)
-        lam, nu = self._damp(s.lam, s.nu, accept, refused, decision)
-        stuck, nonfinite = self._failed(active, converged, solved, finite_try, lam)
-        status = torch.where(converged, int(Status.CONVERGED), s.status)
-        status = torch.where(stuck, int(Status.DIVERGED), status)
+        s.r = batch_where(accept, r_try, s.r) if rejected else r_try
+        s.y, s.f = y, torch.where(accept, f_try, s.f)
+        s.lam, s.nu = self._damp(s.lam, s.nu, accept, refused, decision)
+        stuck, nonfinite = self._failed(active, converged, solved, finite_try, s.lam)
+        codes = frame.codes
+        status = torch.where(converged, codes[Status.CONVERGED], s.status)
+        status = torch.where(stuck, codes[Status.DIVERGED], status)
         if nonfinite is not None:
-            status = torch.where(nonfinite, int(Status.NONFINITE), status)
-        s = replace(s, y=y, r=r, f=f, lam=lam, nu=nu, status=status, steps=s.steps + active,
-                    function_evaluations=s.function_evaluations + counts[0],
-                    jacobian_evaluations=s.jacobian_evaluations + counts[1])
+            status = torch.where(nonfinite, codes[Status.NONFINITE], status)
+        s.status, s.steps = status, s.steps + active
+        s.function_evaluations += counts[0]
+        s.jacobian_evaluations += counts[1]
         if bool(accept.any()):
-            s = self._relinearize(s, accept, refused, rejected, J_try)
+            self._relinearize(s, accept, refused, rejected, J_try)
         return s
 
-    def _refresh(self, s: LeastSquaresState, active: torch.Tensor
-                 ) -> tuple[LeastSquaresState, torch.Tensor]:
+    def _refresh(self, s: LeastSquaresState, active: torch.Tensor) -> torch.Tensor:
         """Finiteness of g, diag(JᵀJ) and ½‖r‖² (non-finite elements are NONFINITE and kept
-        out of the batched linear algebra) and Marquardt's scaling D from diag(JᵀJ)."""
-        eqs, r, status, finite, all_finite = s.equations, s.r, s.status, s.finite, s.all_finite
+        out of the batched linear algebra) and Marquardt's scaling D from diag(JᵀJ), set on
+        ``s``; returns the active elements."""
+        eqs = s.equations
         finite_J = _finite_rows(torch.cat((eqs.colsq, eqs.g, s.f.unsqueeze(-1)), dim=-1))
-        ok = finite & finite_J
+        ok = s.finite & finite_J
         if not bool(ok.all()):
             bad = active & ~finite_J
-            status = torch.where(bad, int(Status.NONFINITE), status)
+            s.status = torch.where(bad, s.frame.codes[Status.NONFINITE], s.status)
             active = active & ~bad
-            finite = finite & ~bad
-            all_finite = False
-            eqs, r = eqs.masked(ok, r, torch.zeros((), dtype=r.dtype, device=r.device))
-        D, scale = s.D, s.scale
+            s.finite = s.finite & ~bad
+            s.all_finite = False
+            s.equations, s.r = eqs.masked(ok, s.r, s.frame.zero)
         if self._marquardt():
             eps, tiny = torch.finfo(s.y.dtype).eps, torch.finfo(s.y.dtype).tiny
-            D = torch.maximum(D, eqs.colsq.detach())
-            scale = D + (eps * D.amax(-1, keepdim=True) + tiny)
-        return replace(s, equations=eqs, r=r, status=status, finite=finite,
-                       all_finite=all_finite, D=D, scale=scale, fresh=False), active
+            s.D = torch.maximum(s.D, s.equations.colsq.detach())
+            s.scale = s.D + (eps * s.D.amax(-1, keepdim=True) + tiny)
+        s.fresh = False
+        return active
 
     def _trial(self, s: LeastSquaresState, y_try: torch.Tensor, active: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, tuple[int, int]]:
@@ -403,8 +410,9 @@ class _NormalEquationSolver:
         return step_small & cost_small & gradient_small
 
     def _relinearize(self, s: LeastSquaresState, accept: torch.Tensor, refused: torch.Tensor,
-                     rejected: bool, J_try: torch.Tensor | None) -> LeastSquaresState:
-        """Rebuild the equations of the elements that accepted a step and still run."""
+                     rejected: bool, J_try: torch.Tensor | None) -> None:
+        """Rebuild the equations of the elements that accepted a step and still run (set on
+        ``s``)."""
         frame = s.frame
         running = s.status == RUNNING
         rebuild = accept & running
@@ -419,13 +427,13 @@ class _NormalEquationSolver:
             J = frame.jacobian(s.y)
             if frame.guard:
                 J, ok_J = _sanitized(J, s.y.ndim - 1)
-                status = torch.where(rebuild & ~ok_J, int(Status.NONFINITE), status)
+                status = torch.where(rebuild & ~ok_J, frame.codes[Status.NONFINITE], status)
             return J, False
 
-        equations = s.equations.relinearized(J_try, rejected, refused, rebuild, count, s.r,
-                                             fetch, bool(running.any()))
-        return replace(s, equations=equations, status=status, jacobian_evaluations=jevals,
-                       fresh=s.fresh or bool(count))
+        s.equations = s.equations.relinearized(J_try, rejected, refused, rebuild, count, s.r,
+                                               fetch, lambda: bool(running.any()))
+        s.status, s.jacobian_evaluations = status, jevals
+        s.fresh = s.fresh or bool(count)
 
 
 def _rescaled(sigma: torch.Tensor, fn: Callable | None, jacobian: Callable | None,

@@ -20,6 +20,8 @@ from diffnum.solve._common import batch_where
 # Evaluates J(y) for the elements to rebuild: (J, rows) with J of the whole batch
 # (rows=False) or of the rebuilt elements only (rows=True, compaction).
 JacobianFetch = Callable[[], tuple[torch.Tensor, bool]]
+# Whether any element still runs (asked only when needed: it synchronizes).
+AnyRunning = Callable[[], bool]
 
 
 def normal_products(J: torch.Tensor, r: torch.Tensor, gram: bool
@@ -98,7 +100,7 @@ class NormalEquations:
 
     def relinearized(self, J_try: torch.Tensor | None, rejected: bool,
                      refused: torch.Tensor, rebuild: torch.Tensor, count: int,
-                     r: torch.Tensor, fetch: JacobianFetch, any_running: bool
+                     r: torch.Tensor, fetch: JacobianFetch, any_running: AnyRunning
                      ) -> NormalEquations:
         """The equations at the new points of the ``rebuild`` elements (``count`` of them).
 
@@ -170,7 +172,7 @@ class GramEquations:
 
     def relinearized(self, J_try: torch.Tensor | None, rejected: bool,
                      refused: torch.Tensor, rebuild: torch.Tensor, count: int,
-                     r: torch.Tensor, fetch: JacobianFetch, any_running: bool
+                     r: torch.Tensor, fetch: JacobianFetch, any_running: AnyRunning
                      ) -> GramEquations:
         """J at the new points (rejected elements keep theirs) and g, colsq rebuilt for the
         ``rebuild`` elements; when only finished elements moved, J is left stale for them."""
@@ -182,7 +184,7 @@ class GramEquations:
             J = self.J = None  # release the old Jacobian before evaluating the new one
             J = fetch()[0]
             at_y = True
-        elif any_running:
+        elif any_running():
             at_y = False
         else:  # nothing left to step from
             J = None
