@@ -43,10 +43,11 @@ root = ds.root(lambda y, c: y @ A.T + 0.3 * y**3 - c, torch.zeros(1, 2, dtype=dt
 fixed = ds.fixed_point(lambda y, c: 0.5 * torch.cos(y) + c, torch.zeros(1, 2, dtype=dt), (c,))
 print("root:", root.value.detach(), "fixed point:", fixed.value.detach())
 
-# 4. Linear solves: dense, CG or GMRES (tensor or matvec), differentiable as well.
+# 4. Linear solves with solver objects: LU, Cholesky, CG or GMRES (A a tensor or, for the
+#    iterative ones, a matvec), differentiable as well.
 M = torch.randn(4, 4, dtype=dt)
 S = M @ M.T + 4 * torch.eye(4, dtype=dt)
 b = torch.randn(4, dtype=dt)
-for method in ("direct", "cg", "gmres"):
-    x = ds.linear_solve(S, b, method=method, rtol=1e-12).value
-    print(f"linear_solve[{method}] residual:", float(torch.linalg.norm(S @ x - b)))
+for solver in (ds.LU(), ds.Cholesky(), ds.CG(rtol=1e-12), ds.GMRES(rtol=1e-12)):
+    x = ds.linear_solve(S, b, solver=solver).value
+    print(f"linear_solve[{type(solver).__name__}] residual:", float(torch.linalg.norm(S @ x - b)))

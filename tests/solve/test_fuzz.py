@@ -23,6 +23,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from diffnum.solve import (
+    CG,
+    GMRES,
+    LU,
     AndersonAcceleration,
     Broyden,
     FixedPointIteration,
@@ -122,9 +125,18 @@ def _linear_ok(sol: Any, shape: tuple[int, ...] = (2, 3)) -> bool:
     return not sol.all_converged or float(res.norm()) <= 1e-3 * float(_rhs().norm())
 
 
+LINEAR_SOLVERS = {"direct": LU, "cg": CG, "gmres": GMRES}
+
+
 def lin(**kw: Any) -> Solution:
+    """``linear_solve`` on the SPD test system; ``method`` (default ``"cg"``) names the solver
+    class, built from the ``rtol``/``atol``/``restart``/``preconditioner`` given (unless a
+    ``solver`` is passed)."""
     A, b = kw.pop("A", _spd()), kw.pop("b", _rhs())
-    kw.setdefault("method", "cg")
+    method = kw.pop("method", "cg")
+    options = {k: kw.pop(k) for k in ("rtol", "atol", "restart", "preconditioner") if k in kw}
+    if "solver" not in kw:
+        kw["solver"] = LINEAR_SOLVERS[method](**options)
     return linear_solve(A, b, **kw)
 
 
@@ -226,6 +238,10 @@ CONFIG_FIELDS: dict[type, dict[str, list[Any]]] = {
                            "regularization": [*NOT_A_NUMBER, -1.0, 1e300]},
     FixedPointIteration: {"rtol": [*NOT_A_NUMBER, -1.0, 2.0], "atol": [*NOT_A_NUMBER, -1.0]},
     ImplicitAdjoint: {"hessian": ["exact", None, 1], "linear_solver": ["qr", None, 1.0]},
+    CG: {"rtol": [*NOT_A_NUMBER, -1.0, 1.0], "atol": [*NOT_A_NUMBER, -1.0],
+         "preconditioner": ["jacobi", 3, torch.ones(3)]},
+    GMRES: {"rtol": [*NOT_A_NUMBER, -1.0, 1.0], "atol": [*NOT_A_NUMBER, -1.0],
+            "restart": [*NOT_A_COUNT, 10**5], "preconditioner": ["jacobi", 3]},
 }
 
 # The solver config each solve takes (for the tolerances passed through a solver).
@@ -414,7 +430,7 @@ def test_restart_is_a_bounded_count(value, method):
 
 @FAST
 @given(name=st.sampled_from(["rtol", "atol"]), value=bad_number,
-       method=st.sampled_from(["direct", "cg", "gmres"]))
+       method=st.sampled_from(["cg", "gmres"]))  # LU has no tolerances
 def test_linear_solve_tolerances_are_finite_and_in_range(name, value, method):
     assert_named(lambda: lin(method=method, **{name: value}), name)
 
@@ -501,7 +517,7 @@ def test_linear_solve_x0_shape_is_named(shape):
     ["direct", "cg", "gmres"]))
 def test_linear_solve_empty_batch_returns_empty(batch, method):
     A = torch.zeros(*batch, 3, 3, dtype=DT)
-    sol = linear_solve(A, torch.zeros(*batch, 3, dtype=DT), method=method)
+    sol = linear_solve(A, torch.zeros(*batch, 3, dtype=DT), solver=LINEAR_SOLVERS[method]())
     assert sol.value.shape == (*batch, 3) and sol.status.shape == batch
 
 
@@ -510,7 +526,8 @@ def test_linear_solve_empty_batch_returns_empty(batch, method):
     ["direct", "cg", "gmres"]))
 def test_linear_solve_zero_unknowns_blames_b(shape, method):
     A = torch.zeros(*shape, shape[-1], dtype=DT)
-    assert_named(lambda: linear_solve(A, torch.ones(shape, dtype=DT), method=method), "b")
+    assert_named(lambda: linear_solve(A, torch.ones(shape, dtype=DT),
+                                      solver=LINEAR_SOLVERS[method]()), "b")
 
 
 @FAST
@@ -553,7 +570,7 @@ def test_flags_are_bools(solve, flag, value):
 def test_objects_of_the_wrong_kind_are_named(solve, name, value):
     call, _ = SOLVES[solve]
     if solve == "linear_solve":
-        name = {"solver": "method", "fn": "A"}.get(name, name)
+        name = {"fn": "A"}.get(name, name)
     if value is None and name in ("solver", "adjoint"):
         return  # None is the default
     if value is None and name == "A":

@@ -1,11 +1,12 @@
-"""linear_solve: direct / CG / GMRES against torch.linalg.solve, gradients, custom backward."""
+"""linear_solve: LU / Cholesky / CG / GMRES against torch.linalg.solve, gradients, custom
+backward."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from diffnum.solve import Status, UnrollAdjoint, linear_solve
+from diffnum.solve import CG, GMRES, LU, Cholesky, Status, UnrollAdjoint, linear_solve
 from diffnum.solve._linear import operator_solve
 
 DT = torch.float64
@@ -28,11 +29,12 @@ def _nonsymmetric(seed: int):
     return torch.randn(3, N, N, dtype=DT, generator=g) / N**0.5 + 2 * torch.eye(N, dtype=DT)
 
 
-@pytest.mark.parametrize("method", ["direct", "cg", "gmres"])
-def test_solutions_match_dense_solve(method):
+@pytest.mark.parametrize("solver", [LU(), Cholesky(), CG(rtol=1e-13, atol=1e-14),
+                                    GMRES(rtol=1e-13, atol=1e-14)])
+def test_solutions_match_dense_solve(solver):
     X, b = _spd(0)
-    A = _spd_matrix(X) if method != "gmres" else _nonsymmetric(1)
-    sol = linear_solve(A, b, method=method, rtol=1e-13, atol=1e-14)
+    A = _spd_matrix(X) if not isinstance(solver, GMRES) else _nonsymmetric(1)
+    sol = linear_solve(A, b, solver=solver)
     assert sol.all_converged
     # cond(A) <= ~5: a relative residual of 1e-13 bounds the error by ~1e-12.
     torch.testing.assert_close(sol.value, torch.linalg.solve(A, b), rtol=0, atol=1e-11)
@@ -43,9 +45,9 @@ def test_jacobi_preconditioner_helps_cg_on_badly_scaled_matrix():
     X, b = _spd(2)
     d = torch.logspace(0, 4, N, dtype=DT)
     A = d.sqrt()[:, None] * _spd_matrix(X) * d.sqrt()[None, :]  # diagonal scaling: cond ~ 1e4+
-    plain = linear_solve(A, b, method="cg", rtol=1e-10, max_steps=400)
+    plain = linear_solve(A, b, solver=CG(rtol=1e-10), max_steps=400)
     diag = A.diagonal(dim1=-2, dim2=-1)
-    pre = linear_solve(A, b, method="cg", rtol=1e-10, preconditioner=lambda r: r / diag)
+    pre = linear_solve(A, b, solver=CG(rtol=1e-10, preconditioner=lambda r: r / diag))
     assert pre.all_converged
     assert int(pre.steps.max()) < int(plain.steps.max())
     # Relative residual 1e-10 times cond(A) <= ~1e5 for the scaled matrix.
@@ -59,7 +61,7 @@ def test_cg_gradients_match_dense_solve(adjoint):
     X, b = _spd(3, requires_grad=True)
     b.requires_grad_(True)
     w = torch.randn(3, N, dtype=DT, generator=torch.Generator().manual_seed(4))
-    sol = linear_solve(_spd_matrix(X), b, method="cg", rtol=1e-13, atol=1e-14, adjoint=adjoint)
+    sol = linear_solve(_spd_matrix(X), b, solver=CG(rtol=1e-13, atol=1e-14), adjoint=adjoint)
     got = torch.autograd.grad((sol.value * w).sum(), (X, b))
     ref = torch.autograd.grad((torch.linalg.solve(_spd_matrix(X), b) * w).sum(), (X, b))
     for a, r in zip(got, ref):
@@ -72,8 +74,8 @@ def test_gmres_with_matvec_closure_gradients_reach_captured_matrix():
     b = torch.randn(3, N, dtype=DT, generator=torch.Generator().manual_seed(6),
                     requires_grad=True)
     w = torch.randn(3, N, dtype=DT, generator=torch.Generator().manual_seed(7))
-    sol = linear_solve(lambda y: (A @ y.unsqueeze(-1)).squeeze(-1), b, method="gmres",
-                       rtol=1e-13, atol=1e-14, preconditioner=lambda r: r / 2)
+    sol = linear_solve(lambda y: (A @ y.unsqueeze(-1)).squeeze(-1), b,
+                       solver=GMRES(rtol=1e-13, atol=1e-14, preconditioner=lambda r: r / 2))
     assert sol.all_converged
     got = torch.autograd.grad((sol.value * w).sum(), (A, b))
     ref = torch.autograd.grad((torch.linalg.solve(A, b) * w).sum(), (A, b))
@@ -105,7 +107,7 @@ def test_gradcheck_gmres_end_to_end():
     # nondeterminism tolerance at rounding level, far below gradcheck's atol of 1e-5.
     assert torch.autograd.gradcheck(
         lambda A, b: linear_solve(lambda y: (A @ y.unsqueeze(-1)).squeeze(-1), b,
-                                  method="gmres", rtol=1e-14, atol=1e-15).value, (A, b),
+                                  solver=GMRES(rtol=1e-14, atol=1e-15)).value, (A, b),
         nondet_tol=1e-12)
 
 
@@ -113,7 +115,7 @@ def test_failures_are_per_element():
     X, b = _spd(12)
     A = _spd_matrix(X)
     A[1] = -A[1]  # negative definite: CG's curvature test fails for element 1 only
-    sol = linear_solve(A, b, method="cg", rtol=1e-12)
+    sol = linear_solve(A, b, solver=CG(rtol=1e-12))
     assert sol.status.tolist() == [Status.CONVERGED, Status.DIVERGED, Status.CONVERGED]
     S = _spd_matrix(X)
     S[2] = 0.0  # singular: the direct solve reports it
@@ -125,21 +127,23 @@ def test_bad_input():
     X, b = _spd(13)
     with pytest.raises(ValueError, match="A must have shape"):
         linear_solve(torch.zeros(3, N, N + 1, dtype=DT), b)
-    with pytest.raises(ValueError, match="method must be one of"):
-        linear_solve(_spd_matrix(X), b, method="qr")
+    with pytest.raises(TypeError, match="solver must be LU"):
+        linear_solve(_spd_matrix(X), b, solver="qr")
     with pytest.raises(ValueError, match="needs A as a tensor"):
         linear_solve(lambda y: y, b)
+    with pytest.raises(ValueError, match="needs A as a tensor"):
+        linear_solve(lambda y: y, b, solver=Cholesky())
     with pytest.raises(ValueError, match="b must be finite"):
         linear_solve(_spd_matrix(X), torch.full((3, N), float("nan"), dtype=DT))
     with pytest.raises(ValueError, match="rtol"):
-        linear_solve(_spd_matrix(X), b, method="cg", rtol=-1.0)
+        CG(rtol=-1.0)
 
 
-@pytest.mark.parametrize("method", ["direct", "cg", "gmres"])
-def test_float32(method):
+@pytest.mark.parametrize("solver", [LU(), Cholesky(), CG(), GMRES()])
+def test_float32(solver):
     X, b = _spd(14)
     A = _spd_matrix(X)
-    sol = linear_solve(A.float(), b.float(), method=method)
+    sol = linear_solve(A.float(), b.float(), solver=solver)
     assert sol.all_converged and sol.value.dtype == torch.float32
     # float32 default rtol 1e-4 on the residual, cond(A) <= ~5.
     torch.testing.assert_close(sol.value.double(), torch.linalg.solve(A, b), rtol=1e-3,

@@ -6,11 +6,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffnum.solve import Status, linear_solve
+from diffnum.solve import CG, GMRES, LU, Status, linear_solve
 
 DT = torch.float64
 N = 12
 OK, BAD = int(Status.CONVERGED), int(Status.NONFINITE)
+SOLVERS = {"direct": LU, "cg": CG, "gmres": GMRES}
+
+
+def _solver(method: str, **options):
+    """The solver object of a method name; tolerances only where the solver has them."""
+    return SOLVERS[method](**({} if method == "direct" else options))
 
 
 def _problem(method: str, seed: int = 0):
@@ -47,7 +53,7 @@ def test_tiny_and_huge_b_are_solved_relative_to_b(method, scale):
     # Before: the absolute atol default (1e-8) accepted y = 0 for b = 1e-12·b₀, ‖b‖
     # underflowed to 0 for 1e-200 and overflowed to inf (tolerance inf) for 1e200.
     A, b0 = _problem(method)
-    sol = linear_solve(A, scale * b0, method=method, rtol=1e-12)  # atol: default
+    sol = linear_solve(A, scale * b0, solver=_solver(method, rtol=1e-12))  # atol: default
     assert sol.status.tolist() == [OK] * 3
     # Relative residual 1e-12, cond(A) <= ~5: y = scale·y₀ to ~1e-11.
     assert _relative_error(sol.value / scale, torch.linalg.solve(A, b0)) <= 1e-8
@@ -58,7 +64,7 @@ def test_tiny_and_huge_b_are_solved_relative_to_b(method, scale):
 def test_zero_b_gives_exactly_zero(method):
     A, b = _problem(method)
     b[1] = 0.0
-    sol = linear_solve(A, b, method=method, x0=torch.ones_like(b))  # x0 ignored by direct
+    sol = linear_solve(A, b, solver=_solver(method), x0=torch.ones_like(b))  # x0: not by LU
     assert sol.status.tolist() == [OK] * 3
     assert bool((sol.value[1] == 0).all()) and float(sol.residual_norm[1]) == 0
     # Default rtol 1e-8, cond(A) <= ~5.
@@ -68,18 +74,18 @@ def test_zero_b_gives_exactly_zero(method):
 def test_rtol_zero_needs_an_absolute_tolerance():
     A, b = _problem("cg")
     with pytest.raises(ValueError, match="rtol = 0 needs atol > 0"):
-        linear_solve(A, b, method="cg", rtol=0.0)
-    assert linear_solve(A, b, method="cg", rtol=0.0, atol=1e-10).all_converged
+        linear_solve(A, b, solver=CG(rtol=0.0))
+    assert linear_solve(A, b, solver=CG(rtol=0.0, atol=1e-10)).all_converged
 
 
 @pytest.mark.parametrize("nan_from_call", [1, 3])  # from the start / within the iteration
 @pytest.mark.parametrize("method", ["cg", "gmres"])
 def test_nan_matvec_fails_only_its_element(method, nan_from_call):
     A, b = _problem(method)
-    sol = linear_solve(_matvec(A, nan_from_call), b, method=method, rtol=1e-12)
+    sol = linear_solve(_matvec(A, nan_from_call), b, solver=_solver(method, rtol=1e-12))
     assert sol.status.tolist() == [OK, BAD, OK]
     for i in (0, 2):
-        alone = linear_solve(_matvec(A[i]), b[i], method=method, rtol=1e-12)
+        alone = linear_solve(_matvec(A[i]), b[i], solver=_solver(method, rtol=1e-12))
         assert int(alone.status) == OK and int(sol.steps[i]) == int(alone.steps)
         torch.testing.assert_close(sol.value[i], alone.value, rtol=1e-12, atol=1e-14)
 

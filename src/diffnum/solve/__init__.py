@@ -9,14 +9,23 @@ adjoint object decides how gradients are taken, every result is a :class:`Soluti
   search, default) and :class:`Broyden`.
 - :func:`fixed_point` — y = T(y; θ); solvers :class:`AndersonAcceleration` (default) and
   :class:`FixedPointIteration`.
-- :func:`linear_solve` — A y = b with ``method="direct" | "cg" | "gmres"``, A a tensor or a
-  matvec, optional preconditioner.
+- :func:`linear_solve` — A y = b with solver objects :class:`LU` (default),
+  :class:`Cholesky`, :class:`CG` and :class:`GMRES` (these two hold tolerances and a
+  preconditioner), A a tensor or a matvec.
 - Adjoints: :class:`ImplicitAdjoint` (implicit function theorem at the solution: one linear
   solve + one VJP, memory independent of the iteration count) and :class:`UnrollAdjoint`
   (backpropagate through the iterations).
 - Results: :class:`Solution` (``value``, per-element ``status``, ``steps``,
   ``residual_norm``, ``stats``), :class:`Status`, and :class:`SolveError` raised by
   ``throw=True``.
+
+Solver objects run by one driver: the nonlinear solvers own ``init(problem, y0) -> state``,
+``step(state) -> state``, ``terminate(state) -> (done, status)`` (per element) and
+``postprocess(state)``; one private driver (``diffnum.solve._driver``) runs any of them with
+the front end the solves share (checks, batching, per-element status, ``max_steps``,
+``throw``, adjoint). An object with these four methods is accepted as a custom ``solver``;
+its ``init`` receives a problem with ``fn(y)`` and ``jacobian(y)`` (``args`` bound) and
+``start`` = ``fn(y0)``.
 
 Conventions: ``fn(y, *args)``; y has shape ``(*batch, n)`` and batch elements are independent
 problems (batch × experts); gradients reach tensors in ``args`` and everything ``fn`` closes
@@ -25,14 +34,19 @@ over.
 
 from diffnum.solve._adjoint import ImplicitAdjoint, UnrollAdjoint
 from diffnum.solve._fixed_point import AndersonAcceleration, FixedPointIteration, fixed_point
-from diffnum.solve._least_squares import GaussNewton, LevenbergMarquardt, least_squares
-from diffnum.solve._linear import linear_solve
+from diffnum.solve._least_squares import least_squares
+from diffnum.solve._levenberg_marquardt import GaussNewton, LevenbergMarquardt
+from diffnum.solve._linear import CG, GMRES, LU, Cholesky, linear_solve
 from diffnum.solve._root import Broyden, Newton, root
 from diffnum.solve._solution import Solution, SolveError, Status
 
 __all__ = [
+    "CG",
+    "GMRES",
+    "LU",
     "AndersonAcceleration",
     "Broyden",
+    "Cholesky",
     "FixedPointIteration",
     "GaussNewton",
     "ImplicitAdjoint",

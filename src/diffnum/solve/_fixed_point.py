@@ -3,38 +3,125 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
-from diffnum._core.validation import check_flag, check_int_in_range, check_real
-from diffnum.solve._adjoint import (
-    ImplicitAdjoint,
-    UnrollAdjoint,
-    attach_implicit,
-    check_adjoint,
-    reevaluate,
-)
+from diffnum._core.validation import check_int_in_range, check_real
+from diffnum.solve._adjoint import ImplicitAdjoint, UnrollAdjoint, attach_implicit, reevaluate
 from diffnum.solve._common import (
-    as_args,
-    as_initial_value,
-    check_max_steps,
     check_tolerance,
     check_tolerances,
     evaluate_checked,
     make_jacobian_fn,
     max_abs,
 )
-from diffnum.solve._solution import RUNNING, Solution, Status, raise_if_failed
+from diffnum.solve._driver import Outcome, Problem, check_call, run, start_point
+from diffnum.solve._solution import RUNNING, Solution, Status
 
 # An element whose residual ‖T(y) − y‖∞ grows beyond this multiple of its first one is
 # reported DIVERGED: a contraction never does that, and continuing only risks overflow.
 _DIVERGENCE_RATIO = 1e8
 
 
+@dataclass
+class FixedPointState:
+    """Anderson / plain iteration state per batch element: ``y``, ``G`` = T(y) − y, the
+    first ‖G‖∞ (for the divergence test), ``status``, ``steps`` and the last iterates and
+    residuals (``ys``, ``gs``, at most memory + 1 of each)."""
+
+    y: torch.Tensor
+    G: torch.Tensor
+    first: torch.Tensor
+    status: torch.Tensor
+    steps: torch.Tensor
+    problem: Problem
+    rtol: float
+    atol: float
+    function_evaluations: int = 1
+    ys: list = field(default_factory=list)
+    gs: list = field(default_factory=list)
+
+
+class _FixedPointSolver:
+    """Type-II Anderson acceleration with (memory, β, regularization) from ``_anderson``."""
+
+    problem_kind = "fixed_point"  # the solve that runs it
+
+    rtol: float | None
+    atol: float | None
+
+    def _anderson(self) -> tuple[int, float, float]:
+        raise NotImplementedError
+
+    def init(self, problem: Problem, y: torch.Tensor) -> FixedPointState:
+        rtol = check_tolerance("rtol", self.rtol, y.dtype)
+        atol = check_tolerance("atol", self.atol, y.dtype)
+        G = problem.start - y
+        first = max_abs(G.detach())
+        status = torch.where(torch.isfinite(first), RUNNING, int(Status.NONFINITE))
+        steps = torch.zeros(y.shape[:-1], dtype=torch.int64, device=y.device)
+        state = FixedPointState(y, G, first, status, steps, problem, rtol, atol, 1, [y], [G])
+        return replace(state, status=_checked(state))
+
+    def terminate(self, state: FixedPointState) -> tuple[torch.Tensor, torch.Tensor]:
+        return state.status != RUNNING, state.status
+
+    def postprocess(self, state: FixedPointState) -> Outcome:
+        return Outcome(state.y, state.steps, torch.linalg.vector_norm(state.G.detach(), dim=-1),
+                       {"function_evaluations": state.function_evaluations})
+
+    def step(self, state: FixedPointState) -> FixedPointState:
+        s = state
+        memory, beta, reg = self._anderson()
+        dtype, device = s.y.dtype, s.y.device
+        zero = torch.zeros((), dtype=dtype, device=device)
+        active = s.status == RUNNING
+        Gs = torch.where(active.unsqueeze(-1), s.G, zero)
+        step = beta * Gs
+        ys, gs = s.ys, s.gs
+        k = len(gs) - 1
+        if memory > 0 and k > 0:
+            dG = torch.stack([gs[i + 1] - gs[i] for i in range(k)], dim=-1)  # (*batch, n, k)
+            dY = torch.stack([ys[i + 1] - ys[i] for i in range(k)], dim=-1)
+            dG = torch.where(active[..., None, None], dG, zero)
+            dY = torch.where(active[..., None, None], dY, zero)
+            gram = dG.mT @ dG
+            scale = gram.diagonal(dim1=-2, dim2=-1).sum(-1).clamp_min(torch.finfo(dtype).tiny)
+            eye = torch.eye(k, dtype=dtype, device=device)
+            L, info = torch.linalg.cholesky_ex(gram + (reg * scale)[..., None, None] * eye)
+            gamma = torch.cholesky_solve((dG.mT @ Gs.unsqueeze(-1)), L)
+            gamma = torch.where((info == 0)[..., None, None], gamma, zero)
+            step = step - ((dY + beta * dG) @ gamma).squeeze(-1)
+        y = s.y + torch.where(active.unsqueeze(-1), step, zero)
+        G = s.problem.fn(y) - y
+        ys, gs = [*ys, y], [*gs, G]
+        if len(gs) > memory + 1:
+            ys, gs = ys[1:], gs[1:]
+        s = replace(s, y=y, G=G, ys=ys, gs=gs, steps=s.steps + active.to(torch.int64),
+                    function_evaluations=s.function_evaluations + 1)
+        s.status = _checked(s)  # s is the new state
+        return s
+
+
+def _checked(s: FixedPointState) -> torch.Tensor:
+    """The status after the tests at the current iterate: CONVERGED when
+    ‖G‖∞ <= atol + rtol‖y‖∞, NONFINITE, or DIVERGED when ‖G‖∞ grew beyond
+    _DIVERGENCE_RATIO times its first value."""
+    res = max_abs(s.G.detach())
+    finite = torch.isfinite(res) & torch.isfinite(s.y.detach()).all(-1)
+    running = s.status == RUNNING
+    converged = running & finite & (res <= s.atol + s.rtol * max_abs(s.y.detach()))
+    status = torch.where(converged, int(Status.CONVERGED), s.status)
+    status = torch.where(running & ~finite, int(Status.NONFINITE), status)
+    return torch.where(running & finite & ~converged &
+                       (res > _DIVERGENCE_RATIO * (s.first + s.atol)),
+                       int(Status.DIVERGED), status)
+
+
 @dataclass(frozen=True)
-class AndersonAcceleration:
+class AndersonAcceleration(_FixedPointSolver):
     """Anderson acceleration (type II) with ``memory`` past residuals.
 
     With residuals G_k = T(y_k) − y_k and differences ΔG, ΔY of the last ``memory`` iterates,
@@ -42,7 +129,9 @@ class AndersonAcceleration:
         γ = argmin_γ ‖G_k − ΔG γ‖² + reg·‖ΔG‖²_F ‖γ‖²,
         y_{k+1} = y_k + β G_k − (ΔY + β ΔG) γ.
 
-    An element converges when ``max |G_k| <= atol + rtol·max |y_k|``.
+    An element converges when ``max |G_k| <= atol + rtol·max |y_k|``. A solver object of the
+    driver (``init``, ``step``, ``terminate``, ``postprocess``), as is
+    :class:`FixedPointIteration`, which is the same iteration with memory 0 and β = 1.
 
     Args:
         rtol: relative tolerance (``None``: 1e-8 float64, 1e-4 float32).
@@ -76,9 +165,12 @@ class AndersonAcceleration:
         # Relative to ‖ΔG‖²_F: beyond 1 the Anderson correction is damped away entirely.
         check_real("regularization", self.regularization, low=0.0, high=1.0)
 
+    def _anderson(self) -> tuple[int, float, float]:
+        return self.memory, self.mixing, self.regularization
+
 
 @dataclass(frozen=True)
-class FixedPointIteration:
+class FixedPointIteration(_FixedPointSolver):
     """Plain iteration y ← T(y) (converges when T is a contraction); same tests as Anderson.
 
     Example::
@@ -96,6 +188,9 @@ class FixedPointIteration:
 
     def __post_init__(self) -> None:
         check_tolerances(self.rtol, self.atol)
+
+    def _anderson(self) -> tuple[int, float, float]:
+        return 0, 1.0, 0.0
 
 
 def checked_square(name: str, fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
@@ -123,65 +218,6 @@ def checked_square(name: str, fn: Callable[..., torch.Tensor]) -> Callable[..., 
     return checked
 
 
-def _iterate(fn1: Callable, y: torch.Tensor, Ty: torch.Tensor,
-             solver: AndersonAcceleration | FixedPointIteration, max_steps: int):
-    dtype, device = y.dtype, y.device
-    rtol = check_tolerance("rtol", solver.rtol, dtype)
-    atol = check_tolerance("atol", solver.atol, dtype)
-    memory = solver.memory if isinstance(solver, AndersonAcceleration) else 0
-    beta = solver.mixing if isinstance(solver, AndersonAcceleration) else 1.0
-    reg = solver.regularization if isinstance(solver, AndersonAcceleration) else 0.0
-    batch = y.shape[:-1]
-    zero = torch.zeros((), dtype=dtype, device=device)
-
-    G = Ty - y
-    first = max_abs(G.detach())
-    status = torch.where(torch.isfinite(first), RUNNING, int(Status.NONFINITE))
-    steps = torch.zeros(batch, dtype=torch.int64, device=device)
-    ys, gs = [y], [G]
-    fevals = 1
-    for _ in range(max_steps + 1):
-        res = max_abs(G.detach())
-        finite = torch.isfinite(res) & torch.isfinite(y.detach()).all(-1)
-        running = status == RUNNING
-        converged = running & finite & (res <= atol + rtol * max_abs(y.detach()))
-        status = torch.where(converged, int(Status.CONVERGED), status)
-        status = torch.where(running & ~finite, int(Status.NONFINITE), status)
-        status = torch.where(running & finite & ~converged &
-                             (res > _DIVERGENCE_RATIO * (first + atol)),
-                             int(Status.DIVERGED), status)
-        active = status == RUNNING
-        if not bool(active.any()) or int(steps.max()) >= max_steps:
-            break
-        Gs = torch.where(active.unsqueeze(-1), G, zero)
-        step = beta * Gs
-        k = len(gs) - 1
-        if memory > 0 and k > 0:
-            dG = torch.stack([gs[i + 1] - gs[i] for i in range(k)], dim=-1)  # (*batch, n, k)
-            dY = torch.stack([ys[i + 1] - ys[i] for i in range(k)], dim=-1)
-            dG = torch.where(active[..., None, None], dG, zero)
-            dY = torch.where(active[..., None, None], dY, zero)
-            gram = dG.mT @ dG
-            scale = gram.diagonal(dim1=-2, dim2=-1).sum(-1).clamp_min(torch.finfo(dtype).tiny)
-            eye = torch.eye(k, dtype=dtype, device=device)
-            L, info = torch.linalg.cholesky_ex(gram + (reg * scale)[..., None, None] * eye)
-            gamma = torch.cholesky_solve((dG.mT @ Gs.unsqueeze(-1)), L)
-            gamma = torch.where((info == 0)[..., None, None], gamma, zero)
-            step = step - ((dY + beta * dG) @ gamma).squeeze(-1)
-        y = y + torch.where(active.unsqueeze(-1), step, zero)
-        G = fn1(y) - y
-        fevals += 1
-        ys.append(y)
-        gs.append(G)
-        if len(gs) > memory + 1:
-            ys.pop(0)
-            gs.pop(0)
-        steps = steps + active.to(torch.int64)
-
-    status = torch.where(status == RUNNING, int(Status.MAX_STEPS), status)
-    return y, status, steps, G, {"function_evaluations": fevals}
-
-
 def fixed_point(fn: Callable[..., torch.Tensor], y0: Any, args: Any = (), *,
                 solver: AndersonAcceleration | FixedPointIteration | None = None,
                 max_steps: int = 200,
@@ -197,7 +233,9 @@ def fixed_point(fn: Callable[..., torch.Tensor], y0: Any, args: Any = (), *,
         fn: the map ``T(y, *args)``; batch elements independent.
         y0: initial guess ``(*batch, n)``.
         args: extra arguments of ``fn``.
-        solver: :class:`AndersonAcceleration` (default) or :class:`FixedPointIteration`.
+        solver: :class:`AndersonAcceleration` (default), :class:`FixedPointIteration`, or any
+            solver object with ``init``/``step``/``terminate``/``postprocess`` (see
+            :mod:`diffnum.solve`); its problem's ``fn`` is T.
         max_steps: iteration limit per element.
         adjoint: :class:`ImplicitAdjoint` (default) or :class:`UnrollAdjoint`.
         throw: raise :class:`SolveError` naming every element that did not converge.
@@ -213,42 +251,27 @@ def fixed_point(fn: Callable[..., torch.Tensor], y0: Any, args: Any = (), *,
         >>> round(float(sol.value), 6), sol.status.item()
         (0.739085, 0)
     """
-    solver = AndersonAcceleration() if solver is None else solver
-    if not isinstance(solver, (AndersonAcceleration, FixedPointIteration)):
-        raise TypeError("solver must be AndersonAcceleration(...) or FixedPointIteration(...), "
-                        f"got {type(solver).__name__}")
-    adjoint = ImplicitAdjoint() if adjoint is None else adjoint
-    check_adjoint(adjoint)
-    check_max_steps(max_steps)
-    check_flag("throw", throw)
-    if not callable(fn):
-        raise TypeError(f"fn must be callable fn(y, *args) -> T(y), got {type(fn).__name__}")
-    y0 = as_initial_value(y0)
-    args = as_args(args)
-    with torch.no_grad():
-        T0 = evaluate_checked("fixed_point", fn, y0, args, square=True)
+    solver, adjoint, y0, args = check_call(
+        "fixed_point", fn, y0, args, solver, AndersonAcceleration,
+        (AndersonAcceleration, FixedPointIteration), adjoint, max_steps, throw)
+    T0, attach = start_point(
+        lambda y: evaluate_checked("fixed_point", fn, y, args, square=True), y0, adjoint,
+        probe=False)
     fn = checked_square("fixed_point", fn)
+    n = y0.shape[-1]
+    problem = Problem(lambda y: fn(y, *args), make_jacobian_fn(fn, args, "forward", n), T0)
+    if isinstance(adjoint, UnrollAdjoint) and torch.is_grad_enabled():
+        problem.start = problem.fn(y0)
 
-    def fn1(y: torch.Tensor) -> torch.Tensor:
-        return fn(y, *args)
-
-    if isinstance(adjoint, UnrollAdjoint):
-        T_start = fn1(y0) if torch.is_grad_enabled() else T0
-        y, status, steps, G, stats = _iterate(fn1, y0, T_start, solver, max_steps)
-    else:
+    def attach_gradient(y: torch.Tensor, status: torch.Tensor, state: Any) -> torch.Tensor:
+        T = reevaluate(fn, y, args)
+        if T is None:
+            return y
         with torch.no_grad():
-            y, status, steps, G, stats = _iterate(fn1, y0, T0, solver, max_steps)
-        if torch.is_grad_enabled():
-            T = reevaluate(fn, y, args)
-            if T is not None:
-                n = y.shape[-1]
-                with torch.no_grad():
-                    JT = make_jacobian_fn(fn, args, "forward", n)(y.detach())
-                H = JT - torch.eye(n, dtype=y.dtype, device=y.device)
-                y = attach_implicit(y, T - y.detach(), H, status != int(Status.NONFINITE),
-                                    symmetric=False, method=adjoint.linear_solver)
-    solution = Solution(value=y, status=status, steps=steps,
-                        residual_norm=torch.linalg.vector_norm(G.detach(), dim=-1), stats=stats)
-    if throw:
-        raise_if_failed("fixed_point", solution)
-    return solution
+            JT = problem.jacobian(y.detach())
+        H = JT - torch.eye(n, dtype=y.dtype, device=y.device)
+        return attach_implicit(y, T - y.detach(), H, status != int(Status.NONFINITE),
+                               symmetric=False, method=adjoint.linear_solver)
+
+    return run("fixed_point", solver, problem, y0, max_steps, adjoint, throw,
+               attach_gradient if attach else None)

@@ -1,8 +1,10 @@
-"""Batched linear solves: direct (LU), conjugate gradients, restarted GMRES."""
+"""Batched linear solves with solver objects: :class:`LU`, :class:`Cholesky`, :class:`CG`,
+:class:`GMRES`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -12,7 +14,6 @@ from diffnum._core.validation import (
     check_count,
     check_finite,
     check_flag,
-    check_one_of,
     check_same_dtype_device,
     real_floating_dtype,
 )
@@ -188,23 +189,6 @@ def _gmres(matvec: Matvec, b: torch.Tensor, x: torch.Tensor, precondition: Matve
     return x, status, steps, res
 
 
-def _krylov(method: str, matvec: Matvec, b: torch.Tensor, x0: torch.Tensor,
-            precondition: Matvec, rtol: float, atol: float, max_steps: int, restart: int):
-    """CG or GMRES to ‖b − A y‖ <= max(atol, rtol·‖b‖), run on b/σ (σ a power of two near
-    max|b|, per element) so that no norm or dot product over- or underflows for b ~ 1e±200;
-    y = σ·y', residual = σ·res'. An element with b = 0 starts, and so ends, at y = 0."""
-    scale = _power_of_two_scale(b)
-    zero_b = (b.detach() == 0).all(dim=-1, keepdim=True)
-    b = b / scale.unsqueeze(-1)
-    x0 = torch.where(zero_b, 0.0, x0 / scale.unsqueeze(-1))
-    tol = torch.maximum(rtol * _norm(b.detach()), atol / scale)
-    if method == "cg":
-        y, status, steps, res = _cg(matvec, b, x0, precondition, tol, max_steps)
-    else:
-        y, status, steps, res = _gmres(matvec, b, x0, precondition, tol, max_steps, restart)
-    return y * scale.unsqueeze(-1), status, steps, res * scale
-
-
 class _OperatorSolve(torch.autograd.Function):
     """s = A⁻¹ ρ for a constant operator A; backward solves Aᵀ u = v with the same method."""
 
@@ -218,90 +202,338 @@ class _OperatorSolve(torch.autograd.Function):
         return ctx.solve_transposed(grad), None, None
 
 
-def linear_solve(A: torch.Tensor | Matvec, b: torch.Tensor, *, method: str = "direct",
-                 preconditioner: Matvec | None = None, rtol: float | None = None,
-                 atol: float | None = None, max_steps: int | None = None, restart: int = 30,
-                 x0: torch.Tensor | None = None,
+@dataclass(frozen=True)
+class _Operator:
+    """A of A y = b: its batched ``matvec`` and, when A is a tensor, the ``matrix``."""
+
+    matvec: Matvec
+    matrix: torch.Tensor | None
+
+
+def _direct(name: str, op: _Operator, b: torch.Tensor, factor: Callable
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A direct solve per element: (y, info, elements with NaN/inf in A). Those elements
+    solve the identity instead (so LAPACK never sees them) and get y = NaN."""
+    matrix = op.matrix
+    if matrix is None:
+        raise ValueError(f"solver={name}() needs A as a tensor (*batch, n, n); for a matvec "
+                         f"use CG(...) or GMRES(...)")
+    n = b.shape[-1]
+    batch = torch.broadcast_shapes(matrix.shape[:-2], b.shape[:-1])
+    bad = ~torch.isfinite(matrix.detach()).flatten(-2).all(-1).expand(batch)
+    eye = torch.eye(n, dtype=matrix.dtype, device=matrix.device)
+    safe = torch.where(bad[..., None, None], eye, matrix.expand(*batch, n, n))
+    y, info = factor(safe, b.expand(*batch, n).unsqueeze(-1))
+    return torch.where(bad.unsqueeze(-1), float("nan"), y.squeeze(-1)), info, bad
+
+
+def _direct_status(op: _Operator, b: torch.Tensor, y: torch.Tensor, info: torch.Tensor,
+                   bad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(status, ‖b − A y‖) of a direct solve: DIVERGED where the factorization failed."""
+    res = _norm((b - op.matvec(y)).detach())
+    status = torch.where(torch.isfinite(res), int(Status.CONVERGED), int(Status.NONFINITE))
+    return torch.where((info == 0) | bad, status, int(Status.DIVERGED)), res
+
+
+@dataclass(frozen=True)
+class LU:
+    """Direct solve by LU factorization with partial pivoting: A = PLU, y = U⁻¹L⁻¹Pᵀb.
+
+    For any square A given as a tensor ``(*batch, n, n)``; a singular A is ``DIVERGED`` for
+    its element. One step; ``max_steps`` is not used. Gradients differentiate the LU solve
+    itself (∂L/∂b = u, ∂L/∂A = −u yᵀ with Aᵀu = ∂L/∂y), whatever the adjoint.
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.solve import LU, linear_solve
+        >>> A = torch.tensor([[0.0, 2.0], [1.0, 1.0]], dtype=torch.float64)
+        >>> linear_solve(A, torch.tensor([2.0, 3.0], dtype=torch.float64), solver=LU()).value
+        tensor([2., 1.], dtype=torch.float64)
+    """
+
+    def _solve(self, op: _Operator, b: torch.Tensor, x0: torch.Tensor | None, max_steps: int,
+               adjoint: ImplicitAdjoint | UnrollAdjoint
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        y, info, bad = _direct("LU", op, b, lambda A, rhs: torch.linalg.solve_ex(A, rhs))
+        status, res = _direct_status(op, b, y, info, bad)
+        return y, status, torch.ones_like(status), res
+
+
+@dataclass(frozen=True)
+class Cholesky:
+    """Direct solve of a symmetric positive definite A by Cholesky: A = LLᵀ, y = L⁻ᵀL⁻¹b.
+
+    About half the work of :class:`LU`; reads only the lower triangle of A. An element whose
+    A is not positive definite (the factorization fails) is ``DIVERGED``. One step;
+    ``max_steps`` is not used. Gradients by the implicit function theorem with the
+    factorization reused: y* + (s − stop_gradient(s)), s = A⁻¹(b − A y*), so
+    ∂L/∂b = u and ∂L/∂A = −u yᵀ with A u = ∂L/∂y, whatever the adjoint.
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.solve import Cholesky, linear_solve
+        >>> A = torch.tensor([[4.0, 2.0], [2.0, 3.0]], dtype=torch.float64)
+        >>> b = torch.tensor([2.0, 1.0], dtype=torch.float64)
+        >>> linear_solve(A, b, solver=Cholesky()).value
+        tensor([0.5000, 0.0000], dtype=torch.float64)
+    """
+
+    def _solve(self, op: _Operator, b: torch.Tensor, x0: torch.Tensor | None, max_steps: int,
+               adjoint: ImplicitAdjoint | UnrollAdjoint
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        factors = []
+
+        def factor(A: torch.Tensor, rhs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            L, info = torch.linalg.cholesky_ex(A.detach())
+            factors.append(L)
+            return torch.cholesky_solve(rhs.detach(), L), info
+
+        y, info, bad = _direct("Cholesky", op, b, factor)
+        status, res = _direct_status(op, b, y.detach(), info, bad)
+        if torch.is_grad_enabled():
+            with torch.enable_grad():
+                residual = b - op.matvec(y.detach())
+            if residual.requires_grad:
+                # Elements without a factorization add exact zeros (not NaN) to gradients.
+                ok = ~bad & (info == 0)
+                eye = torch.eye(b.shape[-1], dtype=y.dtype, device=y.device)
+                L = torch.where(ok[..., None, None], factors[0], eye)
+                rhs = torch.where(ok.unsqueeze(-1), residual, 0.0)
+                s = torch.cholesky_solve(rhs.unsqueeze(-1), L).squeeze(-1)
+                y = y.detach() + (s - s.detach())
+        return y, status, torch.ones_like(status), res
+
+
+class _Krylov:
+    """CG and GMRES: an iterative solve to ‖b − A y‖ <= max(atol, rtol·‖b‖)."""
+
+    rtol: float | None
+    atol: float | None
+    preconditioner: Matvec | None
+    symmetric: bool = False  # A = Aᵀ assumed: the transposed solve is the same solve
+
+    def _check(self) -> None:
+        check_tolerances(self.rtol, self.atol)
+        if self.rtol == 0 and self.atol is None:
+            raise ValueError("rtol = 0 needs atol > 0 (atol defaults to 0): with both 0 the "
+                             "solve could never converge")
+        if self.preconditioner is not None and not callable(self.preconditioner):
+            raise TypeError(f"preconditioner must be None or a callable r -> M r, got "
+                            f"{type(self.preconditioner).__name__}")
+
+    def _iterate(self, matvec: Matvec, b: torch.Tensor, x: torch.Tensor,
+                 precondition: Matvec, tol: torch.Tensor, max_steps: int):
+        raise NotImplementedError
+
+    def _run(self, matvec: Matvec, b: torch.Tensor, x0: torch.Tensor, precondition: Matvec,
+             max_steps: int):
+        """The iteration on b/σ (σ a power of two near max|b|, per element) so that no norm
+        or dot product over- or underflows for b ~ 1e±200; y = σ·y', residual = σ·res'. An
+        element with b = 0 starts, and so ends, at y = 0."""
+        rtol = check_tolerance("rtol", self.rtol, b.dtype)
+        atol = 0.0 if self.atol is None else check_tolerance("atol", self.atol, b.dtype)
+        scale = _power_of_two_scale(b)
+        zero_b = (b.detach() == 0).all(dim=-1, keepdim=True)
+        b = b / scale.unsqueeze(-1)
+        x0 = torch.where(zero_b, 0.0, x0 / scale.unsqueeze(-1))
+        tol = torch.maximum(rtol * _norm(b.detach()), atol / scale)
+        y, status, steps, res = self._iterate(matvec, b, x0, precondition, tol, max_steps)
+        return y * scale.unsqueeze(-1), status, steps, res * scale
+
+    def _solve(self, op: _Operator, b: torch.Tensor, x0: torch.Tensor | None, max_steps: int,
+               adjoint: ImplicitAdjoint | UnrollAdjoint
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        precondition = (_checked_operator("preconditioner", self.preconditioner)
+                        if self.preconditioner is not None else (lambda r: r))
+        x0 = torch.zeros_like(b) if x0 is None else x0.expand_as(b)
+        if isinstance(adjoint, UnrollAdjoint):
+            return self._run(op.matvec, b, x0, precondition, max_steps)
+        with torch.no_grad():
+            y, status, steps, res = self._run(op.matvec, b.detach(), x0.detach(), precondition,
+                                              max_steps)
+        if torch.is_grad_enabled():
+            with torch.enable_grad():
+                residual = b - op.matvec(y.detach())
+            if residual.requires_grad:
+                y = self._attach(residual, op, y, precondition, max_steps)
+        return y, status, steps, res
+
+    def _attach(self, residual: torch.Tensor, op: _Operator, y: torch.Tensor,
+                precondition: Matvec, max_steps: int) -> torch.Tensor:
+        """y* + (s − stop_gradient(s)), s = A⁻¹ ρ(θ), A applied as a constant operator; the
+        backward solves Aᵀ u = v with the same method (without the preconditioner, whose
+        transpose is unknown, unless A is symmetric)."""
+        matvec, matrix = op.matvec, op.matrix
+
+        def const_matvec(v: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                return matvec(v)
+
+        if matrix is not None:
+            At = matrix.detach().mT
+
+            def const_rmatvec(v: torch.Tensor) -> torch.Tensor:
+                return (At @ v.unsqueeze(-1)).squeeze(-1)
+        else:
+            def const_rmatvec(v: torch.Tensor) -> torch.Tensor:
+                with torch.no_grad():
+                    return vjp(matvec, torch.zeros_like(v))[1](v)[0]
+
+        def solve(rhs: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                return self._run(const_matvec, rhs, torch.zeros_like(rhs), precondition,
+                                 max_steps)[0]
+
+        def solve_transposed(rhs: torch.Tensor) -> torch.Tensor:
+            if self.symmetric:
+                return solve(rhs)
+            with torch.no_grad():
+                return self._run(const_rmatvec, rhs, torch.zeros_like(rhs), lambda r: r,
+                                 max_steps)[0]
+
+        s = _OperatorSolve.apply(residual, solve, solve_transposed)
+        return y.detach() + (s - s.detach())
+
+
+@dataclass(frozen=True)
+class CG(_Krylov):
+    """Preconditioned conjugate gradients for symmetric positive definite A (and M ≈ A⁻¹).
+
+    x ← x + α p, r ← r − α A p, α = rᵀz / pᵀAp, z = M r, p ← z + β p, β = r₊ᵀz₊ / rᵀz. An
+    element is CONVERGED when ‖b − A y‖₂ <= max(atol, rtol·‖b‖₂); a curvature pᵀAp <= 0
+    (A or M not positive definite) is DIVERGED for that element.
+
+    Args:
+        rtol: relative tolerance (``None``: 1e-8 float64, 1e-4 float32).
+        atol: absolute floor (``None``: 0, as scipy >= 1.12); rtol = 0 needs atol > 0.
+        preconditioner: ``None`` or a batched ``r -> M r``, M ≈ A⁻¹ symmetric positive
+            definite.
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.solve import CG, linear_solve
+        >>> A = torch.tensor([[4.0, 1.0], [1.0, 3.0]], dtype=torch.float64)
+        >>> b = torch.tensor([1.0, 2.0], dtype=torch.float64)
+        >>> sol = linear_solve(A, b, solver=CG(rtol=1e-12, preconditioner=lambda r: r / 4))
+        >>> torch.allclose(sol.value, torch.linalg.solve(A, b)), int(sol.steps)
+        (True, 2)
+    """
+
+    rtol: float | None = None
+    atol: float | None = None
+    preconditioner: Matvec | None = None
+    symmetric = True
+
+    def __post_init__(self) -> None:
+        self._check()
+
+    def _iterate(self, matvec, b, x, precondition, tol, max_steps):
+        return _cg(matvec, b, x, precondition, tol, max_steps)
+
+
+@dataclass(frozen=True)
+class GMRES(_Krylov):
+    """Right-preconditioned restarted GMRES(restart): A M u = b, y = x₀ + M u.
+
+    Each cycle builds an Arnoldi basis of up to ``restart`` vectors (modified Gram–Schmidt)
+    and takes the u minimizing ‖b − A(x₀ + M V u)‖₂ over it; for any square A. Same
+    convergence test as :class:`CG`.
+
+    Args:
+        rtol: relative tolerance, as :class:`CG`.
+        atol: absolute floor, as :class:`CG`.
+        restart: Krylov basis size per cycle, 1 <= restart <= 10⁴ (memory restart + 1
+            vectors of length n per element).
+        preconditioner: ``None`` or a batched ``r -> M r``, M ≈ A⁻¹.
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.solve import GMRES, linear_solve
+        >>> A = torch.tensor([[2.0, 1.0], [0.0, 3.0]], dtype=torch.float64)
+        >>> b = torch.tensor([3.0, 3.0], dtype=torch.float64)
+        >>> linear_solve(A, b, solver=GMRES(restart=2)).value.round(decimals=12).tolist()
+        [1.0, 1.0]
+    """
+
+    rtol: float | None = None
+    atol: float | None = None
+    restart: int = 30
+    preconditioner: Matvec | None = None
+
+    def __post_init__(self) -> None:
+        self._check()
+        check_count("restart", self.restart, high=_MAX_RESTART)
+
+    def _iterate(self, matvec, b, x, precondition, tol, max_steps):
+        return _gmres(matvec, b, x, precondition, tol, max_steps, self.restart)
+
+
+_SOLVERS = (LU, Cholesky, CG, GMRES)
+
+
+def linear_solve(A: torch.Tensor | Matvec, b: torch.Tensor, *,
+                 solver: LU | Cholesky | CG | GMRES | None = None,
+                 max_steps: int | None = None, x0: torch.Tensor | None = None,
                  adjoint: ImplicitAdjoint | UnrollAdjoint | None = None,
                  throw: bool = False) -> Solution:
     """Solve A y = b per batch element; differentiable in A (or what its matvec captures) and b.
 
-    Methods: ``"direct"`` (LU; A must be a tensor ``(*batch, n, n)``), ``"cg"`` (preconditioned
-    conjugate gradients; A symmetric positive definite), ``"gmres"`` (right-preconditioned
-    GMRES(restart)). ``A`` is a tensor or a batched matvec ``y -> A y``; ``preconditioner`` is
-    a batched ``r -> M r`` with M ≈ A⁻¹ (SPD for CG).
+    ``solver`` is an object: :class:`LU` (default; A a tensor ``(*batch, n, n)``),
+    :class:`Cholesky` (A symmetric positive definite tensor), :class:`CG` (preconditioned
+    conjugate gradients; A symmetric positive definite) or :class:`GMRES` (right-preconditioned
+    GMRES(restart)); the iterative ones hold their tolerances and preconditioner. ``A`` is a
+    tensor or a batched matvec ``y -> A y`` (iterative solvers only).
 
-    Tolerances (iterative methods): an element is CONVERGED when ‖b − A y‖₂ <=
-    max(atol, rtol·‖b‖₂), i.e. relative to ‖b‖. ``rtol=None`` is the dtype default (1e-8 for
-    float64, 1e-4 for float32); ``atol=None`` is 0, no absolute floor (as scipy >= 1.12), so a
-    tiny b is solved to the same relative accuracy as any other. rtol and atol must not both
-    be 0. Norms are computed with scaling, and the iteration runs on b divided by a power of
-    two near max|b|, so b ~ 1e±200 solves as accurately as b ~ 1. An element with b = 0 gets
-    y = 0 exactly (CONVERGED, whatever ``x0``). ``"direct"`` ignores the tolerances.
+    Tolerances (iterative solvers): an element is CONVERGED when ‖b − A y‖₂ <=
+    max(atol, rtol·‖b‖₂), i.e. relative to ‖b‖. Norms are computed with scaling, and the
+    iteration runs on b divided by a power of two near max|b|, so b ~ 1e±200 solves as
+    accurately as b ~ 1. An element with b = 0 gets y = 0 exactly (CONVERGED, whatever
+    ``x0``). ``max_steps`` (default min(10 n, 10⁶)) bounds the iterations (for GMRES, Arnoldi
+    steps over all cycles); direct solvers take one step.
 
     Status is per batch element: NaN or ±inf in A (or from the matvec or preconditioner) makes
     that element NONFINITE while the others are solved exactly as they would be alone; no
     torch/LAPACK error is raised for it. b and x0 must be finite.
 
-    Gradients with :class:`ImplicitAdjoint` (default): y* + (s − stop_gradient(s)) with
-    s = A⁻¹(b − A_θ y*), so ∂L/∂θ = uᵀ ∂_θ(b − A_θ y*) with Aᵀ u = ∂L/∂y*, one more iterative
-    solve in backward, to the same tolerances (the transposed matvec of a callable A comes from
-    its VJP; GMRES's backward runs without the preconditioner, whose transpose is unknown).
-    ``"direct"`` differentiates the LU solve itself.
+    Gradients of the iterative solvers with :class:`ImplicitAdjoint` (default):
+    y* + (s − stop_gradient(s)) with s = A⁻¹(b − A_θ y*), so ∂L/∂θ = uᵀ ∂_θ(b − A_θ y*) with
+    Aᵀ u = ∂L/∂y*, one more iterative solve in backward, to the same tolerances (the
+    transposed matvec of a callable A comes from its VJP; GMRES's backward runs without the
+    preconditioner, whose transpose is unknown); :class:`UnrollAdjoint` backpropagates
+    through the iterations. The direct solvers differentiate their factorization's solve.
 
     Returns:
-        :class:`Solution` with ``residual_norm`` = ‖b − A y*‖₂; ``status`` DIVERGED marks a
-        singular matrix (direct) or a non-positive curvature pᵀAp (CG), NONFINITE a NaN/inf
-        in the element's A, matvec or iterates (its ``value`` is then NaN or meaningless).
+        :class:`Solution` with ``residual_norm`` = ‖b − A y*‖₂ and ``stats["solver"]``, the
+        solver's class name; ``status`` DIVERGED marks a singular matrix (LU), a matrix that
+        is not positive definite (Cholesky) or a non-positive curvature pᵀAp (CG), NONFINITE
+        a NaN/inf in the element's A, matvec or iterates (its ``value`` is then NaN or
+        meaningless).
 
     Example::
 
         >>> import torch
-        >>> from diffnum.solve import linear_solve
+        >>> from diffnum.solve import CG, linear_solve
         >>> A = torch.tensor([[4.0, 1.0], [1.0, 3.0]], dtype=torch.float64)
         >>> b = torch.tensor([1.0, 2.0], dtype=torch.float64)
-        >>> sol = linear_solve(A, b, method="cg")
+        >>> sol = linear_solve(A, b, solver=CG())
         >>> torch.allclose(sol.value, torch.linalg.solve(A, b)), bool(sol.converged)
         (True, True)
     """
-    check_one_of("method", method, ("direct", "cg", "gmres"))
-    real_floating_dtype("b", b)
-    if b.ndim == 0 or b.shape[-1] == 0:
-        raise ValueError(f"b must have shape (*batch, n) with n >= 1 unknowns, "
-                         f"got {tuple(b.shape)}")
-    check_finite("b", b)
+    solver = LU() if solver is None else solver
+    if not isinstance(solver, _SOLVERS):
+        raise TypeError(f"solver must be LU(), Cholesky(), CG(...) or GMRES(...), got "
+                        f"{type(solver).__name__}")
+    op, b = _checked_system(A, b)
     n = b.shape[-1]
     adjoint = ImplicitAdjoint() if adjoint is None else adjoint
     check_adjoint(adjoint)
-    check_tolerances(rtol, atol)
-    rtol_v = check_tolerance("rtol", rtol, b.dtype)
-    atol_v = 0.0 if atol is None else check_tolerance("atol", atol, b.dtype)
-    if method != "direct" and rtol_v == 0 and atol_v == 0:
-        raise ValueError("rtol = 0 needs atol > 0 (atol defaults to 0): with both 0 the "
-                         "solve could never converge")
     max_steps = (min(10 * n, MAX_STEPS_LIMIT) if max_steps is None
                  else check_max_steps(max_steps))
-    check_count("restart", restart, high=_MAX_RESTART)
     check_flag("throw", throw)
-    if isinstance(A, torch.Tensor):
-        real_floating_dtype("A", A)
-        check_same_dtype_device({"b": b, "A": A})
-        if A.ndim < 2 or A.shape[-1] != n or A.shape[-2] != n:
-            raise ValueError(f"A must have shape (*batch, n, n) with n = {n} from b, "
-                             f"got {tuple(A.shape)}")
-        matrix = A  # NaN/inf in A is not an input error: that element is NONFINITE
-        matvec: Matvec = lambda y: (matrix @ y.unsqueeze(-1)).squeeze(-1)  # noqa: E731
-    elif callable(A):
-        matrix = None
-        matvec = _checked_operator("A", A)
-        if method == "direct":
-            raise ValueError("method='direct' needs A as a tensor (*batch, n, n); for a matvec "
-                             "use method='cg' or 'gmres'")
-    else:
-        raise TypeError(f"A must be a tensor or a callable matvec, got {type(A).__name__}")
-    if preconditioner is not None and not callable(preconditioner):
-        raise TypeError(f"preconditioner must be a callable r -> M r, got "
-                        f"{type(preconditioner).__name__}")
     if x0 is not None:
         real_floating_dtype("x0", x0)
         check_same_dtype_device({"b": b, "x0": x0})
@@ -309,84 +541,32 @@ def linear_solve(A: torch.Tensor | Matvec, b: torch.Tensor, *, method: str = "di
             raise ValueError(f"x0 must broadcast to the shape of b, {tuple(b.shape)}, "
                              f"got {tuple(x0.shape)}")
         check_finite("x0", x0)
-
-    if method == "direct":
-        batch = torch.broadcast_shapes(matrix.shape[:-2], b.shape[:-1])
-        # Elements with NaN/inf in A solve the identity instead (so LAPACK never sees them) and
-        # get y = NaN: NONFINITE, the others untouched.
-        bad = ~torch.isfinite(matrix.detach()).flatten(-2).all(-1).expand(batch)
-        eye = torch.eye(n, dtype=matrix.dtype, device=matrix.device)
-        safe = torch.where(bad[..., None, None], eye, matrix.expand(*batch, n, n))
-        y, info = torch.linalg.solve_ex(safe, b.expand(*batch, n).unsqueeze(-1))
-        y = torch.where(bad.unsqueeze(-1), float("nan"), y.squeeze(-1))
-        res = _norm((b - matvec(y)).detach())
-        status = torch.where(torch.isfinite(res), int(Status.CONVERGED), int(Status.NONFINITE))
-        status = torch.where((info == 0) | bad, status, int(Status.DIVERGED))
-        steps = torch.ones_like(status)
-        solution = Solution(y, status, steps, res, {"method": method})
-        if throw:
-            raise_if_failed("linear_solve", solution)
-        return solution
-
-    precondition = (_checked_operator("preconditioner", preconditioner)
-                    if preconditioner is not None else (lambda r: r))
-    x0 = torch.zeros_like(b) if x0 is None else x0.expand_as(b)
-
-    def run(rhs: torch.Tensor, start: torch.Tensor):
-        return _krylov(method, matvec, rhs, start, precondition, rtol_v, atol_v, max_steps,
-                       restart)
-
-    if isinstance(adjoint, UnrollAdjoint):
-        y, status, steps, res = run(b, x0)
-    else:
-        with torch.no_grad():
-            y, status, steps, res = run(b.detach(), x0.detach())
-        if torch.is_grad_enabled():
-            with torch.enable_grad():
-                residual = b - matvec(y.detach())
-            if residual.requires_grad:
-                y = _attach(residual, matvec, matrix, y, method, precondition, max_steps,
-                            restart, rtol_v, atol_v)
-    solution = Solution(y, status, steps, res, {"method": method})
+    y, status, steps, res = solver._solve(op, b, x0, max_steps, adjoint)
+    solution = Solution(y, status, steps, res, {"solver": type(solver).__name__})
     if throw:
         raise_if_failed("linear_solve", solution)
     return solution
 
 
-def _attach(residual: torch.Tensor, matvec: Matvec, matrix: torch.Tensor | None,
-            y: torch.Tensor, method: str, precondition: Matvec, max_steps: int, restart: int,
-            rtol: float, atol: float) -> torch.Tensor:
-    """y* + (s − stop_gradient(s)), s = A⁻¹ ρ(θ), A applied as a constant operator."""
-
-    def const_matvec(v: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return matvec(v)
-
-    if matrix is not None:
-        At = matrix.detach().mT
-
-        def const_rmatvec(v: torch.Tensor) -> torch.Tensor:
-            return (At @ v.unsqueeze(-1)).squeeze(-1)
-    else:
-        def const_rmatvec(v: torch.Tensor) -> torch.Tensor:
-            with torch.no_grad():
-                return vjp(matvec, torch.zeros_like(v))[1](v)[0]
-
-    def solve(rhs: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return _krylov(method, const_matvec, rhs, torch.zeros_like(rhs), precondition,
-                           rtol, atol, max_steps, restart)[0]
-
-    def solve_transposed(rhs: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            if method == "cg":  # A symmetric: Aᵀ = A
-                return _krylov(method, const_matvec, rhs, torch.zeros_like(rhs), precondition,
-                               rtol, atol, max_steps, restart)[0]
-            return _krylov(method, const_rmatvec, rhs, torch.zeros_like(rhs), lambda r: r,
-                           rtol, atol, max_steps, restart)[0]
-
-    s = _OperatorSolve.apply(residual, solve, solve_transposed)
-    return y.detach() + (s - s.detach())
+def _checked_system(A: Any, b: Any) -> tuple[_Operator, torch.Tensor]:
+    """b checked (a finite real floating tensor ``(*batch, n)``) and A as an operator."""
+    real_floating_dtype("b", b)
+    if b.ndim == 0 or b.shape[-1] == 0:
+        raise ValueError(f"b must have shape (*batch, n) with n >= 1 unknowns, "
+                         f"got {tuple(b.shape)}")
+    check_finite("b", b)
+    n = b.shape[-1]
+    if isinstance(A, torch.Tensor):
+        real_floating_dtype("A", A)
+        check_same_dtype_device({"b": b, "A": A})
+        if A.ndim < 2 or A.shape[-1] != n or A.shape[-2] != n:
+            raise ValueError(f"A must have shape (*batch, n, n) with n = {n} from b, "
+                             f"got {tuple(A.shape)}")
+        matrix = A  # NaN/inf in A is not an input error: that element is NONFINITE
+        return _Operator(lambda y: (matrix @ y.unsqueeze(-1)).squeeze(-1), matrix), b
+    if callable(A):
+        return _Operator(_checked_operator("A", A), None), b
+    raise TypeError(f"A must be a tensor or a callable matvec, got {type(A).__name__}")
 
 
 def operator_solve(rhs: torch.Tensor, solve: Callable, solve_transposed: Callable) -> Any:
