@@ -204,12 +204,13 @@ def _problem(fn: Callable, y0: torch.Tensor, args: tuple,
 def _attach(fn: Callable, args: tuple, y: torch.Tensor, J: torch.Tensor | None,
             status: torch.Tensor, adjoint: ImplicitAdjoint, mode: str | Callable,
             hessian: Callable | None = None) -> torch.Tensor:
-    """Attach the implicit derivative to y* (see :mod:`diffnum.solve._adjoint`)."""
-    r = reevaluate(fn, y, args)
-    if r is None:  # nothing fn depends on requires grad
-        return y
+    """Attach the implicit derivative to y* (see :mod:`diffnum.solve._adjoint`); called only
+    when the start point showed that something ``fn`` reaches requires grad."""
     valid = status != int(Status.NONFINITE)
     if adjoint.hessian == "gauss_newton":
+        r = reevaluate(fn, y, args)
+        if r is None:  # nothing fn depends on requires grad at y*
+            return y
         if J is None:
             with torch.no_grad():
                 J = make_jacobian_fn(fn, args, mode, r.shape[-1])(y.detach())
