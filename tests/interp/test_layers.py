@@ -112,13 +112,20 @@ def test_dcls2_1d_matches_manual_construction():
                                rtol=0, atol=0)
 
 
-def test_defaults_match_dcls_initialisation():
+def test_dcls_position_init_matches_dcls_initialisation():
+    # position_init="dcls" reproduces the official package's initialisation draw for draw;
+    # the default ("spread") draws the same weights and spreads the taps instead.
     torch.manual_seed(7)
     ref = dcls.Dcls2d(6, 6, 5, dilated_kernel_size=7, groups=3)
     torch.manual_seed(7)
-    ours = interp.Dcls2d(6, 6, 5, dilated_kernel_size=7, groups=3)
+    ours = interp.Dcls2d(6, 6, 5, dilated_kernel_size=7, groups=3, position_init="dcls")
     for name, tensor in ref.state_dict().items():
         assert torch.equal(tensor, ours.state_dict()[name]), name
+    torch.manual_seed(7)
+    default = interp.Dcls2d(6, 6, 5, dilated_kernel_size=7, groups=3)
+    assert default.position_init == "spread"
+    assert torch.equal(default.weight, ref.weight)
+    assert float(default.P.abs().mean()) > 2 * float(ref.P.abs().mean())
 
 
 def test_integer_bilinear_equals_sparse_conv():

@@ -154,10 +154,11 @@ def test_findings_with_one_seed_and_a_losing_dcls():
 def test_readme_block_includes_part_d_and_tolerates_old_results():
     canvas = _fake_results()
     base = {
-        "recovery": {"DCLS v1": {"median_mse": 0.1, "median_position_error": 0.2,
-                                 "recovered": 1, "runs": 2},
+        "recovery": {"DCLS v1": {"median_mse": 0.1, "median_kernel_error": 0.2,
+                                 "median_targets_hit": 2, "recovered": 1, "runs": 2},
                      "dilated conv (k=3, r=7)": {"median_mse": 0.3, "runs": 1, "recovered": 0,
-                                                 "median_position_error": 0.8}},
+                                                 "median_kernel_error": 0.8,
+                                                 "median_targets_hit": 0}},
         "iso_parameter": {"dilated k=3, r=7": {"weights": 64, "positions": 0,
                                                "test_accuracy": 0.6, "seconds": 1.0},
                           "DCLS v1 m=3, s=15": {"weights": 64, "positions": 48,

@@ -199,15 +199,15 @@ def test_factor_and_dcls_readme_blocks_read_stored_results():
     block = factor.readme({"sizes": {"m": 30, "n": 20, "k": 5}, "table": table}, "quick")
     assert "30×20 float64, k = 5" in block and "1.25e-01 (2.0 ms)" in block
     assert "| cr | 1.25e-01 (2.0 ms) | — | — |" in block and "Eckart–Young" in block
-    results = {"recovery": {"DCLS v1": {"median_mse": 0.5, "median_position_error": 1.0,
-                                        "recovered": 1, "runs": 4}},
+    results = {"recovery": {"DCLS v1": {"median_mse": 0.5, "median_kernel_error": 1.0,
+                                        "median_targets_hit": 2, "recovered": 1, "runs": 4}},
                "iso_parameter": {"dense k=3": {"weights": 64, "positions": 0,
                                                "test_accuracy": 0.75, "seconds": 0.5}},
                "delays": {"learned delays": {"test_accuracy": 1.0,
                                              "integer_delay_accuracy": 1.0},
                           "zero delays": {"test_accuracy": 0.25}}}
     block = dcls.readme(results, "full")
-    assert "`diffnum reproduce dcls`" in block and "| DCLS v1 | 0.5 | 1 | 1/4 |" in block
+    assert "`diffnum reproduce dcls`" in block and "| DCLS v1 | 0.5 | 1 | 2 | 1/4 |" in block
     assert "| zero delays | 0.25 | — |" in block
 
 

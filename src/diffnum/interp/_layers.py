@@ -312,7 +312,7 @@ class _DclsBase(nn.Module):
         *,
         dilation: int | Sequence[int],
         dense_kernel_size: tuple[int, ...] = (),
-        position_init: str = "dcls",
+        position_init: str = "spread",
         construct_method: str = "auto",
         conv_method: str = "auto",
         device: torch.device | str | None = None,
@@ -562,8 +562,10 @@ _LAYER_DOC = r"""{d}-D convolution with learnable spacings, a drop-in for ``nn.C
     ``nn.Conv{d}d`` does (the kernel is built in float32, then cast). ``construct_method`` /
     ``conv_method`` pick the construction and convolution paths (``"auto"``: a cost model).
     ``position_init`` places the taps before training:
-    ``"dcls"`` (default) N(0, 0.5²) clamped to the support, as the official package, which
-    starts 95 % of the taps within one cell of the centre; ``"uniform"`` over the support;
+    ``"spread"`` (default, see below); ``"dcls"`` N(0, 0.5²) clamped to the support, as the
+    official package, which starts 95 % of the taps within one cell of the centre (pass it
+    to start a model ported from ``dcls`` where it started there); ``"uniform"`` over the
+    support;
     ``"lattice"`` on a dilated convolution's taps (kernel_count = k^{d}, the widest integer
     spacing that fits), so an untrained ``v1`` layer *is* that dilated convolution (up to
     the normalization's 1/(1 + 1e-7)); ``"spread"`` that lattice jittered by up to half its
@@ -574,9 +576,9 @@ _LAYER_DOC = r"""{d}-D convolution with learnable spacings, a drop-in for ``nn.C
     canvas (``diffnum reproduce dcls``, part (d), full run, 3 seeds, 9 taps in a 7×7
     support): gauss lattice 0.916 ± 0.011, spread 0.904 ± 0.018, dcls 0.839 ± 0.042; v1
     spread 0.879 ± 0.019, lattice 0.844 ± 0.039 (taps never moved), dcls 0.797 ± 0.015;
-    a dilated 3×3 with the same weights 0.852 ± 0.052. The default stays ``"dcls"``, the
-    official package's, so that a model ported from ``dcls`` starts where it did there;
-    ``"spread"`` is the measured better start for both versions.
+    a dilated 3×3 with the same weights 0.852 ± 0.052. Hence the default ``"spread"``: the
+    best start for v1, within one standard deviation of the best for gauss, and far from the
+    official package's start, whose taps hardly leave the centre.
 
     Example::
 
@@ -599,7 +601,7 @@ class Dcls1d(_DclsBase):
                  dilated_kernel_size: int | Sequence[int] = 1, groups: int = 1,
                  bias: bool = True, padding_mode: str = "zeros", version: str = "gauss", *,
                  dilation: int | Sequence[int] = 1, construct_method: str = "auto",
-                 conv_method: str = "auto", position_init: str = "dcls", device=None,
+                 conv_method: str = "auto", position_init: str = "spread", device=None,
                  dtype=None, use_implicit_gemm: bool = True) -> None:
         super().__init__(in_channels, out_channels, kernel_count, stride, padding,
                          dilated_kernel_size, groups, bias, padding_mode, version,
@@ -618,7 +620,7 @@ class Dcls2d(_DclsBase):
                  dilated_kernel_size: int | Sequence[int] = 1, groups: int = 1,
                  bias: bool = True, padding_mode: str = "zeros", version: str = "gauss", *,
                  dilation: int | Sequence[int] = 1, construct_method: str = "auto",
-                 conv_method: str = "auto", position_init: str = "dcls", device=None,
+                 conv_method: str = "auto", position_init: str = "spread", device=None,
                  dtype=None, use_implicit_gemm: bool = True) -> None:
         super().__init__(in_channels, out_channels, kernel_count, stride, padding,
                          dilated_kernel_size, groups, bias, padding_mode, version,
@@ -637,7 +639,7 @@ class Dcls3d(_DclsBase):
                  dilated_kernel_size: int | Sequence[int] = 1, groups: int = 1,
                  bias: bool = True, padding_mode: str = "zeros", version: str = "gauss", *,
                  dilation: int | Sequence[int] = 1, construct_method: str = "auto",
-                 conv_method: str = "auto", position_init: str = "dcls", device=None,
+                 conv_method: str = "auto", position_init: str = "spread", device=None,
                  dtype=None, use_implicit_gemm: bool = True) -> None:
         super().__init__(in_channels, out_channels, kernel_count, stride, padding,
                          dilated_kernel_size, groups, bias, padding_mode, version,
@@ -661,7 +663,7 @@ class _DclsTransposeBase(_DclsBase):
                  bias: bool = True, padding_mode: str = "zeros", version: str = "gauss", *,
                  output_padding: int | Sequence[int] = 0, dilation: int | Sequence[int] = 1,
                  construct_method: str = "auto", conv_method: str = "auto",
-                 position_init: str = "dcls", device=None, dtype=None) -> None:
+                 position_init: str = "spread", device=None, dtype=None) -> None:
         if isinstance(padding, str):
             raise ValueError(f"padding must be an int or a sequence of {self.conv_ndim} ints "
                              f"for a transposed convolution (no 'same'/'valid', as "

@@ -70,10 +70,8 @@ class DelayedLinear(nn.Module):
         self.max_delay = max_delay
         self.conv = Dcls1d(in_features, out_features, 1, dilated_kernel_size=max_delay,
                            bias=bias, version=version, conv_method=conv_method,
+                           position_init="uniform",  # delays spread over the whole range
                            device=device, dtype=dtype)
-        lim = max_delay // 2
-        with torch.no_grad():
-            self.conv.P.uniform_(-lim, lim)  # delays spread over the whole range
         if version == "gauss":
             set_sigma(self, sigma if sigma is not None else max_delay / 2, learnable=False)
 
