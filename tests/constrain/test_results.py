@@ -56,6 +56,11 @@ def test_constrained_solution_contains_the_solvers_solution(monkeypatch):
     assert out.describe() == out.solution.describe() != ""
     with pytest.raises(SolveError, match=rf"{len(failed)} of 6 batch element\(s\) failed"):
         out.raise_if_failed()
+    with pytest.raises(SolveError, match=r"MixtureOfExperts: \d+ of 6 .*\n.*\(1, 0\): NONFINITE"):
+        MixtureOfExperts(HardConstraint(pde, 48), (2, 1))(
+            basis, grid, initial, generator=torch.Generator().manual_seed(0), throw=True)
+    with pytest.raises(TypeError, match="throw must be True or False"):
+        HardConstraint(pde, 48)(basis, grid, initial, throw=1)
     # More than one batch dimension: the solver's fields reshaped to the caller's batch.
     out2 = HardConstraint(pde, 48)(basis.reshape(3, 1, *basis.shape[1:]), grid,
                                    initial.reshape(3, 1, 16),

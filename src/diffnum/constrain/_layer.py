@@ -353,11 +353,13 @@ def _check_terms(name: str, terms: object, names: tuple[str, ...], weights: torc
 
 
 def _check_forward(basis: object, grid: object, initial: object, generator: object,
-                   pde: object) -> None:
+                   pde: object, throw: object = False) -> None:
     """The arguments of :meth:`HardConstraint.forward` / :meth:`MixtureOfExperts.forward`.
 
     NaN/inf in ``basis`` or ``initial`` is not an input error: the affected solves report
     ``NONFINITE`` (a training step on them is skipped and counted)."""
+    if not isinstance(throw, bool):
+        raise TypeError(f"throw must be True or False, got {throw!r}")
     real_floating_dtype("basis", basis)
     check_grid(grid)
     if basis.ndim >= 3 and (basis.shape[-1] == 0 or math.prod(basis.shape[:-2]) == 0):
@@ -432,10 +434,11 @@ class HardConstraint(nn.Module):
             residual relative to the ridge (and to the condition rows with ``"rows"``).
         constraints: ``"eliminate"`` or ``"rows"`` (above).
 
-    ``forward(basis, grid, initial, *, generator=None, pde=None)``: ``basis``
+    ``forward(basis, grid, initial, *, generator=None, pde=None, throw=False)``: ``basis``
     ``(*batch, P, N)``, ``initial`` u₀ at the initial points (broadcastable), ``pde``
-    overrides the PDE (its parameters) for this call. Returns a :class:`ConstrainedSolution`
-    with K = 1.
+    overrides the PDE (its parameters) for this call; ``throw=True`` raises a
+    :class:`~diffnum.solve.SolveError` naming every solve that did not converge. Returns a
+    :class:`ConstrainedSolution` with K = 1.
 
     Example::
 
@@ -476,12 +479,16 @@ class HardConstraint(nn.Module):
         self.constraints = constraints
 
     def forward(self, basis: torch.Tensor, grid: Grid, initial: torch.Tensor, *,
-                generator: torch.Generator | None = None, pde=None) -> ConstrainedSolution:
+                generator: torch.Generator | None = None, pde=None,
+                throw: bool = False) -> ConstrainedSolution:
         """Solve the constrained least squares for every batch element (see the class)."""
-        _check_forward(basis, grid, initial, generator, pde)
-        return solve_experts(self, basis, grid, initial, (1,) * grid.ndim,
-                             generator=generator, pde=pde, routing="replicate",
-                             distributed=False)
+        _check_forward(basis, grid, initial, generator, pde, throw)
+        out = solve_experts(self, basis, grid, initial, (1,) * grid.ndim,
+                            generator=generator, pde=pde, routing="replicate",
+                            distributed=False)
+        if throw:
+            out.raise_if_failed("HardConstraint")
+        return out
 
     def extra_repr(self) -> str:
         return (f"pde={type(self.pde).__name__}, n_sampled={self.n_sampled}, ridge={self.ridge}, "
@@ -550,12 +557,16 @@ class MixtureOfExperts(nn.Module):
         self.process_group = process_group
 
     def forward(self, basis: torch.Tensor, grid: Grid, initial: torch.Tensor, *,
-                generator: torch.Generator | None = None, pde=None) -> ConstrainedSolution:
+                generator: torch.Generator | None = None, pde=None,
+                throw: bool = False) -> ConstrainedSolution:
         """As :meth:`HardConstraint.forward`, with K = ∏ experts solves per batch element."""
-        _check_forward(basis, grid, initial, generator, pde)
-        return solve_experts(self.hard_constraint, basis, grid, initial, self.experts,
-                             generator=generator, pde=pde, routing=self.routing,
-                             distributed=self.distributed, group=self.process_group)
+        _check_forward(basis, grid, initial, generator, pde, throw)
+        out = solve_experts(self.hard_constraint, basis, grid, initial, self.experts,
+                            generator=generator, pde=pde, routing=self.routing,
+                            distributed=self.distributed, group=self.process_group)
+        if throw:  # every rank holds every expert's status: all raise alike
+            out.raise_if_failed("MixtureOfExperts")
+        return out
 
     def extra_repr(self) -> str:
         return f"experts={self.experts}, routing={self.routing!r}"
