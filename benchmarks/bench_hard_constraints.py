@@ -75,12 +75,13 @@ def _step_fn(model, initial):
 
     def step():
         optimizer.zero_grad(set_to_none=True)
-        u, solution = model(initial, generator)
-        loss, _ = physics_loss(model, initial, u)
+        out = model(initial, generator)
+        loss, _ = physics_loss(model, initial, out.u)
         loss.backward()
         optimizer.step()
-        record["steps"] = float(solution.steps.double().mean())
-        record["max_steps"] = int(solution.steps.max())
+        solution = out.solution
+        record["steps"] = float(solution.solution.steps.double().mean())
+        record["max_steps"] = int(solution.solution.steps.max())
         record["converged"] = solution.converged_fraction
         record["loss"] = float(loss.detach())
     return step, record

@@ -27,8 +27,9 @@ initial = torch.stack([-torch.sin(math.pi * grid.coordinates[0]),
 
 layer = dc.HardConstraint(pde, n_sampled=1024)
 out = layer(basis, grid, initial, generator=torch.Generator().manual_seed(0))
-print("PI-HC: status", out.status.tolist(), "LM steps", out.steps.tolist(),
-      "‖r‖", [f"{v:.2e}" for v in out.residual_norm.flatten().tolist()])
+print("PI-HC: status", out.status.tolist(), "LM steps", out.solution.steps.tolist(),
+      "‖r‖", [f"{v:.2e}" for v in out.solution.residual_norm.flatten().tolist()])
+print("failed solves:", out.failures() or "none")  # [(batch index, Status)], as every result
 print("largest initial / boundary violation:", float(out.violation["initial"].max()),
       float(out.violation["boundary"].max()))
 

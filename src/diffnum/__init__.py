@@ -14,15 +14,21 @@ Pillars (each a subpackage with its own map in its ``__init__`` docstring):
 - :mod:`diffnum.pde` — grids, derivative operators, PDE residuals, reference solvers.
 - :mod:`diffnum.models` — Fourier neural operators emitting basis channels.
 
+Every call that can fail answers "did it fail?" the same way: its result has a ``status``
+tensor of :class:`Status` codes (one per batch element), ``failures()``, ``describe()`` and
+``raise_if_failed()``, which raises a :class:`ResultError` (see ``diffnum._core.status``).
+
 The command line (``diffnum reproduce``, ``diffnum bench``) lives in
 :mod:`diffnum.cli`; nothing in the library imports it.
 """
 
 from importlib.metadata import PackageNotFoundError, version
 
+from diffnum._core.status import ResultError, Status
+
 try:
     __version__ = version("diffnum")
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+unknown"
 
-__all__ = ["__version__"]
+__all__ = ["ResultError", "Status", "__version__"]

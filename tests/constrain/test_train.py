@@ -125,7 +125,8 @@ def test_experts_residual_is_the_mixtures_own_loss():
     torch.manual_seed(0)
     model = ConstrainedModel(own, problem.pde, problem.grid)
     initial = problem.train_initial[:2]
-    u, solution = model(initial, torch.Generator().manual_seed(1))
+    out = model(initial, torch.Generator().manual_seed(1))
+    u, solution = out.u, out.solution
     loss, parts = physics_loss(model, initial, u, solution)
     F = expert_residual(problem.pde, solution.terms, solution.weights, problem.grid, (2, 1),
                         solution.particular)
@@ -188,7 +189,7 @@ def test_soft_on_the_particular_solution():
         last.weight.zero_()
         last.bias.zero_()
     initial = problem.test_initial[:2]
-    u, _ = model(initial)
+    u = model(initial).u
     empty = torch.zeros(2, problem.grid.size, 1, dtype=torch.float64)
     _, u_p = problem.pde.lift(empty, problem.grid, initial)  # by hand, as the helper does
     assert torch.equal(u, u_p.reshape(u.shape))

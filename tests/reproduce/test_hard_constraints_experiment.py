@@ -122,5 +122,6 @@ def test_swapped_model_leaves_the_original_alone():
     assert swapped.layer is moe and model.layer is not moe
     assert swapped.backbone is model.backbone
     initial = torch.sin(torch.pi * grid.coordinates[0]).unsqueeze(0).double()
-    u, solution = swapped(initial)
+    out = swapped(initial)
+    u, solution = out.u, out.solution
     assert solution.weights.shape[-2] == 2 and u.shape == (1, *grid.shape)

@@ -4,8 +4,9 @@ Map of the pillar (Négiar et al. 2023; Chalapathi, Du, Krishnapriyan, ICLR 2024
 
 - :class:`HardConstraint` (PI-HC) — u = B w*, w* = argmin ½‖[F(Bw) at M sampled points;
   C w − c (initial/boundary rows); λw]‖², Levenberg–Marquardt per batch element, implicit
-  gradients; returns a :class:`ConstrainedSolution` (u, weights, per-solve status, steps,
-  residual norms).
+  gradients; returns a :class:`ConstrainedSolution` (u, the solver's
+  :class:`~diffnum.solve.Solution` — weights, per-solve status, steps, residual norms —,
+  violations per constraint family).
 - :class:`MixtureOfExperts` (PI-HC-MoE) — one such solve per space–time block of a fixed
   router, vectorized on one device or sharded over ``torch.distributed`` ranks; K = 1 is
   PI-HC exactly.
@@ -16,7 +17,8 @@ Map of the pillar (Négiar et al. 2023; Chalapathi, Du, Krishnapriyan, ICLR 2024
   physics loss of a constrained model); :func:`interior_mask` — where the PDE holds (no
   initial or boundary condition there), the only points collocated or penalised.
 - Training: :class:`PhysicsProblem`, :class:`TrainConfig`, :func:`train` (→
-  :class:`TrainResult`), :func:`evaluate`, :func:`physics_loss`, :class:`ConstrainedModel` —
+  :class:`TrainResult`), :func:`evaluate`, :func:`physics_loss`, :class:`ConstrainedModel`
+  (its ``forward`` returns a :class:`ModelOutput`: u and the layer's solution) —
   one trainer for PI-SC, PI-HC and PI-HC-MoE over the same FNO backbone, physics-only loss,
   atomic checkpoints, bit-for-bit resume, JSONL metrics, DDP when distributed.
 """
@@ -33,6 +35,7 @@ from diffnum.constrain._layer import (
 from diffnum.constrain._partition import expert_index, partition_domain, unpartition_domain
 from diffnum.constrain._train import (
     ConstrainedModel,
+    ModelOutput,
     PhysicsProblem,
     TrainConfig,
     TrainResult,
@@ -46,6 +49,7 @@ __all__ = [
     "ConstrainedSolution",
     "HardConstraint",
     "MixtureOfExperts",
+    "ModelOutput",
     "PhysicsProblem",
     "TrainConfig",
     "TrainResult",

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import nn
 
-from diffnum._core.summary import OneLineRepr
+from diffnum._core.status import StatusResult
+from diffnum._core.summary import OneLineRepr, one_line
 from diffnum._core.validation import (
     check_count,
     check_one_of,
@@ -24,6 +25,8 @@ from diffnum.solve import (
     GaussNewton,
     ImplicitAdjoint,
     LevenbergMarquardt,
+    Solution,
+    SolveError,
     Status,
     UnrollAdjoint,
     least_squares,
@@ -33,17 +36,19 @@ Experts = Sequence[int] | Mapping[str, int]
 
 
 @dataclass(frozen=True, repr=False)
-class ConstrainedSolution(OneLineRepr):
+class ConstrainedSolution(StatusResult, OneLineRepr):
     """Output of :class:`HardConstraint` / :class:`MixtureOfExperts`.
 
     Attributes:
         u: the constrained prediction u = u_p + b̃(x, t)ᵀ w_k on expert k's block (u_p = 0 and
             b̃ = b with ``constraints="rows"``), shape ``(*batch, *grid.shape)``.
-        weights: w*, shape ``(*batch, K, N)`` (K = 1 for PI-HC); differentiable.
-        status: :class:`~diffnum.solve.Status` code per solve, shape ``(*batch, K)``.
-        steps: Levenberg–Marquardt iterations per solve, shape ``(*batch, K)``.
-        residual_norm: ‖r(w*)‖₂ of each solve (sampled PDE rows, constraint rows, ridge),
-            shape ``(*batch, K)``.
+        solution: the Levenberg–Marquardt :class:`~diffnum.solve.Solution` of the K solves
+            per batch element — the solver's own object when the experts are solved in one
+            process and ``batch`` has one dimension, otherwise the same fields reshaped to
+            ``batch`` (and gathered over the ranks when sharded): ``value`` w*
+            ``(*batch, K, N)`` (K = 1 for PI-HC, differentiable), ``status``, ``steps`` and
+            ``residual_norm`` ‖r(w*)‖₂ (sampled PDE rows, constraint rows, ridge) per solve
+            ``(*batch, K)``, ``stats`` its counters.
         violation: per constraint family, per solve ``(*batch, K)``: ``"pde"`` the RMS of the
             weighted PDE residual at the solve's sampled rows, ``"initial"`` and
             ``"boundary"`` the largest |violation| of the initial / boundary conditions on
@@ -54,6 +59,10 @@ class ConstrainedSolution(OneLineRepr):
             ``{name: (*batch, P, N)}`` (for :func:`expert_residual`).
         particular: the terms of u_p, ``{name: (*batch, P)}`` (zeros with ``"rows"``).
         stats: sampled points per expert, constraint rows per expert, solver counters.
+
+    ``weights`` is ``solution.value`` and ``status`` is ``solution.status``; did it fail?
+    ``converged``, ``all_converged``, ``failures()``, ``describe()`` and
+    ``raise_if_failed()`` — those of ``solution`` (:class:`~diffnum.Status` protocol).
 
     Example::
 
@@ -66,34 +75,44 @@ class ConstrainedSolution(OneLineRepr):
         >>> pde = Heat1D(0.1, boundary="dirichlet")
         >>> out = MixtureOfExperts(HardConstraint(pde), (2, 1))(
         ...     basis.reshape(1, grid.size, 6), grid, torch.sin(torch.pi * x[:, 0]))
-        >>> out.u.shape, out.weights.shape, out.converged.tolist()
-        (torch.Size([1, 16, 9]), torch.Size([1, 2, 6]), [[True, True]])
+        >>> out.u.shape, out.weights.shape, out.converged.tolist(), out.failures()
+        (torch.Size([1, 16, 9]), torch.Size([1, 2, 6]), [[True, True]], [])
     """
 
     u: torch.Tensor
-    weights: torch.Tensor
-    status: torch.Tensor
-    steps: torch.Tensor
-    residual_norm: torch.Tensor
+    solution: Solution = field(repr=False)
     violation: dict[str, torch.Tensor] = field(default_factory=dict)
     terms: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     particular: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     stats: dict[str, Any] = field(default_factory=dict)
 
+    _ERROR = SolveError  # raised by raise_if_failed()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.solution, Solution):
+            raise TypeError(f"solution must be a diffnum.solve.Solution, got "
+                            f"{type(self.solution).__name__}")
+
+    def __repr__(self) -> str:
+        return one_line(self, f"converged {int(self.converged.sum())}/{self.status.numel()}")
+
     @property
-    def converged(self) -> torch.Tensor:
-        """Boolean ``(*batch, K)``: which solves met their tolerances."""
-        return self.status == int(Status.CONVERGED)
+    def weights(self) -> torch.Tensor:
+        """w* ``(*batch, K, N)``: ``solution.value``."""
+        return self.solution.value
+
+    @property
+    def status(self) -> torch.Tensor:
+        """:class:`~diffnum.solve.Status` code per solve ``(*batch, K)``: ``solution.status``."""
+        return self.solution.status
 
     @property
     def converged_fraction(self) -> float:
         """Share of the solves that converged."""
         return float(self.converged.double().mean())
 
-    def failures(self) -> dict[str, int]:
-        """Number of solves per failure status (``MAX_STEPS``, ``DIVERGED``, ``NONFINITE``)."""
-        return {s.name: int((self.status == int(s)).sum()) for s in Status
-                if s is not Status.CONVERGED}
+    def _detail(self, index: tuple[int, ...]) -> str:
+        return self.solution._detail(index)
 
 
 def _pointwise_derivatives(pde, names: tuple[str, ...], fields: torch.Tensor, second: bool
@@ -334,11 +353,13 @@ def _check_terms(name: str, terms: object, names: tuple[str, ...], weights: torc
 
 
 def _check_forward(basis: object, grid: object, initial: object, generator: object,
-                   pde: object) -> None:
+                   pde: object, throw: object = False) -> None:
     """The arguments of :meth:`HardConstraint.forward` / :meth:`MixtureOfExperts.forward`.
 
     NaN/inf in ``basis`` or ``initial`` is not an input error: the affected solves report
     ``NONFINITE`` (a training step on them is skipped and counted)."""
+    if not isinstance(throw, bool):
+        raise TypeError(f"throw must be True or False, got {throw!r}")
     real_floating_dtype("basis", basis)
     check_grid(grid)
     if basis.ndim >= 3 and (basis.shape[-1] == 0 or math.prod(basis.shape[:-2]) == 0):
@@ -413,10 +434,11 @@ class HardConstraint(nn.Module):
             residual relative to the ridge (and to the condition rows with ``"rows"``).
         constraints: ``"eliminate"`` or ``"rows"`` (above).
 
-    ``forward(basis, grid, initial, *, generator=None, pde=None)``: ``basis``
+    ``forward(basis, grid, initial, *, generator=None, pde=None, throw=False)``: ``basis``
     ``(*batch, P, N)``, ``initial`` u₀ at the initial points (broadcastable), ``pde``
-    overrides the PDE (its parameters) for this call. Returns a :class:`ConstrainedSolution`
-    with K = 1.
+    overrides the PDE (its parameters) for this call; ``throw=True`` raises a
+    :class:`~diffnum.solve.SolveError` naming every solve that did not converge. Returns a
+    :class:`ConstrainedSolution` with K = 1.
 
     Example::
 
@@ -457,12 +479,16 @@ class HardConstraint(nn.Module):
         self.constraints = constraints
 
     def forward(self, basis: torch.Tensor, grid: Grid, initial: torch.Tensor, *,
-                generator: torch.Generator | None = None, pde=None) -> ConstrainedSolution:
+                generator: torch.Generator | None = None, pde=None,
+                throw: bool = False) -> ConstrainedSolution:
         """Solve the constrained least squares for every batch element (see the class)."""
-        _check_forward(basis, grid, initial, generator, pde)
-        return solve_experts(self, basis, grid, initial, (1,) * grid.ndim,
-                             generator=generator, pde=pde, routing="replicate",
-                             distributed=False)
+        _check_forward(basis, grid, initial, generator, pde, throw)
+        out = solve_experts(self, basis, grid, initial, (1,) * grid.ndim,
+                            generator=generator, pde=pde, routing="replicate",
+                            distributed=False)
+        if throw:
+            out.raise_if_failed("HardConstraint")
+        return out
 
     def extra_repr(self) -> str:
         return (f"pde={type(self.pde).__name__}, n_sampled={self.n_sampled}, ridge={self.ridge}, "
@@ -531,12 +557,16 @@ class MixtureOfExperts(nn.Module):
         self.process_group = process_group
 
     def forward(self, basis: torch.Tensor, grid: Grid, initial: torch.Tensor, *,
-                generator: torch.Generator | None = None, pde=None) -> ConstrainedSolution:
+                generator: torch.Generator | None = None, pde=None,
+                throw: bool = False) -> ConstrainedSolution:
         """As :meth:`HardConstraint.forward`, with K = ∏ experts solves per batch element."""
-        _check_forward(basis, grid, initial, generator, pde)
-        return solve_experts(self.hard_constraint, basis, grid, initial, self.experts,
-                             generator=generator, pde=pde, routing=self.routing,
-                             distributed=self.distributed, group=self.process_group)
+        _check_forward(basis, grid, initial, generator, pde, throw)
+        out = solve_experts(self.hard_constraint, basis, grid, initial, self.experts,
+                            generator=generator, pde=pde, routing=self.routing,
+                            distributed=self.distributed, group=self.process_group)
+        if throw:  # every rank holds every expert's status: all raise alike
+            out.raise_if_failed("MixtureOfExperts")
+        return out
 
     def extra_repr(self) -> str:
         return f"experts={self.experts}, routing={self.routing!r}"
@@ -686,12 +716,13 @@ def solve_experts(layer: HardConstraint, basis: torch.Tensor, grid: Grid, initia
              "function_evaluations": solution.stats.get("function_evaluations"),
              "jacobian_evaluations": solution.stats.get("jacobian_evaluations"),
              "sharded": group is not None}
+    if group is not None or len(batch) != 1:
+        solution = replace(solution, value=weights.reshape(*batch, K, N),
+                           status=status.reshape(*batch, K), steps=steps.reshape(*batch, K),
+                           residual_norm=norm.reshape(*batch, K))
     return ConstrainedSolution(
         u=u.reshape(*batch, *grid.shape),
-        weights=weights.reshape(*batch, K, N),
-        status=status.reshape(*batch, K),
-        steps=steps.reshape(*batch, K),
-        residual_norm=norm.reshape(*batch, K),
+        solution=solution,
         violation={k: v.reshape(*batch, K) for k, v in violation.items()},
         terms={k: v.reshape(*batch, P, N) for k, v in terms.items()},
         particular={k: v.reshape(*batch, P) for k, v in particular.items()},

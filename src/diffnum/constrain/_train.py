@@ -20,6 +20,7 @@ import torch.distributed as dist
 from torch import nn
 
 from diffnum._core.files import atomic_write
+from diffnum._core.status import Status
 from diffnum._core.summary import OneLineRepr
 from diffnum._core.validation import (
     check_count,
@@ -285,9 +286,62 @@ class TrainConfig:
         return record
 
 
+@dataclass(frozen=True, repr=False)
+class ModelOutput(OneLineRepr):
+    """What :meth:`ConstrainedModel.forward` returns.
+
+    Attributes:
+        u: the prediction ``(b, *grid.shape)``.
+        solution: the hard-constraint layer's :class:`ConstrainedSolution` (``hard``,
+            ``moe``), None for ``soft`` (no solve).
+
+    Did it fail? ``all_converged``, ``failures()``, ``describe()`` and
+    ``raise_if_failed()`` are those of ``solution`` (:class:`~diffnum.Status` protocol);
+    without a solve nothing can fail: ``[]``, ``""``, True.
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.constrain import ModelOutput
+        >>> out = ModelOutput(torch.zeros(2, 16, 9))  # a soft model's output: no solve
+        >>> out.solution, out.failures(), out.all_converged
+        (None, [], True)
+    """
+
+    u: torch.Tensor
+    solution: ConstrainedSolution | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.u, torch.Tensor):
+            raise TypeError(f"u must be a tensor, got {type(self.u).__name__}")
+        if self.solution is not None and not isinstance(self.solution, ConstrainedSolution):
+            raise TypeError(f"solution must be None or a ConstrainedSolution, got "
+                            f"{type(self.solution).__name__}")
+
+    @property
+    def all_converged(self) -> bool:
+        """True when every solve converged (or there is none)."""
+        return self.solution is None or self.solution.all_converged
+
+    def failures(self) -> list[tuple[tuple[int, ...], Status]]:
+        """``solution.failures()``: (batch index, Status) of every failed solve."""
+        return [] if self.solution is None else self.solution.failures()
+
+    def describe(self) -> str:
+        """``solution.describe()``: one line per failed solve (empty if none failed)."""
+        return "" if self.solution is None else self.solution.describe()
+
+    def raise_if_failed(self, name: str | None = None) -> None:
+        """``solution.raise_if_failed(name)``: raise a :class:`~diffnum.solve.SolveError`
+        naming each failed solve."""
+        if self.solution is not None:
+            self.solution.raise_if_failed(name or type(self).__name__)
+
+
 class ConstrainedModel(nn.Module):
     """FNO backbone + (for ``hard``/``moe``) the hard-constraint layer; ``forward`` returns
-    ``(u, solution or None)`` for initial conditions ``(b, *initial shape)``.
+    a :class:`ModelOutput` (``u``, and the layer's ``solution`` or None) for initial
+    conditions ``(b, *initial shape)``.
 
     Example::
 
@@ -298,9 +352,9 @@ class ConstrainedModel(nn.Module):
         >>> u0 = torch.sin(torch.pi * grid.coordinates[0]).double().expand(2, 16)
         >>> config = TrainConfig(n_basis=4, n_sampled=None, width=4, modes=4, depth=1)
         >>> model = ConstrainedModel(config, Heat1D(0.1, boundary="dirichlet"), grid)  # untrained
-        >>> u, solution = model(u0)
-        >>> u.shape, solution.weights.shape
-        (torch.Size([2, 16, 9]), torch.Size([2, 1, 4]))
+        >>> out = model(u0)
+        >>> out.u.shape, out.solution.weights.shape, out.failures()
+        (torch.Size([2, 16, 9]), torch.Size([2, 1, 4]), [])
     """
 
     def __init__(self, config: TrainConfig, pde, grid: Grid) -> None:
@@ -347,17 +401,18 @@ class ConstrainedModel(nn.Module):
             rate = -self.pde.residual(field, self.grid).select(1 + t_axis, 0)
         return torch.stack([field, rate.unsqueeze(1 + t_axis).expand_as(field)], 1)
 
-    def forward(self, initial: torch.Tensor, generator: torch.Generator | None = None):
+    def forward(self, initial: torch.Tensor, generator: torch.Generator | None = None
+                ) -> ModelOutput:
         network = self.__dict__.get("_data_parallel") or self.backbone
         out = network(self.network_input(initial))
         if self.layer is None:
             if not self.config.lift:
-                return out[:, 0], None
-            return out[:, 0] + particular_solution(self.pde, self.grid,
-                                                   initial.to(out.dtype)), None
+                return ModelOutput(out[:, 0])
+            return ModelOutput(out[:, 0] + particular_solution(self.pde, self.grid,
+                                                               initial.to(out.dtype)))
         basis = out.flatten(2).transpose(1, 2)  # (b, P, N)
         solution = self.layer(basis, self.grid, initial, generator=generator)
-        return solution.u, solution
+        return ModelOutput(solution.u, solution)
 
 
 def _mean_square(x: torch.Tensor) -> torch.Tensor:
@@ -387,8 +442,8 @@ def physics_loss(model: ConstrainedModel, initial: torch.Tensor, u: torch.Tensor
         >>> config = TrainConfig(n_basis=4, n_sampled=None, width=4, modes=4, depth=1)
         >>> model = ConstrainedModel(config, Heat1D(0.1, boundary="dirichlet"), grid)  # untrained
         >>> from diffnum.constrain import physics_loss
-        >>> u, solution = model(u0)
-        >>> loss, parts = physics_loss(model, u0, u, solution)
+        >>> out = model(u0)
+        >>> loss, parts = physics_loss(model, u0, out.u, out.solution)
         >>> sorted(parts), parts["initial"]  # the initial condition holds exactly
         (['boundary', 'initial', 'pde'], 0.0)
     """
@@ -628,11 +683,12 @@ def train(config: TrainConfig, problem: PhysicsProblem, *,
         initial = problem.train_initial[indices[rank * local:(rank + 1) * local]
                                         if share > 1 else indices]
         optimizer.zero_grad(set_to_none=True)
-        u, solution = model(initial, sample_gen)
-        loss, parts = physics_loss(model, initial, u, solution)
+        out = model(initial, sample_gen)
+        solution = out.solution
+        loss, parts = physics_loss(model, initial, out.u, solution)
         summary = torch.tensor(
             [float(loss.detach()), parts["pde"], parts["initial"], parts["boundary"],
-             0.0 if solution is None else float(solution.steps.double().sum()),
+             0.0 if solution is None else float(solution.solution.steps.double().sum()),
              0.0 if solution is None else float(solution.converged.sum()),
              0.0 if solution is None else solution.status.numel()], dtype=torch.float64)
         if share > 1:  # every rank logs the whole batch's numbers
@@ -723,7 +779,8 @@ def evaluate(model: ConstrainedModel, problem: PhysicsProblem, *, batch_size: in
         initial = problem.test_initial[start:start + batch_size]
         reference = problem.test_solution[start:start + batch_size]
         began = time.perf_counter()
-        u, solution = model(initial, generator)
+        out = model(initial, generator)
+        u, solution = out.u, out.solution
         seconds += time.perf_counter() - began
         diff = (u - reference).flatten(1).norm(dim=1) / reference.flatten(1).norm(dim=1)
         errors += diff.tolist()
@@ -731,7 +788,7 @@ def evaluate(model: ConstrainedModel, problem: PhysicsProblem, *, batch_size: in
         at_start += (first.flatten(1).norm(dim=1)
                      / reference.select(1 + t_axis, 0).flatten(1).norm(dim=1)).tolist()
         if solution is not None:
-            solver_steps += solution.steps.double().flatten().tolist()
+            solver_steps += solution.solution.steps.double().flatten().tolist()
             converged += solution.converged.flatten().tolist()
     finite = [e for e in errors if math.isfinite(e)]
     return {

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from diffnum._core.status import Status, StatusResult, worst_status
 from diffnum._core.summary import OneLineRepr
 from diffnum.factor._checks import (
     check_batches,
@@ -45,6 +46,12 @@ class RankDeficiencyWarning(UserWarning):
         >>> any(issubclass(w.category, df.RankDeficiencyWarning) for w in caught)
         True
     """
+
+
+def _shown(x: object) -> str:
+    if isinstance(x, torch.Tensor):
+        return f"a {x.dtype} tensor of shape {tuple(x.shape)}"
+    return type(x).__name__
 
 
 def _check_tensor_fields(obj: object, names: tuple[str, ...]) -> None:
@@ -81,13 +88,20 @@ class FactorizationResiduals:
 
 
 @dataclass(frozen=True, repr=False)
-class MetaFactorization(OneLineRepr):
+class MetaFactorization(StatusResult, OneLineRepr):
     """A ≈ F G Hᵀ with the {1}-inverses Yᵀ of F and X of Hᵀ that produced the core G.
 
     Shapes (leading batch dimensions omitted): ``A`` m×n, ``F`` m×k, ``G`` k×l,
     ``H`` n×l, ``Y`` m×k, ``X`` n×l. ``info`` holds recipe-specific extras
     (pivots, selected indices, sketches); ``rank_deficient`` records that the
-    projector equation fell back to a truncated pseudoinverse.
+    projector equation fell back to a truncated pseudoinverse — not a failure: the
+    identities then hold on its range, which is the answer for a rank-deficient factor.
+    ``status`` (int64 :class:`~diffnum.Status` codes, shape = the batch shape of ``G``;
+    all ``CONVERGED`` when not given) is ``ILL_CONDITIONED`` where F Yᵀ F = F or
+    Hᵀ X Hᵀ = Hᵀ fails by more than √eps (an ill-conditioned BᵀF or HᵀD, or a test matrix
+    that misses part of the range) and ``NONFINITE`` where G is not finite. Did it fail?
+    ``converged``, ``all_converged``, ``failures()``, ``describe()`` and
+    ``raise_if_failed()``, as every result (:class:`~diffnum.Status` protocol).
 
     Example::
 
@@ -96,8 +110,8 @@ class MetaFactorization(OneLineRepr):
         >>> A, sigma = df.synthetic_matrix(30, 20, "low_rank", rank=5,
         ...                                generator=torch.Generator().manual_seed(0))
         >>> fac = df.svd(A, k=5)
-        >>> fac.F.shape, fac.G.shape, fac.H.shape, fac.rank_deficient
-        (torch.Size([30, 5]), torch.Size([5, 5]), torch.Size([20, 5]), False)
+        >>> fac.F.shape, fac.G.shape, fac.H.shape, fac.rank_deficient, fac.failures()
+        (torch.Size([30, 5]), torch.Size([5, 5]), torch.Size([20, 5]), False, [])
     """
 
     A: torch.Tensor
@@ -108,6 +122,7 @@ class MetaFactorization(OneLineRepr):
     X: torch.Tensor
     rank_deficient: bool = False
     info: dict[str, Any] = field(default_factory=dict)
+    status: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         _check_tensor_fields(self, ("A", "F", "G", "H", "Y", "X"))
@@ -116,6 +131,23 @@ class MetaFactorization(OneLineRepr):
                             f"{type(self.rank_deficient).__name__}")
         if not isinstance(self.info, dict):
             raise TypeError(f"info must be a dict, got {type(self.info).__name__}")
+        batch = tuple(self.G.shape[:-2])
+        if self.status is None:
+            object.__setattr__(self, "status", torch.zeros(batch, dtype=torch.int64,
+                                                           device=self.G.device))
+        elif (not isinstance(self.status, torch.Tensor) or self.status.is_floating_point()
+              or self.status.is_complex() or self.status.dtype == torch.bool
+              or tuple(self.status.shape) != batch):
+            raise TypeError(f"status must be None or an integer tensor of G's batch shape "
+                            f"{batch}, got {_shown(self.status)}")
+
+    def _detail(self, index: tuple[int, ...]) -> str:
+        res = self.residuals()
+        parts = []
+        for name in ("projector_F", "projector_H", "reconstruction"):
+            value = getattr(res, name).expand(self.status.shape)  # F, H may be unbatched
+            parts.append(f"{name}={float(value[index]):.3e}")
+        return ", ".join(parts)
 
     def reconstruct(self) -> torch.Tensor:
         """F G Hᵀ."""
@@ -192,18 +224,21 @@ def _dual_basis(F: torch.Tensor, B: torch.Tensor, rcond: float | None,
     return _times_pinv(B, F.mT @ B, rcond, name)
 
 
-def _warn_if_projector_fails(F: torch.Tensor, Y: torch.Tensor, side: str) -> None:
-    """Check F Yᵀ F = F after the solve (O(mk²), small next to YᵀAX) and warn when it fails.
+def _warn_if_projector_fails(F: torch.Tensor, Y: torch.Tensor, side: str
+                             ) -> torch.Tensor | None:
+    """Check F Yᵀ F = F after the solve (O(mk²), small next to YᵀAX) and warn when it fails;
+    returns where it fails (bool, per batch element of F Yᵀ F; None for an empty batch).
 
     The QR rank test above only sees exact deficiency; an ill-conditioned BᵀF (κ ≳ 1/√eps)
     or a B that does not capture range(F) passes it and still breaks the identity.
     """
     if F.numel() == 0:  # an empty batch has nothing to check
-        return
+        return None
     F, Y = F.detach(), Y.detach()
     ref = torch.linalg.matrix_norm(F)
     err = torch.linalg.matrix_norm(F @ (Y.mT @ F) - F) / torch.where(ref > 0, ref, 1.0)
     worst = float(err.max())
+    failed = ~(err <= torch.finfo(F.dtype).eps ** 0.5)  # NaN fails too
     if worst > torch.finfo(F.dtype).eps ** 0.5:
         test, core = ("B", "BᵀF") if side == "F" else ("D", "HᵀD")
         warnings.warn(
@@ -213,6 +248,7 @@ def _warn_if_projector_fails(F: torch.Tensor, Y: torch.Tensor, side: str) -> Non
             RankDeficiencyWarning,
             stacklevel=3,
         )
+    return failed
 
 
 def _check_rows(name: str, M: torch.Tensor, rows: int, row_name: str) -> None:
@@ -233,6 +269,7 @@ def meta_factorize(
     rtol: float | None = None,
     refine: int = 0,
     info: dict[str, Any] | None = None,
+    throw: bool = False,
 ) -> MetaFactorization:
     """Factor A = F G Hᵀ by solving the projector and the reconstruction equations.
 
@@ -262,9 +299,13 @@ def meta_factorize(
             F or H (κ ≲ 1e4); beyond that the residual's own rounding, amplified by
             ‖Y‖‖X‖, sets the floor and refinement stops helping.
         info: extras to store on the result (recipes record pivots, indices).
+        throw: raise a :class:`~diffnum.ResultError` naming every batch element whose
+            status is not ``CONVERGED`` (a projector identity fails by more than √eps, or G
+            is not finite); the truncated-pseudoinverse fallback alone is not a failure.
 
     Returns:
-        A :class:`MetaFactorization`; batched over the broadcast leading dims.
+        A :class:`MetaFactorization`, batched over the broadcast leading dims, with a
+        ``status`` per batch element.
 
     Warns:
         RankDeficiencyWarning: when BᵀF or HᵀD is numerically rank deficient (then a
@@ -306,13 +347,15 @@ def meta_factorize(
                              f"those of A, F, H ({tuple(batch)})")
     rcond = check_tolerance("rtol", rtol)
     refine = check_iterations("refine", refine)
+    if not isinstance(throw, bool):
+        raise TypeError(f"throw must be a bool, got {type(throw).__name__}")
     if info is not None and not isinstance(info, Mapping):
         raise TypeError(f"info must be a dict or None, got {type(info).__name__}")
     # Y = B (FᵀB)⁺ is the transpose of Yᵀ = (BᵀF)⁺Bᵀ; X = D (HᵀD)⁺.
     Y, deficient_f = _dual_basis(F, B, rcond, "BᵀF (the column-side projector core)")
     X, deficient_h = _dual_basis(H, D, rcond, "HᵀD (the row-side projector core)")
-    _warn_if_projector_fails(F, Y, "F")
-    _warn_if_projector_fails(H, X, "H")
+    failed_f = _warn_if_projector_fails(F, Y, "F")
+    failed_h = _warn_if_projector_fails(H, X, "H")
     G = (Y.mT @ A) @ X
     if W is not None:
         G = G + W - (Y.mT @ F) @ W @ (H.mT @ X)
@@ -324,5 +367,17 @@ def meta_factorize(
         before = torch.linalg.matrix_norm(residual)
         after = torch.linalg.matrix_norm(A - (F @ candidate) @ H.mT)
         G = torch.where((after < before)[..., None, None], candidate, G)
-    return MetaFactorization(A=A, F=F, G=G, H=H, Y=Y, X=X,
-                             rank_deficient=deficient_f or deficient_h, info=dict(info or {}))
+    batch = G.shape[:-2]
+    no = torch.zeros(batch, dtype=torch.bool, device=G.device)
+    projector = no
+    for failed in (failed_f, failed_h):
+        if failed is not None:
+            projector = projector | failed.to(G.device).broadcast_to(batch)
+    status = worst_status((~torch.isfinite(G.detach()).flatten(-2).all(-1), Status.NONFINITE),
+                          (projector, Status.ILL_CONDITIONED))
+    result = MetaFactorization(A=A, F=F, G=G, H=H, Y=Y, X=X,
+                               rank_deficient=deficient_f or deficient_h, info=dict(info or {}),
+                               status=status)
+    if throw:
+        result.raise_if_failed("meta_factorize")
+    return result

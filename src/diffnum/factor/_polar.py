@@ -6,10 +6,13 @@ import functools
 import math
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
 from diffnum._core import check_int_in_range, check_matrix, check_one_of
+from diffnum._core.status import Status, StatusResult, worst_status
+from diffnum._core.summary import OneLineRepr
 from diffnum._core.validation import check_flag
 from diffnum.factor._checks import (
     scaled_to_unit,
@@ -18,7 +21,7 @@ from diffnum.factor._checks import (
 from diffnum.factor._engine import RankDeficiencyWarning
 from diffnum.factor._schedule import POLAR_PRESETS, polar_band
 
-__all__ = ["MUON_COEFFICIENTS", "msign"]
+__all__ = ["MUON_COEFFICIENTS", "MsignResult", "msign", "msign_ex"]
 
 #: Muon's quintic Newton–Schulz coefficients (a, b, c): fast growth of small singular
 #: values (slope a at 0) at the price of not converging to exactly 1.
@@ -112,16 +115,19 @@ def _accuracy_band(
 
 
 @torch.no_grad()
-def _warn_outside_band(X0: torch.Tensor, A: torch.Tensor | None,
-                       schedule: list[tuple[float, float, float]], precondition: str) -> None:
-    """Warn when X₀ has singular values σ₀ too small for the schedule to lift into its band.
+def _outside_band(X0: torch.Tensor, A: torch.Tensor | None,
+                  schedule: list[tuple[float, float, float]], precondition: str
+                  ) -> tuple[torch.Tensor | None, str | None]:
+    """Which batch elements of X₀ ``(B, m, n)`` have singular values σ₀ too small for the
+    schedule to lift into its band (a bool ``(B,)``, None when the schedule has no band), and
+    the warning's message when any has.
 
     One Cholesky of X₀X₀ᵀ − δ²I (about the cost of one Gram product) tests σ₀_min ≥ δ; only
     when it fails does an inverse iteration measure σ₀_min for the message.
     """
     band = _accuracy_band(tuple(schedule)) if schedule else None
     if band is None:
-        return
+        return None, None
     lo, hi, delta = band
     if A is None or A.dtype not in (torch.float32, torch.float64):
         # A low-precision Gram cannot resolve σ₀² ~ δ²: measure X₀ itself in float32.
@@ -133,7 +139,7 @@ def _warn_outside_band(X0: torch.Tensor, A: torch.Tensor | None,
     failed = torch.linalg.cholesky_ex(A - delta**2 * eye).info > 0
     failed = failed & nonzero
     if not bool(failed.any()):
-        return
+        return failed, None
     # Measure σ₀_min for the message: inverse iteration with a small shift τ (rounding can
     # make a near-singular Gram matrix indefinite at the eps level; then shift by δ²/4).
     A = A[failed]
@@ -143,15 +149,13 @@ def _warn_outside_band(X0: torch.Tensor, A: torch.Tensor | None,
         L = torch.linalg.cholesky_ex(A + delta**2 / 4 * eye).L
     sigma_min = min(float(smallest_eigenvalue(A, L).sqrt().min()), delta)
     out_min = float(_scalar_map(torch.tensor(sigma_min, dtype=torch.float64), schedule))
-    warnings.warn(
+    return failed, (
         f"msign: X₀ ({precondition} start) has singular values below σ₀ = {delta:.1e}, the "
         f"smallest that {len(schedule)} Newton–Schulz steps with these coefficients lift into "
         f"their accuracy band [{lo:.3f}, {hi:.3f}] (reached from σ₀ ∈ [1e-2, 1]); measured "
         f"σ₀_min ≲ {sigma_min:.1e} (σ₀ = σ/‖M‖_F for the frobenius start), which comes out "
         f"as ≲ {out_min:.1e} instead of ≈ 1: the output is not U Vᵀ there (M is "
-        "ill-conditioned or rank deficient). Use more steps or method='svd'",
-        RankDeficiencyWarning,
-        stacklevel=3,
+        "ill-conditioned or rank deficient). Use more steps or method='svd'"
     )
 
 
@@ -274,6 +278,7 @@ def msign(
             being where it takes σ₀ ∈ [1e-2, 1]; Muon's 5 steps: [0.682, 1.134], δ ≈ 7e-4 — so
             the output is far from U Vᵀ there. This includes rank-deficient ``M``. The test is
             one Cholesky factorization of X₀X₀ᵀ − δ²I; the message gives the measured σ₀_min.
+            :func:`msign_ex` reports it as a status per batch element instead of warning.
 
     Example::
 
@@ -284,6 +289,107 @@ def msign(
         >>> 0.6 < float(s.min()) and float(s.max()) < 1.2
         True
     """
+    value, _, _, message = _msign(M, steps, method, precondition, schedule, compute_dtype,
+                                  check)
+    if message is not None:
+        warnings.warn(message, RankDeficiencyWarning, stacklevel=2)
+    return value
+
+
+@dataclass(frozen=True, repr=False)
+class MsignResult(StatusResult, OneLineRepr):
+    """Polar factor and diagnostics of :func:`msign_ex`, one status per batch element.
+
+    Attributes:
+        value: the tensor :func:`msign` returns, shape and dtype of ``M``.
+        status: int64 :class:`~diffnum.Status` codes, shape ``batch``: ``CONVERGED`` when
+            every singular value σ₀ of X₀ is at least ``threshold``, so that the output's
+            singular values lie in ``band`` (for ``method="svd"``: always, up to rounding);
+            ``ILL_CONDITIONED`` when some σ₀ is below it (M ill-conditioned or rank
+            deficient: the output is not U Vᵀ along those directions; M = 0 is exempt, it
+            maps to 0 by design); ``NONFINITE`` when ``value`` is not finite.
+        steps: int64, shape ``batch``: Newton–Schulz steps run (0 for ``"svd"``).
+        band: ``(lo, hi)``, where the schedule takes σ₀ ∈ [1e-2, 1] (Muon's 5 steps:
+            (0.682, 1.134)); None when there is no band (``"svd"``, ``steps=0``, a schedule
+            that does not aim at 1).
+        threshold: δ, the smallest σ₀ the schedule lifts to half the band's lower end
+            (Muon's 5 steps: ≈ 7e-4); None with ``band``.
+
+    Did it fail? ``converged``, ``all_converged``, ``failures()``, ``describe()`` and
+    ``raise_if_failed()``, as every result (:class:`~diffnum.Status` protocol).
+
+    Example::
+
+        >>> import torch
+        >>> import diffnum.factor as df
+        >>> M = torch.diag(torch.tensor([1.0, 1e-6], dtype=torch.float64))  # κ = 1e6
+        >>> out = df.msign_ex(M, steps=1)
+        >>> out.failures(), 1e-6 < out.threshold  # σ₀ = 1e-6 is below what one step lifts
+        ([((), <Status.ILL_CONDITIONED: 4>)], True)
+    """
+
+    value: torch.Tensor
+    status: torch.Tensor
+    steps: torch.Tensor
+    band: tuple[float, float] | None
+    threshold: float | None
+
+    _DETAILS = ("steps",)  # shown by describe()
+
+
+def msign_ex(
+    M: torch.Tensor,
+    steps: int = 5,
+    method: str = "newton_schulz",
+    precondition: str = "frobenius",
+    schedule: object = None,
+    compute_dtype: torch.dtype | None = None,
+    *,
+    throw: bool = False,
+) -> MsignResult:
+    """:func:`msign` with its diagnostics: an :class:`MsignResult` (value, status, steps, band,
+    threshold) instead of a warning — as ``torch.linalg.cholesky_ex`` is to ``cholesky``.
+
+    The arguments are those of :func:`msign` with ``check=True`` (every test runs: finite
+    ``M``, the schedule's sign, the band test of X₀); ``throw=True`` raises a
+    :class:`~diffnum.ResultError` naming every batch element that did not converge.
+    ``value`` is bit for bit what :func:`msign` returns.
+
+    Example::
+
+        >>> import torch
+        >>> import diffnum.factor as df
+        >>> M = torch.randn(3, 64, 128, generator=torch.Generator().manual_seed(0))
+        >>> out = df.msign_ex(M)  # Muon's 5 quintic steps
+        >>> out.all_converged, [round(x, 3) for x in out.band], out.steps.tolist()
+        (True, [0.682, 1.134], [5, 5, 5])
+    """
+    if not isinstance(throw, bool):
+        raise TypeError(f"throw must be a bool, got {type(throw).__name__}")
+    value, triples, failed, _ = _msign(M, steps, method, precondition, schedule,
+                                       compute_dtype, True)
+    batch = tuple(M.shape[:-2])
+    band = _accuracy_band(tuple(triples)) if triples else None
+    outside = (torch.zeros(batch, dtype=torch.bool, device=M.device) if failed is None
+               else failed.reshape(batch).to(M.device))
+    status = worst_status((~torch.isfinite(value).flatten(-2).all(-1), Status.NONFINITE),
+                          (outside, Status.ILL_CONDITIONED))
+    result = MsignResult(
+        value=value, status=status,
+        steps=torch.full(batch, len(triples), dtype=torch.int64, device=M.device),
+        band=None if band is None else (band[0], band[1]),
+        threshold=None if band is None else band[2])
+    if throw:
+        result.raise_if_failed("msign_ex")
+    return result
+
+
+def _msign(M: torch.Tensor, steps: int, method: str, precondition: str, schedule: object,
+           compute_dtype: torch.dtype | None, check: bool
+           ) -> tuple[torch.Tensor, list[tuple[float, float, float]], torch.Tensor | None,
+                      str | None]:
+    """The polar factor, the per-step triples, which flattened batch elements failed the
+    band test (None: not tested) and the warning's message (None: nothing to warn)."""
     check_matrix("M", M, finite=check_flag("check", check), low_precision=True)
     check_int_in_range("steps", steps, 0, _MAX_STEPS)
     check_one_of("method", method, _METHODS)
@@ -304,7 +410,7 @@ def msign(
 
     *batch, m, n = M.shape
     if M.numel() == 0:
-        return M.clone()
+        return M.clone(), schedule, None, None
     transpose = m > n
     X = (M.mT if transpose else M).reshape(-1, min(m, n), max(m, n))
     # The polar factor does not depend on the scale, but ‖M‖_F, the Gram matrix and the AOL
@@ -326,7 +432,7 @@ def msign(
         # Cast before the start so the AOL Gram product (reused by the first step) is
         # also a fast low-precision product; the scaling only has to be approximately right.
         X = X.to(compute_dtype)
-    A = None
+    A, failed, message = None, None, None
     if precondition == "aol":
         X, A = _aol_start(X)
     elif precondition == "frobenius" and method == "newton_schulz":
@@ -334,7 +440,7 @@ def msign(
     if check and method == "newton_schulz" and schedule:
         if A is None and X.dtype in (torch.float32, torch.float64):
             A = _gram(X)  # the first step's Gram matrix, shared with the band check
-        _warn_outside_band(X, A, schedule, precondition)
+        failed, message = _outside_band(X, A, schedule, precondition)
     if method == "svd":
         U, _, Vh = torch.linalg.svd(X, full_matrices=False)
         X = U @ Vh
@@ -347,4 +453,4 @@ def msign(
         X = _newton_schulz_wide(X, A, schedule)
 
     X = X.to(M.dtype).reshape(*batch, min(m, n), max(m, n))
-    return X.mT if transpose else X
+    return (X.mT if transpose else X), schedule, failed, message

@@ -11,11 +11,14 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from dataclasses import dataclass
 
 import torch
 from torch.autograd.function import once_differentiable
 
 from diffnum._core import check_int_in_range, check_matrix, check_one_of
+from diffnum._core.status import Status, StatusResult, worst_status
+from diffnum._core.summary import OneLineRepr
 from diffnum.factor._checks import (
     largest_eigenvalue,
     power_of_two_exponent,
@@ -24,7 +27,7 @@ from diffnum.factor._checks import (
 )
 from diffnum.factor._engine import RankDeficiencyWarning
 
-__all__ = ["sqrtm"]
+__all__ = ["SqrtmResult", "sqrtm", "sqrtm_ex"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,11 +65,12 @@ def _warn_unconverged(method: str, residual: float, steps: int, dtype: torch.dty
     )
 
 
-def _newton_schulz(A_hat: torch.Tensor, steps: int | None, report: dict):
+def _newton_schulz(A_hat: torch.Tensor, steps: int | None):
     """Coupled iteration Y ← Y T, Z ← T Z with T = ½(3I − Z Y): Y → Â^{1/2}, Z → Â^{-1/2}.
 
     Per eigenvalue x_k = z_k y_k obeys x ← x(3 − x)²/4, so e = 1 − x falls as e ← (3e² + e³)/4:
-    growth by 9/4 while x is small, then quadratic convergence.
+    growth by 9/4 while x is small, then quadratic convergence. Returns Y, Z, the steps taken
+    and the residual ‖I − Z Y‖_F/√n per batch element.
     """
     eye = _eye_like(A_hat)
     Y, Z = A_hat, eye
@@ -75,12 +79,14 @@ def _newton_schulz(A_hat: torch.Tensor, steps: int | None, report: dict):
     stop = _sqrt_eps(A_hat.dtype)
     sqrt_n = math.sqrt(A_hat.shape[-1])
     residual, previous, taken = math.inf, math.inf, 0
+    norms = torch.full(A_hat.shape[:-2], math.inf, dtype=A_hat.dtype, device=A_hat.device)
     for _ in range(budget):
         E = eye - Z @ Y
         # ‖E‖_F bounds every eigenvalue's error e, so stopping on it leaves no slow eigenvalue
         # behind; the warning uses the dimension-free RMS ‖E‖_F/√n, whose rounding floor
         # (~√n·eps·κ^{1/2}) stays below √eps where the unnormalised norm would not.
-        frobenius = float(torch.linalg.matrix_norm(E).max())
+        norms = torch.linalg.matrix_norm(E)
+        frobenius = float(norms.max())
         residual = frobenius / sqrt_n
         T = eye + 0.5 * E
         Y, Z = Y @ T, T @ Z
@@ -93,13 +99,13 @@ def _newton_schulz(A_hat: torch.Tensor, steps: int | None, report: dict):
     if residual > stop:
         # The loop measured E before its last step; before warning, measure the result itself
         # (one more product, paid only on the way to a possible warning).
-        residual = float(torch.linalg.matrix_norm(eye - Z @ Y).max()) / sqrt_n
+        norms = torch.linalg.matrix_norm(eye - Z @ Y)
+        residual = float(norms.max()) / sqrt_n
     logger.debug("sqrtm newton_schulz: %d steps, residual %.2e", taken, residual)
-    report.update(residual=residual, steps=taken)
-    return Y, Z
+    return Y, Z, taken, norms / sqrt_n
 
 
-def _taylor(A_hat: torch.Tensor, steps: int | None, report: dict) -> torch.Tensor:
+def _taylor(A_hat: torch.Tensor, steps: int | None) -> tuple[torch.Tensor, int]:
     """Ŝ = Σ_{k=0}^{K} binom(1/2, k) (−Z)^k, Z = I − Â (eigenvalues in [0, 1 − λ_min/‖A‖_F))."""
     eye = _eye_like(A_hat)
     Z = eye - A_hat
@@ -123,8 +129,7 @@ def _taylor(A_hat: torch.Tensor, steps: int | None, report: dict) -> torch.Tenso
                 break
             previous_norm = norm
     logger.debug("sqrtm taylor: %d terms", taken)
-    report.update(steps=taken)
-    return S
+    return S, taken
 
 
 def _pade_coefficients(m: int) -> list[tuple[float, float]]:
@@ -134,7 +139,7 @@ def _pade_coefficients(m: int) -> list[tuple[float, float]]:
     return [(2.0 / (2 * m + 1) * math.sin(t) ** 2, math.cos(t) ** 2) for t in angles]
 
 
-def _pade(A_hat: torch.Tensor, steps: int | None, report: dict) -> torch.Tensor:
+def _pade(A_hat: torch.Tensor, steps: int | None) -> tuple[torch.Tensor, int]:
     """Ŝ = I + Σ_j α_j X (I + β_j X)^{-1}, X = Â − I = −Z, each term an SPD Cholesky solve."""
     m = _DEFAULT_MAX_STEPS["pade"] if steps is None else steps
     eye = _eye_like(A_hat)
@@ -144,12 +149,11 @@ def _pade(A_hat: torch.Tensor, steps: int | None, report: dict) -> torch.Tensor:
         # I + βX = (1 − β)I + βÂ is SPD for β ∈ (0, 1) and commutes with X.
         L = torch.linalg.cholesky(eye + beta * X)
         S = S + alpha * torch.cholesky_solve(X, L)
-    report.update(steps=m)
-    return S
+    return S, m
 
 
-def _square_residual(S: torch.Tensor, A_hat: torch.Tensor) -> float:
-    return float(_relative_frobenius(S @ S - A_hat, torch.linalg.matrix_norm(A_hat)).max())
+def _square_residual(S: torch.Tensor, A_hat: torch.Tensor) -> torch.Tensor:
+    return _relative_frobenius(S @ S - A_hat, torch.linalg.matrix_norm(A_hat))
 
 
 def _check_positive_definite(A: torch.Tensor) -> torch.Tensor:
@@ -164,13 +168,13 @@ def _check_positive_definite(A: torch.Tensor) -> torch.Tensor:
     return L
 
 
-def _condition_estimate(A: torch.Tensor, L: torch.Tensor) -> float:
-    """A lower bound on max κ(A) over the batch: λ_max by power iteration (at least
+def _condition_estimate(A: torch.Tensor, L: torch.Tensor) -> torch.Tensor:
+    """A lower bound on κ(A) per batch element: λ_max by power iteration (at least
     ‖A‖_F/√n), λ_min by inverse iteration with the Cholesky factor L (O(n²) per step)."""
     largest = torch.maximum(largest_eigenvalue(A),
                             torch.linalg.matrix_norm(A) / math.sqrt(A.shape[-1]))
     smallest = smallest_eigenvalue(A, L).clamp_min(torch.finfo(A.dtype).tiny)
-    return float((largest / smallest).max())
+    return largest / smallest
 
 
 def _warn_singular(kappa: float, dtype: torch.dtype) -> None:
@@ -187,10 +191,18 @@ def _warn_singular(kappa: float, dtype: torch.dtype) -> None:
 
 
 class _SquareRoot(torch.autograd.Function):
-    """A ↦ A^{1/2} (or A^{-1/2}) with the Lyapunov backward, for any forward method."""
+    """A ↦ A^{1/2} (or A^{-1/2}) with the Lyapunov backward, for any forward method.
+
+    Besides the root it returns, per batch element and not differentiable, the steps taken,
+    the forward residual (NaN where ``measure`` is False, 0 for ``"eigh"``) and the condition
+    estimate κ(A) (NaN where neither ``condition`` nor ``"eigh"`` measured it).
+    """
 
     @staticmethod
-    def forward(ctx, A, method, inverse, steps, check, report):
+    def forward(ctx, A, method, inverse, steps, measure, condition):
+        batch = A.shape[:-2]
+        nan = torch.full(batch, math.nan, dtype=A.dtype, device=A.device)
+        residual, kappa = nan, nan
         if method == "eigh":
             eigenvalues, Q = torch.linalg.eigh(A)
             if bool((eigenvalues[..., 0] <= 0).any()):
@@ -198,24 +210,25 @@ class _SquareRoot(torch.autograd.Function):
                     "A must be symmetric positive definite, got smallest eigenvalue "
                     f"{float(eigenvalues[..., 0].min()):.3e}"
                 )
-            report["kappa"] = float((eigenvalues[..., -1] / eigenvalues[..., 0]).max())
+            kappa = eigenvalues[..., -1] / eigenvalues[..., 0]
+            residual, taken = torch.zeros_like(nan), 0
             mu = eigenvalues.sqrt()
             power = mu.reciprocal() if inverse else mu
             out = _symmetrize((Q * power.unsqueeze(-2)) @ Q.mT)
             ctx.save_for_backward(Q, mu)
         else:
             L = _check_positive_definite(A)
-            if inverse and check:
-                report["kappa"] = _condition_estimate(A, L)
+            if condition:
+                kappa = _condition_estimate(A, L)
             norm = torch.linalg.matrix_norm(A, keepdim=True)
             A_hat = A / norm
             if method == "newton_schulz":
-                Y, Z = _newton_schulz(A_hat, steps, report)
+                Y, Z, taken, residual = _newton_schulz(A_hat, steps)
                 out = Z / norm.sqrt() if inverse else Y * norm.sqrt()
             else:
-                S_hat = (_taylor if method == "taylor" else _pade)(A_hat, steps, report)
-                if check:
-                    report["residual"] = _square_residual(S_hat, A_hat)
+                S_hat, taken = (_taylor if method == "taylor" else _pade)(A_hat, steps)
+                if measure:
+                    residual = _square_residual(S_hat, A_hat)
                 if inverse:
                     # Both approximants overestimate √λ > 0, so Ŝ stays SPD.
                     S_hat = torch.cholesky_inverse(torch.linalg.cholesky(_symmetrize(S_hat)))
@@ -226,11 +239,13 @@ class _SquareRoot(torch.autograd.Function):
             ctx.save_for_backward(out)
         ctx.inverse = inverse
         ctx.save_output = method != "eigh"
-        return out
+        taken = torch.full(batch, taken, dtype=torch.int64, device=A.device)
+        ctx.mark_non_differentiable(taken, residual, kappa)
+        return out, taken, residual, kappa
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad):
+    def backward(ctx, grad, *_):  # no gradient reaches the diagnostics
         if ctx.save_output:
             (out,) = ctx.saved_tensors
             nu, Q = torch.linalg.eigh(out)
@@ -301,7 +316,8 @@ def sqrtm(
             ``inverse=True``, warn (:class:`RankDeficiencyWarning`) when κ(A) ≥ 1/eps (e.g.
             κ ≥ 8e6 in float32), where A^{-1/2} is not determined by the rounded entries of A.
             κ is exact for ``"eigh"`` and otherwise a lower bound from a few power and
-            inverse iterations with the Cholesky factor (O(n²) each).
+            inverse iterations with the Cholesky factor (O(n²) each). :func:`sqrtm_ex`
+            returns these diagnostics (and a status per batch element) instead of warning.
 
     ``A`` is first divided by an exact power of four (and the root rescaled), so any finite
     scale works.
@@ -320,6 +336,97 @@ def sqrtm(
         >>> bool((R @ R - spd).norm() <= 1e-12 * spd.norm())
         True
     """
+    result = _sqrtm(A, method, inverse, steps, check, measure=check, condition=check and inverse)
+    # Warnings from the diagnostics, raised here so that they point at the caller.
+    residual = float(result.residual.max()) if result.residual.numel() else 0.0
+    if check and residual > _sqrt_eps(A.dtype):
+        _warn_unconverged(method, residual, int(result.steps.max()), A.dtype)
+    if check and inverse and bool((result.condition * torch.finfo(A.dtype).eps >= 1).any()):
+        _warn_singular(float(result.condition.max()), A.dtype)
+    return result.value
+
+
+@dataclass(frozen=True, repr=False)
+class SqrtmResult(StatusResult, OneLineRepr):
+    """Root and diagnostics of :func:`sqrtm_ex`, one entry per batch element.
+
+    Attributes:
+        value: ``A^{1/2}`` (or ``A^{-1/2}``), shape ``(..., n, n)``, differentiable — the
+            tensor :func:`sqrtm` returns.
+        status: int64 :class:`~diffnum.Status` codes, shape ``batch``: ``CONVERGED``;
+            ``MAX_STEPS`` when ``residual`` is above √eps (the step budget ran out or the
+            method cannot reach the tolerance in it); ``ILL_CONDITIONED`` for
+            ``inverse=True`` when ``condition``·eps ≥ 1 (A^{-1/2} is not determined by the
+            rounded entries of A); ``NONFINITE`` when ``value`` is not finite.
+        steps: int64, shape ``batch``: Newton–Schulz iterations, Taylor terms or the Padé
+            degree (0 for ``"eigh"``).
+        residual: shape ``batch``: ‖I − Z Y‖_F/√n (Newton–Schulz), ‖Ŝ² − Â‖_F/‖Â‖_F (Taylor,
+            Padé) or 0 (``"eigh"``, no iteration to converge).
+        condition: shape ``batch``: κ(A), exact for ``"eigh"``, otherwise a lower bound from a
+            few power and inverse iterations with the Cholesky factor.
+
+    Did it fail? ``converged``, ``all_converged``, ``failures()``, ``describe()`` and
+    ``raise_if_failed()``, as every result (:class:`~diffnum.Status` protocol).
+
+    Example::
+
+        >>> import torch
+        >>> import diffnum.factor as df
+        >>> A = torch.diag(torch.logspace(0, -6, 5, dtype=torch.float64))
+        >>> out = df.sqrtm_ex(A, "taylor", steps=10)  # far too few terms for κ = 1e6
+        >>> out.failures(), out.steps.tolist()
+        ([((), <Status.MAX_STEPS: 1>)], 10)
+    """
+
+    value: torch.Tensor
+    status: torch.Tensor
+    steps: torch.Tensor
+    residual: torch.Tensor
+    condition: torch.Tensor
+
+    _DETAILS = ("steps", "residual", "condition")  # shown by describe()
+
+
+def sqrtm_ex(
+    A: torch.Tensor,
+    method: str = "newton_schulz",
+    inverse: bool = False,
+    *,
+    steps: int | None = None,
+    throw: bool = False,
+) -> SqrtmResult:
+    """:func:`sqrtm` with its diagnostics: a :class:`SqrtmResult` (value, status, steps,
+    residual, condition) instead of warnings — as ``torch.linalg.cholesky_ex`` is to
+    ``cholesky``.
+
+    The arguments are those of :func:`sqrtm` (see there for the methods and the gradient);
+    every test is measured (the residual, and κ(A) by a few power and inverse iterations)
+    and nothing warns. ``throw=True`` raises a :class:`~diffnum.ResultError` naming every
+    batch element that did not converge. ``value`` is bit for bit what :func:`sqrtm`
+    returns, with the same gradient.
+
+    Example::
+
+        >>> import torch
+        >>> import diffnum.factor as df
+        >>> C = torch.randn(6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+        >>> spd = C @ C.mT + 6 * torch.eye(6, dtype=torch.float64)
+        >>> out = df.sqrtm_ex(spd, inverse=True)
+        >>> out.all_converged, bool(out.residual < 1e-8), bool(out.condition > 1)
+        (True, True, True)
+    """
+    if not isinstance(throw, bool):
+        raise TypeError(f"throw must be a bool, got {type(throw).__name__}")
+    result = _sqrtm(A, method, inverse, steps, True, measure=True, condition=True)
+    if throw:
+        result.raise_if_failed("sqrtm_ex")
+    return result
+
+
+def _sqrtm(A: torch.Tensor, method: str, inverse: bool, steps: int | None, check: bool, *,
+           measure: bool, condition: bool) -> SqrtmResult:
+    """The checks, the scaling and the autograd function, shared by :func:`sqrtm` and
+    :func:`sqrtm_ex`; ``measure``: the Taylor/Padé residual, ``condition``: κ(A)."""
     check_matrix("A", A)
     check_one_of("method", method, _METHODS)
     if not isinstance(inverse, bool):
@@ -334,7 +441,8 @@ def sqrtm(
     if A.shape[-2] != n:
         raise ValueError(f"A must be square (..., n, n), got shape {tuple(A.shape)}")
     if A.numel() == 0:
-        return A.clone()
+        zeros = A.new_zeros(A.shape[:-2])
+        return SqrtmResult(A.clone(), zeros.long(), zeros.long(), zeros, zeros)
     # ‖A‖_F and the products below square the entries (overflow/underflow beyond ~1e±154 in
     # float64): divide by an even power of two 4^h first, exactly, and multiply the root by 2^h.
     half = torch.div(power_of_two_exponent(A), 2, rounding_mode="floor")
@@ -350,14 +458,16 @@ def sqrtm(
         )
     batch, half = A.shape[:-2], half.reshape(-1, 1, 1)
     A = _symmetrize(A).reshape(-1, n, n)
-    # The forward fills `report` (steps taken, residual) so the warning can be raised here,
-    # pointing at the caller rather than inside autograd.
-    report: dict = {}
-    out = _SquareRoot.apply(A, method, inverse, steps, check, report)
-    residual = report.get("residual", 0.0)
-    if check and residual > _sqrt_eps(A.dtype):
-        _warn_unconverged(method, residual, report["steps"], A.dtype)
-    if check and inverse and report["kappa"] * torch.finfo(A.dtype).eps >= 1:
-        _warn_singular(report["kappa"], A.dtype)
+    out, taken, residual, kappa = _SquareRoot.apply(A, method, inverse, steps, measure,
+                                                    condition)
     out = times_power_of_two(out, -half if inverse else half)
-    return out.reshape(*batch, n, n)
+    value = out.reshape(*batch, n, n)
+    eps = torch.finfo(A.dtype).eps
+    status = worst_status(
+        (~torch.isfinite(out).flatten(-2).all(-1), Status.NONFINITE),
+        (kappa * eps >= 1 if inverse else torch.zeros_like(taken, dtype=torch.bool),
+         Status.ILL_CONDITIONED),
+        (residual > _sqrt_eps(A.dtype), Status.MAX_STEPS),
+    )
+    return SqrtmResult(value, status.reshape(batch), taken.reshape(batch),
+                       residual.reshape(batch), kappa.reshape(batch))

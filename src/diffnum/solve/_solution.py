@@ -2,50 +2,24 @@
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from diffnum._core.status import ResultError, Status, StatusResult
 from diffnum._core.summary import one_line
 
-
-class Status(enum.IntEnum):
-    """Outcome of one batch element of a solve, stored as an integer tensor in ``Solution.status``.
-
-    - ``CONVERGED``: the termination test of the solver held.
-    - ``MAX_STEPS``: ``max_steps`` iterations ran without the test holding.
-    - ``DIVERGED``: the solver can make no further progress (Levenberg–Marquardt damping
-      exceeded its bound, a line search failed, a singular linear system, or the iterate grew
-      without bound).
-    - ``NONFINITE``: a residual, Jacobian or iterate became NaN or ±inf.
-
-    Example::
-
-        >>> from diffnum.solve import Status
-        >>> [s.name for s in Status]
-        ['CONVERGED', 'MAX_STEPS', 'DIVERGED', 'NONFINITE']
-    """
-
-    CONVERGED = 0
-    MAX_STEPS = 1
-    DIVERGED = 2
-    NONFINITE = 3
+__all__ = ["RUNNING", "Solution", "SolveError", "Status", "raise_if_failed"]
 
 
 # Status value of an element that is still iterating (never returned to the user).
 RUNNING = -1
 
-_WHY = {
-    Status.MAX_STEPS: "reached max_steps without meeting the tolerances",
-    Status.DIVERGED: "diverged (no step reduced the residual, or a singular system)",
-    Status.NONFINITE: "produced non-finite values",
-}
 
-
-class SolveError(RuntimeError):
-    """Raised by a solve with ``throw=True`` when any batch element did not converge.
+class SolveError(ResultError):
+    """Raised by a solve with ``throw=True`` when any batch element did not converge (a
+    :class:`~diffnum.ResultError`, like every failure the result protocol raises).
 
     Example::
 
@@ -61,7 +35,7 @@ class SolveError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Solution:
+class Solution(StatusResult):
     """Result of :func:`least_squares`, :func:`root`, :func:`fixed_point` or :func:`linear_solve`.
 
     Attributes:
@@ -71,6 +45,10 @@ class Solution:
         residual_norm: tensor of shape ``batch``: ‖r(y*)‖₂ (least squares: residual vector;
             root: fn(y*); fixed point: fn(y*) − y*; linear: b − A y*).
         stats: solver-specific counters (function and Jacobian evaluations, ...).
+
+    Did it fail? As every result of the library (:class:`~diffnum.Status` protocol):
+    ``converged``, ``all_converged``, ``failures()`` (``(batch index, Status)`` pairs),
+    ``describe()`` and ``raise_if_failed()``.
 
     Example::
 
@@ -87,6 +65,9 @@ class Solution:
     steps: torch.Tensor
     residual_norm: torch.Tensor
     stats: dict[str, Any] = field(default_factory=dict)
+
+    _DETAILS = ("steps", "residual_norm")  # shown by describe()
+    _ERROR = SolveError  # raised by raise_if_failed()
 
     def __post_init__(self) -> None:
         if not isinstance(self.value, torch.Tensor) or self.value.ndim == 0:
@@ -114,33 +95,6 @@ class Solution:
         return one_line(self, f"converged {ok}/{self.status.numel()}",
                         f"max steps {most}", f"max residual_norm {worst}")
 
-    @property
-    def converged(self) -> torch.Tensor:
-        """Boolean tensor of shape ``batch``: ``status == Status.CONVERGED``."""
-        return self.status == int(Status.CONVERGED)
-
-    @property
-    def all_converged(self) -> bool:
-        """True when every batch element converged."""
-        return bool(self.converged.all())
-
-    def failures(self) -> list[tuple[tuple[int, ...], Status]]:
-        """The batch index and :class:`Status` of every element that did not converge."""
-        bad = (~self.converged).nonzero().tolist()
-        return [(tuple(i), Status(int(self.status[tuple(i)]))) for i in bad]
-
-    def describe(self) -> str:
-        """One line per failed element saying which one and why (empty if all converged)."""
-        lines = []
-        for index, status in self.failures():
-            where = index if index else "(unbatched)"
-            lines.append(
-                f"batch element {where}: {status.name} — {_WHY[status]}; "
-                f"steps={int(self.steps[index])}, "
-                f"residual_norm={float(self.residual_norm[index]):.3e}"
-            )
-        return "\n".join(lines)
-
 
 def _describe(x: Any) -> str:
     if isinstance(x, torch.Tensor):
@@ -150,12 +104,4 @@ def _describe(x: Any) -> str:
 
 def raise_if_failed(name: str, solution: Solution) -> None:
     """Raise :class:`SolveError` naming each failed element of ``solution`` (``throw=True``)."""
-    if solution.all_converged:
-        return
-    failed = solution.failures()
-    shown = solution.describe().splitlines()
-    more = f"\n... and {len(shown) - 10} more" if len(shown) > 10 else ""
-    raise SolveError(
-        f"{name}: {len(failed)} of {solution.status.numel()} batch element(s) failed:\n"
-        + "\n".join(shown[:10]) + more
-    )
+    solution.raise_if_failed(name)

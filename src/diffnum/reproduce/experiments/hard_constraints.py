@@ -206,7 +206,7 @@ def _predict(model, problem: PhysicsProblem) -> torch.Tensor:
     """A trained model's prediction on every held-out u₀ (collocation draws seeded), made
     once and shared by the held-out loss, the final-time norm, the interface share, the layer
     swap and the figures."""
-    return model(problem.test_initial, torch.Generator().manual_seed(0))[0]
+    return model(problem.test_initial, torch.Generator().manual_seed(0)).u
 
 
 def _heldout(u: torch.Tensor, problem: PhysicsProblem, soft) -> dict[str, float]:
