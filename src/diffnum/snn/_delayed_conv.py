@@ -10,14 +10,13 @@ from torch import nn
 
 from diffnum._core.validation import (
     check_finite,
-    check_int_in_range,
     check_one_of,
-    check_real,
     real_floating_dtype,
 )
 from diffnum.interp import Dcls2_1d, Dcls3_1d, set_sigma
 from diffnum.interp._construct import normalize_size
 from diffnum.interp._conv import PADDING_MODES, check_padded_size, conv_padding
+from diffnum.snn._delays import check_delay_arguments
 
 _CONV = {2: F.conv2d, 3: F.conv3d}
 
@@ -39,9 +38,6 @@ class _DelayedConvNd(nn.Module):
         # Spatial arguments are checked here, by their own names: the inner DCLS layer sees
         # them with the time axis appended (kernel_size is its dense_kernel_size).
         self.kernel_size = normalize_size("kernel_size", kernel_size, n)
-        check_int_in_range("max_delay", max_delay, 1, 2**20)
-        if max_delay % 2 == 0:
-            raise ValueError(f"max_delay must be odd (a centred support), got {max_delay}")
         self.stride = normalize_size("stride", stride, n)
         self.dilation = normalize_size("dilation", dilation, n)
         if isinstance(padding, str):
@@ -52,14 +48,9 @@ class _DelayedConvNd(nn.Module):
         else:
             self.padding = normalize_size("padding", padding, n, low=0)
         check_one_of("padding_mode", padding_mode, PADDING_MODES)
-        check_one_of("version", version, ("v0", "v1", "gauss"))
+        sigma = check_delay_arguments(max_delay, version, ("v0", "v1", "gauss"), sigma)
         if dtype not in (None, torch.float32, torch.float64):
             raise TypeError(f"dtype must be None, torch.float32 or torch.float64, got {dtype}")
-        if sigma is not None:
-            if version != "gauss":
-                raise ValueError(f"sigma is only used by version='gauss', got sigma={sigma!r} "
-                                 f"with version={version!r}")
-            sigma = check_real("sigma", sigma)
         self.padding_mode = padding_mode
         self.max_delay = max_delay
         self.conv = self._dcls(in_channels, out_channels, 1, stride=(*self.stride, 1),

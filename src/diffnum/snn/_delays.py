@@ -33,6 +33,23 @@ def _check_spikes(spikes: torch.Tensor, features: int, like: torch.Tensor) -> No
     check_finite("spikes", spikes)
 
 
+def check_delay_arguments(max_delay: object, version: object, versions: tuple[str, ...],
+                          sigma: object) -> float | None:
+    """The checks every delay layer makes: ``max_delay`` an odd count (a centred support),
+    ``version`` one of ``versions``, ``sigma`` a real number and only with ``"gauss"``;
+    returns ``sigma`` as a float (or None)."""
+    check_int_in_range("max_delay", max_delay, 1, 2**20)
+    if max_delay % 2 == 0:
+        raise ValueError(f"max_delay must be odd (a centred support), got {max_delay}")
+    check_one_of("version", version, versions)
+    if sigma is None:
+        return None
+    if version != "gauss":
+        raise ValueError(f"sigma is only used by version='gauss', got sigma={sigma!r} "
+                         f"with version={version!r}")
+    return check_real("sigma", sigma)
+
+
 class DelayedLinear(nn.Module):
     r"""Fully connected layer with one learnable delay per synapse:
     I_i[t] = Σ_j w_ij S_j[t − d_ij], d_ij ∈ [0, max_delay − 1].
@@ -58,15 +75,7 @@ class DelayedLinear(nn.Module):
         super().__init__()
         check_count("in_features", in_features)
         check_count("out_features", out_features)
-        check_int_in_range("max_delay", max_delay, 1, 2**20)
-        if max_delay % 2 == 0:
-            raise ValueError(f"max_delay must be odd (a centred support), got {max_delay}")
-        check_one_of("version", version, ("v1", "gauss"))
-        if sigma is not None:
-            if version != "gauss":
-                raise ValueError(f"sigma is only used by version='gauss', got sigma={sigma!r} "
-                                 f"with version={version!r}")
-            sigma = check_real("sigma", sigma)
+        sigma = check_delay_arguments(max_delay, version, ("v1", "gauss"), sigma)
         self.max_delay = max_delay
         self.conv = Dcls1d(in_features, out_features, 1, dilated_kernel_size=max_delay,
                            bias=bias, version=version, conv_method=conv_method,
