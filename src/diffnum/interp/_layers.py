@@ -442,7 +442,11 @@ class _DclsBase(nn.Module):
         on ``diffnum reproduce dcls``'s digits canvas (part (d), full run, 3 seeds): the six
         DCLS models average 0.863 → 0.692 after rounding (gauss with the ``"dcls"`` init
         0.839 → 0.323; v1 with ``"spread"`` 0.879 → 0.847), and one epoch of training the
-        weights in integer-tap mode brings them to 0.781 on average. The recipe: round,
+        weights in integer-tap mode brings them to 0.781 on average. On the spiking
+        delayed-coincidence task (part (c), full run) rounding the learned delays took one
+        seed from 1.000 to 0.273, while another draw of the initial delays kept 1.000: with σ
+        frozen at 0.5 the cost depends on where the delays end between integers. One epoch of
+        the weights at the rounded delays brought it back to 1.000. The recipe: round,
         :meth:`use_integer_taps`, train the weights a few steps, then export."""
         with torch.no_grad():
             self.P.round_()
