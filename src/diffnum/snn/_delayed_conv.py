@@ -16,7 +16,7 @@ from diffnum._core.validation import (
 from diffnum.interp import Dcls2_1d, Dcls3_1d, set_sigma
 from diffnum.interp._construct import normalize_size
 from diffnum.interp._conv import PADDING_MODES, check_padded_size, conv_padding
-from diffnum.snn._delays import check_delay_arguments
+from diffnum.snn._delays import check_delay_arguments, set_delay_positions
 
 _CONV = {2: F.conv2d, 3: F.conv3d}
 
@@ -96,17 +96,7 @@ class _DelayedConvNd(nn.Module):
     def set_delays(self, delays: torch.Tensor) -> None:
         """Set positions from finite delays ``(out, in/groups, *kernel_size)`` in
         [0, max_delay − 1]."""
-        real_floating_dtype("delays", delays)
-        shape = tuple(self.conv.weight.shape[:-1])
-        if tuple(delays.shape) != shape:
-            raise ValueError(f"delays must have shape {shape}, got {tuple(delays.shape)}")
-        check_finite("delays", delays)
-        if not bool(((delays >= 0) & (delays <= self.max_delay - 1)).all()):
-            raise ValueError(f"delays must lie in [0, {self.max_delay - 1}], got values in "
-                             f"[{float(delays.min())}, {float(delays.max())}]")
-        q = (self.max_delay - 1) - delays.to(self.conv.P)
-        with torch.no_grad():
-            self.conv.P[0, ..., 0] = q - self.max_delay // 2
+        set_delay_positions(self.conv.P, delays, self.max_delay)
 
     def _pads(self) -> tuple[tuple[int, int], ...]:
         return conv_padding(self.padding, self.kernel_size, self.dilation, self.stride)

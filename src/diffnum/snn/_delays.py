@@ -50,6 +50,22 @@ def check_delay_arguments(max_delay: object, version: object, versions: tuple[st
     return check_real("sigma", sigma)
 
 
+def set_delay_positions(P: torch.Tensor, delays: torch.Tensor, max_delay: int) -> None:
+    """Write ``delays`` (one per synapse, in [0, max_delay − 1] time steps) into the time
+    positions ``P[0, ..., 0]`` of a one-tap DCLS layer: delay d sits at kernel index
+    s − 1 − d, i.e. position (s − 1 − d) − s // 2 for support s = ``max_delay``."""
+    real_floating_dtype("delays", delays)
+    shape = tuple(P.shape[1:-1])
+    if tuple(delays.shape) != shape:
+        raise ValueError(f"delays must have shape {shape}, got {tuple(delays.shape)}")
+    check_finite("delays", delays)
+    if not bool(((delays >= 0) & (delays <= max_delay - 1)).all()):
+        raise ValueError(f"delays must lie in [0, {max_delay - 1}], got values in "
+                         f"[{float(delays.min())}, {float(delays.max())}]")
+    with torch.no_grad():
+        P[0, ..., 0] = (max_delay - 1) - delays.to(P) - max_delay // 2
+
+
 class DelayedLinear(nn.Module):
     r"""Fully connected layer with one learnable delay per synapse:
     I_i[t] = Σ_j w_ij S_j[t − d_ij], d_ij ∈ [0, max_delay − 1].
@@ -95,17 +111,7 @@ class DelayedLinear(nn.Module):
 
     def set_delays(self, delays: torch.Tensor) -> None:
         """Set positions from finite delays ``(out, in)`` in [0, max_delay − 1]."""
-        real_floating_dtype("delays", delays)
-        if delays.shape != self.conv.weight.shape[:2]:
-            raise ValueError(f"delays must have shape {tuple(self.conv.weight.shape[:2])}, "
-                             f"got {tuple(delays.shape)}")
-        check_finite("delays", delays)
-        if not bool(((delays >= 0) & (delays <= self.max_delay - 1)).all()):
-            raise ValueError(f"delays must lie in [0, {self.max_delay - 1}], got values in "
-                             f"[{float(delays.min())}, {float(delays.max())}]")
-        q = (self.max_delay - 1) - delays.to(self.conv.P)
-        with torch.no_grad():
-            self.conv.P[0, :, :, 0] = q - self.max_delay // 2
+        set_delay_positions(self.conv.P, delays, self.max_delay)
 
     def forward(self, spikes: torch.Tensor) -> torch.Tensor:
         _check_spikes(spikes, self.conv.in_channels, self.conv.weight)

@@ -220,12 +220,7 @@ def _delays(ctx: Context, epochs: int, n_train: int) -> tuple[dict, dict]:
             for i in range(0, n_train - batch + 1, batch):
                 if not zero:
                     sigma.apply(model, step)
-                idx = order[i:i + batch]
-                loss = F.cross_entropy(snn.readout_logits(model(xtr[idx])), ytr[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                decay.step()
+                _snn_step(model, opt, decay, xtr, ytr, order[i:i + batch])
                 model[0].conv.clamp_parameters()
                 step += 1
             curves[name].append(_accuracy(model, xte, yte))
@@ -254,12 +249,18 @@ def _tune_weights(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int
     for _ in range(ROUND_FINETUNE_EPOCHS):
         order = torch.randperm(len(y), generator=g)
         for i in range(0, per_epoch * batch, batch):
-            idx = order[i:i + batch]
-            loss = F.cross_entropy(snn.readout_logits(model(x[idx])), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            decay.step()
+            _snn_step(model, opt, decay, x, y, order[i:i + batch])
+
+
+def _snn_step(model: nn.Module, opt: torch.optim.Optimizer, decay, x: torch.Tensor,
+              y: torch.Tensor, idx: torch.Tensor) -> None:
+    """One Adam step of the spiking network on the batch ``idx`` (cross-entropy of the
+    readout), then one step of the learning-rate schedule."""
+    loss = F.cross_entropy(snn.readout_logits(model(x[idx])), y[idx])
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    decay.step()
 
 
 # ------------------------------------------------------- (d) real digits on a canvas
