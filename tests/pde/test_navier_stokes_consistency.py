@@ -42,9 +42,9 @@ def _reference(omega0, *, dt, steps, save_every, **kw):
 
 
 def _physics_loss(pde, field, grid) -> float:
-    """Mean square of the residual over the grid without t = 0 (the training loss's PDE part;
-    the initial slice carries the initial condition instead)."""
-    return float(pde.residual(field, grid)[..., 1:].square().mean())
+    """Mean square of the residual where it is collocated (the training loss's PDE part:
+    every point, t = 0 included, where the one-sided time difference ties ω₁… to ω₀)."""
+    return float(pde.residual(field, grid)[..., pde.collocation_mask(grid)].square().mean())
 
 
 def _persistence(field):
@@ -54,11 +54,12 @@ def _persistence(field):
 def test_reference_loss_is_tiny_next_to_untrained_fields():
     # n = 16, T = 1 as the experiment's quick setting, saved every 10 steps (H = 0.1) with
     # the solver's product not truncated again (its band |k| <= 5 is unchanged): measured
-    # (4 samples, seed 0) reference 7.0e-7, persistence 0.69, tiny random FNO 1.3e-2: ratios
-    # 1.0e-6 and 5.2e-5 (seeds 1, 2: at most 1.2e-6 and 5.2e-5). Saved every 20 steps
-    # (H = 0.2, the experiment's grid) the time derivative alone gives 2.8e-4, ratio 4.1e-4
-    # to persistence but 2e-2 to the FNO; with the default solver the product's modes beyond
-    # the 2/3 band, which no pointwise residual can drop, give 0.056, ratio 0.08.
+    # (4 samples, seed 0, t₀ collocated) reference 1.1e-6, persistence 0.69, tiny random FNO
+    # 1.4e-2: ratios 1.5e-6 and 7.8e-5 (without t₀: 7.0e-7, ratios 1.0e-6 and 5.2e-5; seeds
+    # 1, 2 at most 1.2e-6 and 5.2e-5). Saved every 20 steps (H = 0.2) the time derivative
+    # alone gave 2.8e-4 (without t₀), ratio 4.1e-4 to persistence but 2e-2 to the FNO; with
+    # the default solver the product's modes beyond the 2/3 band, which no pointwise residual
+    # can drop, give 0.05, ratio 0.08.
     pde = NavierStokes2D(NU)
     omega0 = _initial(16, 4)
     field, grid = _reference(omega0, dt=0.01, steps=100, save_every=10,
@@ -76,8 +77,8 @@ def test_reference_loss_is_tiny_next_to_untrained_fields():
 
 def test_dealiasing_lowers_the_default_references_loss():
     # The experiment's quick setting (n = 16, H = 0.2), default solver: measured (4 samples,
-    # seed 0) 0.152 without and 0.056 with de-aliasing (seeds 1, 2: ratios 0.41, 0.40; 16
-    # samples: 0.120 and 0.045).
+    # seed 0, t₀ collocated) 0.147 without and 0.051 with de-aliasing (without t₀, seeds 1,
+    # 2: ratios 0.41, 0.40; 16 samples: 0.120 and 0.045).
     field, grid = _reference(_initial(16, 4), dt=0.01, steps=100, save_every=20)
     aliased = _physics_loss(NavierStokes2D(NU, dealias=False), field, grid)
     dealiased = _physics_loss(NavierStokes2D(NU), field, grid)
@@ -89,7 +90,8 @@ def test_reference_residual_falls_at_the_order_of_the_time_derivative(accuracy):
     # Saved-time spacing H = 0.2, 0.1, 0.05 at dt = 0.0025: the finite differences in t are
     # O(H^accuracy), above the solver's O(dt²) floor at these H (at dt = 0.005 the floor
     # already bends the last order to 3.2 for some seeds). Measured orders of the RMS
-    # residual: 2.10, 2.08 (accuracy 2); 4.27, 4.52 (accuracy 4); seeds 1–3 within 0.05.
+    # residual (t₀ collocated): 2.14, 2.12 (accuracy 2); 4.23, 4.50 (accuracy 4); without t₀
+    # 2.10, 2.08 and 4.27, 4.52, seeds 1–3 within 0.05.
     pde = NavierStokes2D(NU, accuracy=accuracy)
     omega0 = _initial(16, 2)
     rms = []
@@ -103,7 +105,8 @@ def test_reference_residual_falls_at_the_order_of_the_time_derivative(accuracy):
 
 def test_reference_residual_falls_at_the_solvers_order_in_dt():
     # Every step saved (H = dt): the residual is the IMEX scheme's O(dt²) truncation error
-    # (the O(H⁴) of the time differences is smaller). Measured orders 2.00, 2.00.
+    # (the O(H⁴) of the time differences is smaller). Measured orders 1.99, 1.99 (t₀
+    # collocated; 2.00, 2.00 without).
     pde = NavierStokes2D(NU)
     omega0 = _initial(16, 2)
     rms = []

@@ -284,10 +284,11 @@ def particular_solution(pde, grid: Grid, initial: torch.Tensor) -> torch.Tensor:
 
 def interior_mask(pde, grid: Grid) -> torch.Tensor:
     """Where the PDE itself is collocated and penalised, shape ``grid.shape``:
-    ``pde.collocation_mask(grid)`` — every grid point that carries no initial or boundary
-    condition (there u₀ and 𝓑 hold instead of the PDE; where they disagree at a corner the
-    residual there is as large as the grid is fine), less any window the PDE declares
-    unresolved (see :class:`~diffnum.pde.DiffusionSorption1D`).
+    ``pde.collocation_mask(grid)`` — every grid point that carries no boundary condition
+    (there 𝓑 holds instead of the PDE). t₀ is collocated: u₀ gives the value there and the PDE
+    the rate, unless the PDE's initial and boundary data disagree at a corner, where the
+    residual near t₀ is as large as the grid is fine (``collocate_initial = False``, less any
+    window the PDE declares unresolved; see :class:`~diffnum.pde.DiffusionSorption1D`).
 
     Example::
 
@@ -295,8 +296,8 @@ def interior_mask(pde, grid: Grid) -> torch.Tensor:
         >>> from diffnum.pde import Heat1D, uniform_grid
         >>> grid = uniform_grid({"x": (0.0, 1.0, 8), "t": (0.0, 1.0, 4)})
         >>> mask = interior_mask(Heat1D(0.1, boundary="dirichlet"), grid)
-        >>> int(mask.sum())  # 6 inner x × 3 later t
-        18
+        >>> int(mask.sum())  # 6 inner x × 4 t (t₀ too: u₀ gives the value, the PDE the rate)
+        24
     """
     check_pde("pde", pde, ("collocation_mask",))
     check_grid(grid)

@@ -146,7 +146,8 @@ class NavierStokes2D:
 
     Why, measured on the reference solutions of the hard-constraints experiment (box 2π,
     ν = 1e-3, dt = 0.01, ω₀ = ``gaussian_random_field(n, alpha=4, tau=3)``, 16 samples, mean
-    square of the residual over the grid without t = 0; saved every 20 steps, H = 0.2):
+    square of the residual over the grid without t = 0, as it was then collocated; saved every
+    20 steps, H = 0.2):
 
     ======================================  ===========  ===========  ===========
     residual of the reference               n=16, nt=6   n=32, nt=6   n=32, nt=11
@@ -311,11 +312,10 @@ class NavierStokes2D:
                           device=grid.coordinates[0].device)
 
     def collocation_mask(self, grid: Grid) -> torch.Tensor:
-        """Where the residual is collocated and penalised: every point but t₀."""
+        """Where the residual is collocated and penalised: every point, t₀ included (ω₀
+        fixes the value there, the PDE the rate; see :meth:`PDE1D.collocation_mask`)."""
         self.check_grid(grid)
-        mask = torch.ones(grid.shape, dtype=torch.bool, device=grid.coordinates[0].device)
-        mask.select(grid.axis_index("t"), 0).fill_(False)
-        return mask
+        return torch.ones(grid.shape, dtype=torch.bool, device=grid.coordinates[0].device)
 
     def lift(self, basis: torch.Tensor, grid: Grid, initial: torch.Tensor
              ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -97,8 +97,9 @@ def authors_mapping(sizes: dict) -> str:
          "M = 20000 per expert, redrawn every call, anywhere on the (sub)grid incl. t = 0 "
          "and boundary columns (`geometry/mask.py`)",
          f"M = {ds['n_sampled']} (DS) / {ns['n_sampled']} (NS) in total, M/K per expert, "
-         "redrawn every call; not t₀, not the DS ends",
-         "CPU scale; where the conditions hold they replace the PDE"],
+         "redrawn every call; NS every point, t₀ included; DS not t₀ and not the ends",
+         "CPU scale; DS's corners are incompatible (u_t unbounded at t₀) and its ends carry "
+         "the BCs; left out on NS, t₀ let PI-HC jump from ω₀ to 0.68 of its norm at t₁"],
         ["LM solver",
          "DS: optimistix rtol = atol = 1e-4; NS: jaxopt tol 1e-4; 100 iterations "
          "(paper: 50; NS 1e-7) (`models/constraints/`)",
