@@ -237,7 +237,7 @@ CONFIG_FIELDS: dict[type, dict[str, list[Any]]] = {
                            "mixing": [*NOT_A_NUMBER, 0.0, -0.5, 2.0, 1e300],
                            "regularization": [*NOT_A_NUMBER, -1.0, 1e300]},
     FixedPointIteration: {"rtol": [*NOT_A_NUMBER, -1.0, 2.0], "atol": [*NOT_A_NUMBER, -1.0]},
-    ImplicitAdjoint: {"hessian": ["exact", None, 1], "linear_solver": ["qr", None, 1.0]},
+    ImplicitAdjoint: {"hessian": ["exact", None, 1], "linear_solver": ["lu", CG(), 1.0]},
     CG: {"rtol": [*NOT_A_NUMBER, -1.0, 1.0], "atol": [*NOT_A_NUMBER, -1.0],
          "preconditioner": ["jacobi", 3, torch.ones(3)]},
     GMRES: {"rtol": [*NOT_A_NUMBER, -1.0, 1.0], "atol": [*NOT_A_NUMBER, -1.0],

@@ -10,10 +10,11 @@ adjoint object decides how gradients are taken, every result is a :class:`Soluti
 - :func:`fixed_point` — y = T(y; θ); solvers :class:`AndersonAcceleration` (default) and
   :class:`FixedPointIteration`.
 - :func:`linear_solve` — A y = b with solver objects :class:`LU` (default),
-  :class:`Cholesky`, :class:`CG` and :class:`GMRES` (these two hold tolerances and a
-  preconditioner), A a tensor or a matvec.
+  :class:`Cholesky`, :class:`Pinv` (minimum-norm least squares), :class:`CG` and
+  :class:`GMRES` (these two hold tolerances and a preconditioner), A a tensor or a matvec.
 - Adjoints: :class:`ImplicitAdjoint` (implicit function theorem at the solution: one linear
-  solve + one VJP, memory independent of the iteration count) and :class:`UnrollAdjoint`
+  solve + one VJP, memory independent of the iteration count; its ``linear_solver`` is one of
+  the direct solver objects) and :class:`UnrollAdjoint`
   (backpropagate through the iterations).
 - Results: :class:`Solution` (``value``, per-element ``status``, ``steps``,
   ``residual_norm``, ``stats``), :class:`Status`, and :class:`SolveError` raised by
@@ -36,7 +37,7 @@ from diffnum.solve._adjoint import ImplicitAdjoint, UnrollAdjoint
 from diffnum.solve._fixed_point import AndersonAcceleration, FixedPointIteration, fixed_point
 from diffnum.solve._least_squares import least_squares
 from diffnum.solve._levenberg_marquardt import GaussNewton, LevenbergMarquardt
-from diffnum.solve._linear import CG, GMRES, LU, Cholesky, linear_solve
+from diffnum.solve._linear import CG, GMRES, LU, Cholesky, Pinv, linear_solve
 from diffnum.solve._root import Broyden, Newton, root
 from diffnum.solve._solution import Solution, SolveError, Status
 
@@ -52,6 +53,7 @@ __all__ = [
     "ImplicitAdjoint",
     "LevenbergMarquardt",
     "Newton",
+    "Pinv",
     "Solution",
     "SolveError",
     "Status",

@@ -27,8 +27,6 @@ import torch
 
 from diffnum._core.validation import check_one_of
 
-_LINEAR_SOLVERS = ("auto", "cholesky", "lu", "pinv")
-
 
 @dataclass(frozen=True)
 class ImplicitAdjoint:
@@ -44,9 +42,11 @@ class ImplicitAdjoint:
             terms proportional to the residual — exact for zero-residual problems, an
             approximation otherwise, and cheaper (one ordinary VJP through ``fn``).
             Ignored by ``root`` and ``fixed_point`` (their H is the Jacobian of g).
-        linear_solver: how H u = v is solved: ``"auto"`` (Cholesky for symmetric H, LU
-            otherwise, pseudoinverse if the factorization fails), ``"cholesky"``, ``"lu"`` or
-            ``"pinv"`` (minimum-norm solution, for singular H such as underdetermined fits).
+        linear_solver: how H u = v is solved, a solver object of :func:`linear_solve`:
+            ``None`` (default: :class:`Cholesky` for a symmetric H, :class:`LU` otherwise),
+            ``Cholesky()`` (LU for a non-symmetric H), ``LU()``, or ``Pinv(rtol)`` (the
+            minimum-norm solution, for a singular H such as an underdetermined fit's). If a
+            factorization fails for any element the batch falls back to the pseudoinverse.
 
     Elements that stopped without converging (``MAX_STEPS``, ``DIVERGED``) get the same
     formula evaluated at their last iterate — check ``Solution.status`` before trusting their
@@ -66,11 +66,16 @@ class ImplicitAdjoint:
     """
 
     hessian: str = "full"
-    linear_solver: str = "auto"
+    linear_solver: object = None
 
     def __post_init__(self) -> None:
         check_one_of("hessian", self.hessian, ("full", "gauss_newton"))
-        check_one_of("linear_solver", self.linear_solver, _LINEAR_SOLVERS)
+        from diffnum.solve._linear import LU, Cholesky, Pinv  # _linear imports this module
+
+        if self.linear_solver is not None and not isinstance(self.linear_solver,
+                                                             (LU, Cholesky, Pinv)):
+            raise TypeError(f"linear_solver must be None, LU(), Cholesky() or Pinv() (direct "
+                            f"solvers of diffnum.solve), got {self.linear_solver!r}")
 
 
 @dataclass(frozen=True)
@@ -104,22 +109,27 @@ def check_adjoint(adjoint: object) -> None:
 
 
 def _solve_detached(H: torch.Tensor, b: torch.Tensor, symmetric: bool,
-                    method: str) -> torch.Tensor:
-    """Solve H s = b per batch element, H constant (detached) and b differentiable."""
+                    solver: object) -> torch.Tensor:
+    """Solve H s = b per batch element, H constant (detached) and b differentiable, with
+    ``ImplicitAdjoint.linear_solver`` (the pseudoinverse when a factorization fails)."""
+    from diffnum.solve._linear import LU, Pinv
+
     rhs = b.unsqueeze(-1)
-    if method in ("auto", "cholesky") and symmetric:
+    if isinstance(solver, Pinv):
+        return (solver.pinv(H, hermitian=symmetric) @ rhs).squeeze(-1)
+    if symmetric and not isinstance(solver, LU):
         L, info = torch.linalg.cholesky_ex(H)
         if bool((info == 0).all()):
             return torch.cholesky_solve(rhs, L).squeeze(-1)
-    if method in ("auto", "lu") or (method == "cholesky" and not symmetric):
-        LU, pivots, info = torch.linalg.lu_factor_ex(H)
+    if not symmetric or isinstance(solver, LU) or solver is None:
+        LU_, pivots, info = torch.linalg.lu_factor_ex(H)
         if bool((info == 0).all()):
-            return torch.linalg.lu_solve(LU, pivots, rhs).squeeze(-1)
+            return torch.linalg.lu_solve(LU_, pivots, rhs).squeeze(-1)
     return (torch.linalg.pinv(H, hermitian=symmetric) @ rhs).squeeze(-1)
 
 
 def attach_implicit(y_star: torch.Tensor, g: torch.Tensor, H: torch.Tensor,
-                    valid: torch.Tensor, *, symmetric: bool, method: str) -> torch.Tensor:
+                    valid: torch.Tensor, *, symmetric: bool, solver: object) -> torch.Tensor:
     """Return y* with the derivative −H⁻¹ ∂_θ g attached (value unchanged).
 
     ``g`` carries the graph to θ, ``H`` is detached. Elements that stopped without converging
@@ -132,7 +142,7 @@ def attach_implicit(y_star: torch.Tensor, g: torch.Tensor, H: torch.Tensor,
     ok = valid & torch.isfinite(H).flatten(-2).all(-1)
     H = torch.where(ok[..., None, None], H.detach(), eye)
     g = torch.where(ok[..., None], g, torch.zeros((), dtype=g.dtype, device=g.device))
-    s = _solve_detached(H, -g, symmetric, method)
+    s = _solve_detached(H, -g, symmetric, solver)
     return y_star.detach() + (s - s.detach())
 
 

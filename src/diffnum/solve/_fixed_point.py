@@ -271,7 +271,7 @@ def fixed_point(fn: Callable[..., torch.Tensor], y0: Any, args: Any = (), *,
             JT = problem.jacobian(y.detach())
         H = JT - torch.eye(n, dtype=y.dtype, device=y.device)
         return attach_implicit(y, T - y.detach(), H, status != int(Status.NONFINITE),
-                               symmetric=False, method=adjoint.linear_solver)
+                               symmetric=False, solver=adjoint.linear_solver)
 
     return run("fixed_point", solver, problem, y0, max_steps, adjoint, throw,
                attach_gradient if attach else None)

@@ -227,7 +227,7 @@ def _attach(fn: Callable, args: tuple, y: torch.Tensor, J: torch.Tensor | None,
                 H = _checked_hessian(hessian, y.detach(), args)
         else:
             H = _autograd_hessian(g, yv, rv.numel())
-    return attach_implicit(y, g, H, valid, symmetric=True, method=adjoint.linear_solver)
+    return attach_implicit(y, g, H, valid, symmetric=True, solver=adjoint.linear_solver)
 
 
 def _autograd_hessian(g: torch.Tensor, yv: torch.Tensor, size: int) -> torch.Tensor:

@@ -306,6 +306,47 @@ class Cholesky:
         return y, status, torch.ones_like(status), res
 
 
+@dataclass(frozen=True)
+class Pinv:
+    """Minimum-norm least-squares solve by the pseudoinverse: y = A⁺b, A⁺ = V Σ⁺ Uᵀ.
+
+    For a singular or rank-deficient A (an underdetermined fit, a Hessian with a null space):
+    of all y minimizing ‖b − A y‖ the one of least norm. Singular values below
+    ``rtol``·σ_max count as zero (``None``: torch's default, n·eps of the dtype). Every
+    element is ``CONVERGED`` (the least-squares solution always exists); ``residual_norm``
+    says whether b was in the range of A. One step, about ten times an LU in cost; gradients
+    differentiate the pseudoinverse (defined where the rank does not change).
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.solve import Pinv, linear_solve
+        >>> A = torch.tensor([[1.0, 1.0], [1.0, 1.0]], dtype=torch.float64)  # singular
+        >>> linear_solve(A, torch.tensor([2.0, 2.0], dtype=torch.float64), solver=Pinv()).value
+        tensor([1., 1.], dtype=torch.float64)
+    """
+
+    rtol: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.rtol is not None:
+            check_tolerance("rtol", self.rtol, torch.float64)
+
+    def pinv(self, A: torch.Tensor, *, hermitian: bool = False) -> torch.Tensor:
+        """A⁺ with this solver's cut-off."""
+        return torch.linalg.pinv(A, rtol=self.rtol, hermitian=hermitian)
+
+    def _solve(self, op: _Operator, b: torch.Tensor, x0: torch.Tensor | None, max_steps: int,
+               adjoint: ImplicitAdjoint | UnrollAdjoint
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        def factor(A: torch.Tensor, rhs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return self.pinv(A) @ rhs, torch.zeros(A.shape[:-2], dtype=torch.int32)
+
+        y, info, bad = _direct("Pinv", op, b, factor)
+        status, res = _direct_status(op, b, y, info.to(b.device), bad)
+        return y, status, torch.ones_like(status), res
+
+
 class _Krylov:
     """CG and GMRES: an iterative solve to ‖b − A y‖ <= max(atol, rtol·‖b‖)."""
 
@@ -472,18 +513,19 @@ class GMRES(_Krylov):
         return _gmres(matvec, b, x, precondition, tol, max_steps, self.restart)
 
 
-_SOLVERS = (LU, Cholesky, CG, GMRES)
+_SOLVERS = (LU, Cholesky, Pinv, CG, GMRES)
 
 
 def linear_solve(A: torch.Tensor | Matvec, b: torch.Tensor, *,
-                 solver: LU | Cholesky | CG | GMRES | None = None,
+                 solver: LU | Cholesky | Pinv | CG | GMRES | None = None,
                  max_steps: int | None = None, x0: torch.Tensor | None = None,
                  adjoint: ImplicitAdjoint | UnrollAdjoint | None = None,
                  throw: bool = False) -> Solution:
     """Solve A y = b per batch element; differentiable in A (or what its matvec captures) and b.
 
     ``solver`` is an object: :class:`LU` (default; A a tensor ``(*batch, n, n)``),
-    :class:`Cholesky` (A symmetric positive definite tensor), :class:`CG` (preconditioned
+    :class:`Cholesky` (A symmetric positive definite tensor), :class:`Pinv` (minimum-norm
+    least squares, A singular allowed), :class:`CG` (preconditioned
     conjugate gradients; A symmetric positive definite) or :class:`GMRES` (right-preconditioned
     GMRES(restart)); the iterative ones hold their tolerances and preconditioner. ``A`` is a
     tensor or a batched matvec ``y -> A y`` (iterative solvers only).
@@ -525,7 +567,7 @@ def linear_solve(A: torch.Tensor | Matvec, b: torch.Tensor, *,
     """
     solver = LU() if solver is None else solver
     if not isinstance(solver, _SOLVERS):
-        raise TypeError(f"solver must be LU(), Cholesky(), CG(...) or GMRES(...), got "
+        raise TypeError(f"solver must be LU(), Cholesky(), Pinv(), CG(...) or GMRES(...), got "
                         f"{type(solver).__name__}")
     op, b = _checked_system(A, b)
     n = b.shape[-1]

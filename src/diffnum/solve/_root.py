@@ -288,7 +288,7 @@ def root(fn: Callable[..., torch.Tensor], y0: Any, args: Any = (), *,
         with torch.no_grad():
             H = jac1(y.detach())
         return attach_implicit(y, g, H, status != int(Status.NONFINITE), symmetric=False,
-                               method=adjoint.linear_solver)
+                               solver=adjoint.linear_solver)
 
     return run("root", solver, problem, y0, max_steps, adjoint, throw,
                attach_gradient if attach else None)
