@@ -30,6 +30,7 @@ from tests.solve.test_fuzz import (
 from diffnum.constrain import (
     ConstrainedModel,
     ConstrainedSolution,
+    Evaluation,
     HardConstraint,
     MixtureOfExperts,
     PhysicsProblem,
@@ -132,7 +133,7 @@ def _evaluate(**kw: Any) -> Any:
 
 
 def _report_ok(report: Any) -> bool:
-    return isinstance(report, dict) and math.isfinite(report["relative_l2_mean"])
+    return isinstance(report, Evaluation) and math.isfinite(report.relative_l2_mean)
 
 
 # -- bad values ------------------------------------------------------------------------------
@@ -501,7 +502,7 @@ def test_good_calls_still_work():
     assert torch.equal(interior_mask(PDE, GRID), PDE.collocation_mask(GRID))
     result = _train(stop_after=1)
     assert len(result.history) == 1
-    assert math.isfinite(_evaluate()["relative_l2_mean"])
+    assert math.isfinite(_evaluate().relative_l2_mean)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from diffnum import ResultError, Status
 from diffnum.constrain import (
     PhysicsProblem,
     TrainConfig,
@@ -91,13 +92,39 @@ def test_training_lowers_the_physics_loss_and_evaluates():
     losses = [h["loss"] for h in result.history]
     assert min(losses[-5:]) < 0.5 * losses[0]
     report = evaluate(result.model, problem)
-    assert len(report["relative_l2"]) == 4 and report["converged_fraction"] == 1.0
+    assert report.relative_l2.shape == (4,) and report.converged_fraction == 1.0
+    assert report.status.shape == (4, 2) and report.all_converged and report.failures() == []
     # Lower loss must mean a better solution: the held-out error falls well below the
     # untrained model's (measured 0.53 against 1.03).
     untrained = train(TrainConfig(method="moe", experts=(2, 1), steps=25, lr=1e-2, **SMALL),
                       problem, stop_after=0)
-    before = evaluate(untrained.model, problem)["relative_l2_mean"]
-    assert report["relative_l2_mean"] < 0.7 * before
+    before = evaluate(untrained.model, problem).relative_l2_mean
+    assert report.relative_l2_mean < 0.7 * before
+
+
+@pytest.mark.parametrize("method", ["soft", "hard", "moe"])
+def test_evaluation_marks_a_nonfinite_prediction_and_scores_the_rest(method):
+    problem = heat_problem()
+    experts = {"experts": (2, 1)} if method == "moe" else {}
+    model = train(TrainConfig(method=method, steps=2, **experts, **SMALL), problem).model
+    clean = evaluate(model, problem)
+    initial = problem.test_initial.clone()
+    initial[2, 5] = float("nan")
+    bad = evaluate(model, PhysicsProblem(problem.pde, problem.grid, problem.train_initial,
+                                         initial, problem.test_solution))
+    k = 2 if method == "moe" else 1
+    assert bad.status.shape == (4, k) and bad.nonfinite_predictions == 1
+    assert all(index[0] == 2 and status == Status.NONFINITE
+               for index, status in bad.failures()) and len(bad.failures()) == k
+    assert "batch element (2, 0): NONFINITE" in bad.describe()
+    with pytest.raises(ResultError, match="NONFINITE"):
+        bad.raise_if_failed()
+    # The other held-out u₀ score exactly as without the NaN (each is solved on its own).
+    finite = [0, 1, 3]
+    assert torch.equal(bad.relative_l2[finite], clean.relative_l2[finite])
+    assert bad.relative_l2_mean == pytest.approx(float(clean.relative_l2[finite].mean()),
+                                                 rel=1e-15)
+    assert (bad.steps is None) == (method == "soft")
 
 
 def test_bad_configuration_is_named():

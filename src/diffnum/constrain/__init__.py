@@ -17,7 +17,8 @@ Map of the pillar (Négiar et al. 2023; Chalapathi, Du, Krishnapriyan, ICLR 2024
   physics loss of a constrained model); :func:`interior_mask` — where the PDE holds (no
   initial or boundary condition there), the only points collocated or penalised.
 - Training: :class:`PhysicsProblem`, :class:`TrainConfig`, :func:`train` (→
-  :class:`TrainResult`), :func:`evaluate`, :func:`physics_loss`, :class:`ConstrainedModel`
+  :class:`TrainResult`), :func:`evaluate` (→ :class:`Evaluation`), :func:`physics_loss`,
+  :class:`ConstrainedModel`
   (its ``forward`` returns a :class:`ModelOutput`: u and the layer's solution) —
   one trainer for PI-SC, PI-HC and PI-HC-MoE over the same FNO backbone, physics-only loss,
   atomic checkpoints, bit-for-bit resume, JSONL metrics, DDP when distributed.
@@ -35,6 +36,7 @@ from diffnum.constrain._layer import (
 from diffnum.constrain._partition import expert_index, partition_domain, unpartition_domain
 from diffnum.constrain._train import (
     ConstrainedModel,
+    Evaluation,
     ModelOutput,
     PhysicsProblem,
     TrainConfig,
@@ -47,6 +49,7 @@ from diffnum.constrain._train import (
 __all__ = [
     "ConstrainedModel",
     "ConstrainedSolution",
+    "Evaluation",
     "HardConstraint",
     "MixtureOfExperts",
     "ModelOutput",

@@ -20,7 +20,7 @@ import torch.distributed as dist
 from torch import nn
 
 from diffnum._core.files import atomic_write
-from diffnum._core.status import Status
+from diffnum._core.status import Status, StatusResult
 from diffnum._core.summary import OneLineRepr
 from diffnum._core.validation import (
     check_count,
@@ -744,12 +744,83 @@ def train(config: TrainConfig, problem: PhysicsProblem, *,
                        stats={"median_step_seconds": statistics.median(times)})
 
 
+@dataclass(frozen=True, repr=False)
+class Evaluation(StatusResult, OneLineRepr):
+    """Outcome of :func:`evaluate` on the held-out initial conditions of a problem.
+
+    Attributes:
+        relative_l2: ‖u − u_ref‖/‖u_ref‖ over the whole grid, per held-out u₀, ``(n,)``.
+        relative_l2_initial: the same at t₀ alone, ``(n,)``.
+        status: :class:`~diffnum.Status` per held-out u₀ and solve, ``(n, K)``: the
+            constrained solves' status (K experts, 1 for PI-HC); for PI-SC, which has no
+            solve, CONVERGED (K = 1). NONFINITE wherever the prediction has NaN or inf.
+        steps: LM iterations per solve, ``(n, K)``; None for PI-SC.
+        inference_seconds_per_sample: wall time of the forward passes / n.
+
+    ``failures()``, ``describe()`` and ``raise_if_failed()`` come from the result protocol
+    (:class:`~diffnum.Status`).
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.constrain import Evaluation
+        >>> from diffnum import Status
+        >>> e = Evaluation(torch.tensor([0.1, 0.3]), torch.zeros(2),
+        ...                torch.tensor([[0], [int(Status.MAX_STEPS)]]), None, 0.01)
+        >>> round(e.relative_l2_mean, 3), e.failures()
+        (0.2, [((1, 0), <Status.MAX_STEPS: 1>)])
+    """
+
+    _DETAILS = ("steps",)
+
+    relative_l2: torch.Tensor
+    relative_l2_initial: torch.Tensor
+    status: torch.Tensor
+    steps: torch.Tensor | None
+    inference_seconds_per_sample: float
+
+    def _finite(self) -> torch.Tensor:
+        return self.relative_l2[torch.isfinite(self.relative_l2)].double()
+
+    @property
+    def relative_l2_mean(self) -> float:
+        """Mean of the finite relative L2 errors (NaN when none is finite)."""
+        finite = self._finite()
+        return float(finite.mean()) if len(finite) else float("nan")
+
+    @property
+    def relative_l2_std(self) -> float:
+        """Population standard deviation of the finite relative L2 errors."""
+        finite = self._finite()
+        return float(finite.std(correction=0)) if len(finite) > 1 else 0.0
+
+    @property
+    def relative_l2_initial_mean(self) -> float:
+        """Mean relative L2 error at t₀ (0 for exactly imposed initial conditions)."""
+        return float(self.relative_l2_initial.double().mean())
+
+    @property
+    def nonfinite_predictions(self) -> int:
+        """Held-out u₀ whose prediction holds NaN or inf."""
+        return int((~torch.isfinite(self.relative_l2)).sum())
+
+    @property
+    def solver_steps_mean(self) -> float | None:
+        """Mean LM iterations per solve (None for PI-SC)."""
+        return None if self.steps is None else float(self.steps.double().mean())
+
+    @property
+    def converged_fraction(self) -> float | None:
+        """Share of the solves that converged (None for PI-SC)."""
+        return None if self.steps is None else float(self.converged.double().mean())
+
+
 @torch.no_grad()
 def evaluate(model: ConstrainedModel, problem: PhysicsProblem, *, batch_size: int = 4,
-             seed: int = 12345) -> dict[str, Any]:
-    """Relative L2 error ‖u − u_ref‖/‖u_ref‖ per held-out initial condition (mean, std, all;
-    and its mean at t₀ alone), inference seconds per sample, and the constrained solves'
-    iterations and converged share.
+             seed: int = 12345) -> Evaluation:
+    """Relative L2 error ‖u − u_ref‖/‖u_ref‖ per held-out initial condition (and at t₀
+    alone), the constrained solves' status and iterations, and inference seconds per sample,
+    as an :class:`Evaluation`.
 
     Example::
 
@@ -761,10 +832,10 @@ def evaluate(model: ConstrainedModel, problem: PhysicsProblem, *, batch_size: in
         >>> config = TrainConfig(n_basis=4, n_sampled=None, width=4, modes=4, depth=1)
         >>> model = ConstrainedModel(config, Heat1D(0.1, boundary="dirichlet"), grid)  # untrained
         >>> from diffnum.constrain import evaluate
-        >>> problem = PhysicsProblem(model.pde, grid, u0, u0, u0[..., None].expand(2, 16, 9))
-        >>> report = evaluate(model, problem)
-        >>> len(report["relative_l2"]), report["relative_l2_initial_mean"] < 1e-12
-        (2, True)
+        >>> report = evaluate(model, problem := PhysicsProblem(model.pde, grid, u0, u0,
+        ...                   u0[..., None].expand(2, 16, 9)))
+        >>> tuple(report.relative_l2.shape), report.relative_l2_initial_mean < 1e-12
+        ((2,), True)
     """
     if not isinstance(model, ConstrainedModel):
         raise TypeError(f"model must be a ConstrainedModel (e.g. TrainResult.model), got "
@@ -772,7 +843,7 @@ def evaluate(model: ConstrainedModel, problem: PhysicsProblem, *, batch_size: in
     _check_problem(problem, for_training=False)
     check_count("batch_size", batch_size, high=10**6)
     check_count("seed", seed, low=0, high=2**63 - 1)
-    errors, at_start, solver_steps, converged, seconds = [], [], [], [], 0.0
+    errors, at_start, statuses, steps, seconds = [], [], [], [], 0.0
     t_axis = problem.grid.axis_index("t")
     generator = torch.Generator().manual_seed(seed)
     for start in range(0, len(problem.test_initial), batch_size):
@@ -780,24 +851,22 @@ def evaluate(model: ConstrainedModel, problem: PhysicsProblem, *, batch_size: in
         reference = problem.test_solution[start:start + batch_size]
         began = time.perf_counter()
         out = model(initial, generator)
-        u, solution = out.u, out.solution
         seconds += time.perf_counter() - began
-        diff = (u - reference).flatten(1).norm(dim=1) / reference.flatten(1).norm(dim=1)
-        errors += diff.tolist()
-        first = u.select(1 + t_axis, 0) - reference.select(1 + t_axis, 0)
-        at_start += (first.flatten(1).norm(dim=1)
-                     / reference.select(1 + t_axis, 0).flatten(1).norm(dim=1)).tolist()
-        if solution is not None:
-            solver_steps += solution.solution.steps.double().flatten().tolist()
-            converged += solution.converged.flatten().tolist()
-    finite = [e for e in errors if math.isfinite(e)]
-    return {
-        "relative_l2_mean": statistics.fmean(finite) if finite else float("nan"),
-        "relative_l2_std": statistics.pstdev(finite) if len(finite) > 1 else 0.0,
-        "relative_l2": errors,
-        "nonfinite_predictions": len(errors) - len(finite),
-        "relative_l2_initial_mean": statistics.fmean(at_start),
-        "inference_seconds_per_sample": seconds / len(problem.test_initial),
-        "solver_steps_mean": statistics.fmean(solver_steps) if solver_steps else None,
-        "converged_fraction": (sum(converged) / len(converged)) if converged else None,
-    }
+        errors.append(_relative_l2(out.u, reference))
+        at_start.append(_relative_l2(out.u.select(1 + t_axis, 0),
+                                     reference.select(1 + t_axis, 0)))
+        if out.solution is None:
+            status = torch.full((len(initial), 1), int(Status.CONVERGED))
+        else:
+            status = out.solution.status.reshape(len(initial), -1)
+            steps.append(out.solution.solution.steps.reshape(len(initial), -1))
+        finite = torch.isfinite(out.u).flatten(1).all(1, keepdim=True)
+        statuses.append(torch.where(finite, status, int(Status.NONFINITE)))
+    return Evaluation(torch.cat(errors), torch.cat(at_start), torch.cat(statuses),
+                      torch.cat(steps) if steps else None,
+                      seconds / len(problem.test_initial))
+
+
+def _relative_l2(u: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """‖u − u_ref‖/‖u_ref‖ per leading index."""
+    return (u - reference).flatten(1).norm(dim=1) / reference.flatten(1).norm(dim=1)
