@@ -3,6 +3,7 @@ failure counts, metrics on disk."""
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -40,10 +41,13 @@ def heat_problem(n_train=8, n_test=4):
 SMALL = {"n_basis": 6, "n_sampled": 64, "width": 6, "modes": 4, "depth": 1, "batch_size": 2}
 
 
-@pytest.mark.parametrize("method,experts", [("soft", None), ("hard", None), ("moe", (2, 1))])
-def test_resume_continues_bit_for_bit(tmp_path, method, experts):
+@pytest.mark.parametrize("method,experts,schedule", [
+    ("soft", None, "constant"), ("hard", None, "constant"), ("moe", (2, 1), "constant"),
+    ("hard", None, "cosine")])
+def test_resume_continues_bit_for_bit(tmp_path, method, experts, schedule):
     problem = heat_problem()
-    config = TrainConfig(method=method, experts=experts, steps=6, checkpoint_every=2, **SMALL)
+    config = TrainConfig(method=method, experts=experts, steps=6, checkpoint_every=2,
+                         lr_schedule=schedule, **SMALL)
     whole = train(config, problem)
     ckpt = tmp_path / "run.pt"
     metrics = tmp_path / "metrics.jsonl"
@@ -56,6 +60,20 @@ def test_resume_continues_bit_for_bit(tmp_path, method, experts):
     assert [h["loss"] for h in whole.history] == [h["loss"] for h in second.history]
     lines = [json.loads(line) for line in metrics.read_text().splitlines()]
     assert [line["step"] for line in lines] == list(range(1, 7))
+
+
+def test_cosine_schedule_sets_every_steps_rate():
+    problem = heat_problem()
+    config = TrainConfig(method="soft", steps=8, lr=1e-2, lr_schedule="cosine", **SMALL)
+    rates = [h["lr"] for h in train(config, problem).history]
+    assert rates == [1e-2 * 0.5 * (1 + math.cos(math.pi * s / 8)) for s in range(8)]
+    constant = train(replace(config, lr_schedule="constant"), problem).history
+    assert [h["lr"] for h in constant] == [1e-2] * 8
+    # The default leaves the record (and so the digests of older checkpoints) unchanged.
+    assert "lr_schedule" not in replace(config, lr_schedule="constant").record()
+    assert config.record()["lr_schedule"] == "cosine"
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(lr_schedule="linear")
 
 
 def test_a_different_configuration_does_not_resume(tmp_path):

@@ -42,6 +42,7 @@ from diffnum.constrain._train import (
     TrainConfig,
     TrainResult,
     evaluate,
+    learning_rate,
     physics_loss,
     train,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "expert_residual",
     "init_distributed",
     "interior_mask",
+    "learning_rate",
     "particular_solution",
     "partition_domain",
     "physics_loss",

@@ -120,7 +120,8 @@ class PhysicsProblem(OneLineRepr):
 
 
 # Fields added after the first checkpoints were written, with their defaults.
-_LATER_FIELDS = {"residual": "assembled", "lift": False, "initial_rate": False}
+_LATER_FIELDS = {"residual": "assembled", "lift": False, "initial_rate": False,
+                 "lr_schedule": "constant"}
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,9 @@ class TrainConfig:
             epoch.
         batch_size: initial conditions per step.
         lr: Adam learning rate.
+        lr_schedule: ``"constant"`` or ``"cosine"``: lr·½(1 + cos(π s/S)) at step s of S
+            (Loshchilov & Hutter's annealing without restarts, to 0 at the end), a function
+            of the step alone, so a resumed run takes the same rates.
         clip: gradient-norm clipping (None: none).
         pde_weight: weight of the mean squared PDE residual in the physics loss.
         initial_weight: weight of the mean squared initial residual.
@@ -197,6 +201,7 @@ class TrainConfig:
     steps: int = 200
     batch_size: int = 4
     lr: float = 1e-3
+    lr_schedule: str = "constant"
     clip: float | None = 1.0
     pde_weight: float = 1.0
     initial_weight: float = 1.0
@@ -213,6 +218,7 @@ class TrainConfig:
         check_one_of("routing", self.routing, ("replicate", "partition"))
         check_one_of("constraints", self.constraints, ("eliminate", "rows"))
         check_one_of("parallel", self.parallel, ("experts", "batch"))
+        check_one_of("lr_schedule", self.lr_schedule, ("constant", "cosine"))
         check_one_of("residual", self.residual, ("assembled", "experts"))
         if self.residual == "experts" and self.method != "moe":
             raise ValueError(f"residual='experts' is the per-expert loss of a mixture "
@@ -483,6 +489,21 @@ class TrainResult(OneLineRepr):
     stats: dict[str, Any] = field(default_factory=dict)
 
 
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """The Adam rate of step ``step`` (0-based) of a run of ``config`` (``lr_schedule``).
+
+    Example::
+
+        >>> from diffnum.constrain import TrainConfig, learning_rate
+        >>> config = TrainConfig(lr=1e-3, steps=100, lr_schedule="cosine")
+        >>> [round(learning_rate(config, s), 6) for s in (0, 50, 99)]
+        [0.001, 0.0005, 0.0]
+    """
+    if config.lr_schedule == "constant":
+        return config.lr
+    return config.lr * 0.5 * (1.0 + math.cos(math.pi * step / config.steps))
+
+
 def _atomic_save(obj: Any, path: Path) -> None:
     atomic_write(path, lambda f: torch.save(obj, f))
 
@@ -715,6 +736,8 @@ def train(config: TrainConfig, problem: PhysicsProblem, *,
             finite = bool(torch.isfinite(norm))
             record["grad_norm"] = float(norm)
             if finite:
+                for group in optimizer.param_groups:
+                    group["lr"] = record["lr"] = learning_rate(config, step)
                 optimizer.step()
         record["skipped"] = not finite
         skipped += int(not finite)

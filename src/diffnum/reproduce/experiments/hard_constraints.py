@@ -124,11 +124,17 @@ def _navier_stokes(ctx: Context, s: dict[str, Any]) -> PhysicsProblem:
 # spans fit the reference hardly better than persistence (the "u₀ input only" rows measure it).
 RATE_INPUT = {"ds": False, "ns": True}
 
+# Adam's rate per PDE, the same for every method. Navier–Stokes at the quick size, rates
+# 1e-3 / 3e-3 / 1e-2 (constant): PI-SC 0.320 / 0.273 / 0.263, PI-HC 0.259 / 0.255 / 0.245
+# (cosine decay from 1e-3: 0.419 / 0.268): at 1e-3 the soft baseline was under-trained, so
+# the comparison uses 3e-3, short of the largest rate tried for a larger network.
+LEARNING_RATE = {"ds": 1e-3, "ns": 3e-3}
+
 
 def _configs(pde: str, s: dict[str, Any], seed: int) -> list[TrainConfig]:
     common = dict(n_basis=s["n_basis"], n_sampled=s["n_sampled"], width=s["width"],
                   modes=s["modes"], depth=s["depth"], padding=s["padding"], steps=s["steps"],
-                  batch_size=4, lr=1e-3, seed=seed, checkpoint_every=25,
+                  batch_size=4, lr=LEARNING_RATE[pde], seed=seed, checkpoint_every=25,
                   initial_rate=RATE_INPUT[pde])
     if pde == "ds":
         # The residual in the time unit of the horizon (τ = t/500): u_τ − 500 D/R u_xx.
@@ -849,7 +855,9 @@ def run(ctx: Context) -> Section:
         "eliminated — they hold exactly for every w — and w* from a Levenberg–Marquardt solve "
         "of the PDE residual at M sampled points plus a ridge 1e-4, implicit gradients) and a "
         "mixture of hard-constrained experts (PI-HC-MoE), same "
-        "step budget, Adam 1e-3, batch 4, float64. Relative L2 error against the reference "
+        "step budget, Adam (constant rate, the same for every method: "
+        f"{LEARNING_RATE['ds']:g} on diffusion–sorption, {LEARNING_RATE['ns']:g} on "
+        "Navier–Stokes), batch 4, float64. Relative L2 error against the reference "
         "solvers on held-out initial conditions.",
         "",
         f"**Diffusion–sorption 1-D** ({ds['nx']} × {ds['nt']} grid on x ∈ [0, 1], "
