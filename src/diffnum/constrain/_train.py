@@ -623,19 +623,8 @@ def train(config: TrainConfig, problem: PhysicsProblem, *,
         >>> len(result.history), result.solver_failures, result.skipped_steps
         (3, 0, 0)
     """
-    if not isinstance(config, TrainConfig):
-        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
-    _check_problem(problem, for_training=True)
-    for name, path in (("checkpoint", checkpoint), ("metrics", metrics)):
-        if path is not None and not isinstance(path, (str, os.PathLike)):
-            raise TypeError(f"{name} must be None or a path, got {type(path).__name__}")
-    if not isinstance(resume, bool):
-        raise TypeError(f"resume must be True or False, got {resume!r}")
-    if progress is not None and not callable(progress):
-        raise TypeError(f"progress must be None or a callable wrapping the step range, got "
-                        f"{type(progress).__name__}")
-    if stop_after is not None:
-        check_count("stop_after", stop_after, low=0)
+    _check_train_arguments(config, problem, checkpoint, metrics, resume, progress,
+                           stop_after)
     # The model's initialization draws from torch's global generator (nn.Module defaults):
     # seeded inside fork_rng, so a run is reproducible from config.seed and the caller's
     # global random state is left as it was.
@@ -649,105 +638,29 @@ def train(config: TrainConfig, problem: PhysicsProblem, *,
         model.use_data_parallel()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     sample_gen = torch.Generator().manual_seed(config.seed * 7919 + 2)
-    start, history = 0, []
     ckpt = Path(checkpoint) if checkpoint is not None else None
-    # Rank 0 alone reads the checkpoint and decides: every rank then restores rank 0's state
-    # (sent over the process group, read back with weights_only=True) or every rank starts
-    # afresh, so a file that one rank sees and another does not (or sees in another version)
-    # cannot desynchronize training.
-    state = None
-    if resume and ckpt is not None and rank == 0 and ckpt.exists():
-        state = _load_checkpoint(ckpt, config)
-        if state is not None and not _restore(state, model, optimizer, sample_gen, ckpt):
-            state = None
-    if distributed:
-        state = broadcast_state(state)  # rank 0's restored checkpoint, or None, on every rank
-        restored = state is not None and (
-            rank == 0 or _restore(state, model, optimizer, sample_gen, ckpt))
-        # Every rank resumes from rank 0's step, or the run stops on every rank (no hang).
-        agree_on_resume(state["step"] if restored else 0, strict=True)
-    if state is not None:
-        start, history = state["step"], state["history"]
-        logger.info("resuming %s from step %d of %s", config.name, start, ckpt)
+    start, history = _resume(config, model, optimizer, sample_gen, ckpt if resume else None,
+                             distributed, rank)
     metrics_path = Path(metrics) if metrics is not None else None
     if metrics_path is not None and _is_main():
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
         # Keep only the lines of steps the checkpoint covers, then append.
-        kept = [json.dumps(h) for h in history]
-        metrics_path.write_text("".join(line + "\n" for line in kept))
-
-    n_train = len(problem.train_initial)
-    batch_size = min(config.batch_size, n_train)
-    if batch_size % share:
-        raise ValueError(f"parallel='batch' on {world} ranks needs a batch size divisible by "
-                         f"{world}, got {batch_size}")
-    local = batch_size // share
-    # The batch order is a pure function of (seed, step), so a resumed run sees the same
-    # batches without replaying the stream: epoch e uses randperm from a generator seeded by e.
-    per_epoch = max(1, n_train // batch_size)
-
-    def batch_indices(step: int) -> torch.Tensor:
-        epoch, slot = divmod(step, per_epoch)
-        g = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
-        order = torch.randperm(n_train, generator=g)
-        return order[slot * batch_size:(slot + 1) * batch_size]
-
+        metrics_path.write_text("".join(json.dumps(h) + "\n" for h in history))
+    batch = _batches(config, len(problem.train_initial), share, rank)
     failures = sum(h["solver_failures"] for h in history)
     skipped = sum(int(h["skipped"]) for h in history)
     steps = range(start, config.steps)
-    if progress is not None:
-        steps = progress(steps)
-    done = 0
-    for step in steps:
+    for done, step in enumerate(steps if progress is None else progress(steps), 1):
         began = time.perf_counter()
-        indices = batch_indices(step)
-        initial = problem.train_initial[indices[rank * local:(rank + 1) * local]
-                                        if share > 1 else indices]
-        optimizer.zero_grad(set_to_none=True)
-        out = model(initial, sample_gen)
-        solution = out.solution
-        loss, parts = physics_loss(model, initial, out.u, solution)
-        summary = torch.tensor(
-            [float(loss.detach()), parts["pde"], parts["initial"], parts["boundary"],
-             0.0 if solution is None else float(solution.solution.steps.double().sum()),
-             0.0 if solution is None else float(solution.converged.sum()),
-             0.0 if solution is None else solution.status.numel()], dtype=torch.float64)
-        if share > 1:  # every rank logs the whole batch's numbers
-            dist.all_reduce(summary)
-            summary[:4] /= share
-        record: dict[str, Any] = {"step": step + 1, "loss": float(summary[0]),
-                                  "pde": float(summary[1]), "initial": float(summary[2]),
-                                  "boundary": float(summary[3])}
-        solves = int(summary[6])
-        if solution is not None:
-            record["solver_steps"] = float(summary[4]) / solves
-            record["converged_fraction"] = float(summary[5]) / solves
-        record["solver_failures"] = solves - int(summary[5])
-        finite = bool(torch.isfinite(loss))
-        if distributed:  # all ranks skip together, or DDP's all-reduce would wait forever
-            flag = torch.tensor([1.0 if finite else 0.0])
-            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-            finite = bool(flag[0] == 1)
-        if finite:
-            loss.backward()
-            # max_norm = inf measures the norm without clipping.
-            norm = torch.nn.utils.clip_grad_norm_(
-                model.parameters(), math.inf if config.clip is None else config.clip)
-            finite = bool(torch.isfinite(norm))
-            record["grad_norm"] = float(norm)
-            if finite:
-                for group in optimizer.param_groups:
-                    group["lr"] = record["lr"] = learning_rate(config, step)
-                optimizer.step()
-        record["skipped"] = not finite
-        skipped += int(not finite)
+        record = _train_step(model, optimizer, config, step, problem.train_initial[batch(step)],
+                             sample_gen, share, distributed)
+        skipped += int(record["skipped"])
         failures += record["solver_failures"]
         record["step_seconds"] = time.perf_counter() - began
         history.append(record)
         if metrics_path is not None and _is_main():
             with metrics_path.open("a") as f:
                 f.write(json.dumps(record) + "\n")
-        done += 1
         last = step + 1 == config.steps
         if ckpt is not None and _is_main() and (last or (
                 config.checkpoint_every and (step + 1) % config.checkpoint_every == 0)):
@@ -765,6 +678,120 @@ def train(config: TrainConfig, problem: PhysicsProblem, *,
     return TrainResult(model=model, history=history, solver_failures=failures,
                        skipped_steps=skipped, resumed_from=start,
                        stats={"median_step_seconds": statistics.median(times)})
+
+
+def _check_train_arguments(config: Any, problem: Any, checkpoint: Any, metrics: Any,
+                           resume: Any, progress: Any, stop_after: Any) -> None:
+    """The arguments of :func:`train`, named when wrong."""
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    _check_problem(problem, for_training=True)
+    for name, path in (("checkpoint", checkpoint), ("metrics", metrics)):
+        if path is not None and not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"{name} must be None or a path, got {type(path).__name__}")
+    if not isinstance(resume, bool):
+        raise TypeError(f"resume must be True or False, got {resume!r}")
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be None or a callable wrapping the step range, got "
+                        f"{type(progress).__name__}")
+    if stop_after is not None:
+        check_count("stop_after", stop_after, low=0)
+
+
+def _resume(config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
+            sample_gen: torch.Generator, ckpt: Path | None, distributed: bool, rank: int
+            ) -> tuple[int, list[dict[str, Any]]]:
+    """(first step, history so far), restoring ``ckpt`` into the model, optimizer and sample
+    generator when it holds a run of ``config`` (``ckpt`` None: a fresh run).
+
+    Rank 0 alone reads the checkpoint and decides: every rank then restores rank 0's state
+    (sent over the process group, read back with weights_only=True) or every rank starts
+    afresh, so a file that one rank sees and another does not (or sees in another version)
+    cannot desynchronize training."""
+    state = None
+    if ckpt is not None and rank == 0 and ckpt.exists():
+        state = _load_checkpoint(ckpt, config)
+        if state is not None and not _restore(state, model, optimizer, sample_gen, ckpt):
+            state = None
+    if distributed:
+        state = broadcast_state(state)  # rank 0's restored checkpoint, or None, on every rank
+        restored = state is not None and (
+            rank == 0 or _restore(state, model, optimizer, sample_gen, ckpt))
+        # Every rank resumes from rank 0's step, or the run stops on every rank (no hang).
+        agree_on_resume(state["step"] if restored else 0, strict=True)
+    if state is None:
+        return 0, []
+    logger.info("resuming %s from step %d of %s", config.name, state["step"], ckpt)
+    return state["step"], state["history"]
+
+
+def _batches(config: TrainConfig, n_train: int, share: int, rank: int
+             ) -> Callable[[int], torch.Tensor]:
+    """step -> the indices of this rank's training initial conditions at that step.
+
+    The batch order is a pure function of (seed, step), so a resumed run sees the same
+    batches without replaying a stream: epoch e uses randperm from a generator seeded by e.
+    With ``share`` > 1 ranks (``parallel="batch"``) each takes its slice of the batch."""
+    batch_size = min(config.batch_size, n_train)
+    if batch_size % share:
+        raise ValueError(f"parallel='batch' on {share} ranks needs a batch size divisible by "
+                         f"{share}, got {batch_size}")
+    local = batch_size // share
+    per_epoch = max(1, n_train // batch_size)
+
+    def indices(step: int) -> torch.Tensor:
+        epoch, slot = divmod(step, per_epoch)
+        g = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+        order = torch.randperm(n_train, generator=g)[slot * batch_size:(slot + 1) * batch_size]
+        return order[rank * local:(rank + 1) * local] if share > 1 else order
+
+    return indices
+
+
+def _train_step(model: ConstrainedModel, optimizer: torch.optim.Optimizer,
+                config: TrainConfig, step: int, initial: torch.Tensor,
+                sample_gen: torch.Generator, share: int, distributed: bool
+                ) -> dict[str, Any]:
+    """One Adam step on the physics loss of ``initial``; its metrics record (loss terms,
+    LM iterations and converged share, failures, gradient norm, rate, whether skipped)."""
+    optimizer.zero_grad(set_to_none=True)
+    out = model(initial, sample_gen)
+    solution = out.solution
+    loss, parts = physics_loss(model, initial, out.u, solution)
+    summary = torch.tensor(
+        [float(loss.detach()), parts["pde"], parts["initial"], parts["boundary"],
+         0.0 if solution is None else float(solution.solution.steps.double().sum()),
+         0.0 if solution is None else float(solution.converged.sum()),
+         0.0 if solution is None else solution.status.numel()], dtype=torch.float64)
+    if share > 1:  # every rank logs the whole batch's numbers
+        dist.all_reduce(summary)
+        summary[:4] /= share
+    record: dict[str, Any] = {"step": step + 1, "loss": float(summary[0]),
+                              "pde": float(summary[1]), "initial": float(summary[2]),
+                              "boundary": float(summary[3])}
+    solves = int(summary[6])
+    if solution is not None:
+        record["solver_steps"] = float(summary[4]) / solves
+        record["converged_fraction"] = float(summary[5]) / solves
+    record["solver_failures"] = solves - int(summary[5])
+    finite = bool(torch.isfinite(loss))
+    if distributed:  # all ranks skip together, or DDP's all-reduce would wait forever
+        flag = torch.tensor([1.0 if finite else 0.0])
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        finite = bool(flag[0] == 1)
+    if finite:
+        loss.backward()
+        # max_norm = inf measures the norm without clipping.
+        norm = torch.nn.utils.clip_grad_norm_(
+            model.parameters(), math.inf if config.clip is None else config.clip)
+        finite = bool(torch.isfinite(norm))
+        record["grad_norm"] = float(norm)
+        if finite:
+            for group in optimizer.param_groups:
+                group["lr"] = record["lr"] = learning_rate(config, step)
+            optimizer.step()
+    record["skipped"] = not finite
+    return record
 
 
 @dataclass(frozen=True, repr=False)
