@@ -637,56 +637,21 @@ def solve_experts(layer: HardConstraint, basis: torch.Tensor, grid: Grid, initia
                   distributed: bool | None = None, group=None) -> ConstrainedSolution:
     """The shared engine of :class:`HardConstraint` and :class:`MixtureOfExperts`."""
     pde = layer.pde if pde is None else pde
-    real_floating_dtype("basis", basis)
-    if not isinstance(grid, Grid):
-        raise TypeError(f"grid must be a Grid, got {type(grid).__name__}")
-    if basis.ndim < 3 or basis.shape[-2] != grid.size:
-        raise ValueError(
-            f"basis must have shape (*batch, {grid.size}, N) for a grid of shape {grid.shape} "
-            f"(one batch dimension at least), got {tuple(basis.shape)}"
-        )
+    initial = _checked_layer_input(pde, basis, grid, initial)
     layout = expert_layout(grid, experts)
     K = math.prod(layout)
     batch, P, N = basis.shape[:-2], basis.shape[-2], basis.shape[-1]
     M_k = _samples_per_expert(layer, K, P // K)
     flat_basis = basis.reshape(-1, P, N)
-    b = flat_basis.shape[0]
-    index = expert_index(grid, layout).to(basis.device)  # (K, P_k) flat grid points
     group = active_group(distributed, group)
-    start, stop = (0, K) if group is None else shard(K, group)
-
-    initial_shape = tuple(pde.initial_points(grid).shape)
-    initial = torch.as_tensor(initial, dtype=basis.dtype, device=basis.device)
-    try:
-        initial = initial.broadcast_to(*batch, *initial_shape).reshape(b, *initial_shape)
-    except RuntimeError:
-        raise ValueError(
-            f"initial must broadcast to (*batch, *initial points) = {(*batch, *initial_shape)}, "
-            f"got shape {tuple(initial.shape)}"
-        ) from None
-    eliminate = layer.constraints == "eliminate"
-    lifted, u_p, terms, particular = _lifted(pde, flat_basis, grid, initial, eliminate)
-    names = tuple(pde.terms)
-    interior = interior_mask(pde, grid).reshape(-1).to(basis.device)
-
-    rows = _sample_rows(interior, index, b, M_k, generator)[:, start:stop]
-    row_weight = torch.where(interior[rows], layer.residual_scale, 0.0).to(basis.dtype)
-    flat_rows = rows.reshape(b, -1)
-    T = torch.stack([terms[n].gather(1, flat_rows.unsqueeze(-1).expand(-1, -1, N))
-                     for n in names], dim=1)
-    T = T.unflatten(2, (stop - start, M_k)).transpose(1, 2)  # (b, K_local, n_terms, M_k, N)
-    p = torch.stack([particular[n].gather(1, flat_rows) for n in names], dim=1)
-    p = p.unflatten(2, (stop - start, M_k)).transpose(1, 2)  # (b, K_local, n_terms, M_k)
-    if eliminate:
-        C = flat_basis.new_zeros(b, stop - start, 0, N)
-        c = flat_basis.new_zeros(b, stop - start, 0)
-    else:
-        C_all, c_all, points = pde.constraint_rows(flat_basis, grid, initial)
-        C, c = _route_rows(C_all, c_all, points, grid, layout, routing, K)
-        C, c = C[:, start:stop], c[:, start:stop]
-
-    problem = _ExpertProblem(pde, names, layer.ridge)
-    w0 = flat_basis.new_zeros(b, stop - start, N)
+    experts_here = (0, K) if group is None else shard(K, group)
+    lifted, u_p, terms, particular = _lifted(pde, flat_basis, grid, initial,
+                                             layer.constraints == "eliminate")
+    T, p, row_weight, C, c = _expert_rows(layer, pde, flat_basis, grid, initial, terms,
+                                          particular, layout, experts_here, M_k, routing,
+                                          generator)
+    problem = _ExpertProblem(pde, tuple(pde.terms), layer.ridge)
+    w0 = flat_basis.new_zeros(T.shape[0], T.shape[1], N)
     solution = least_squares(problem.residual, w0, (T, p, row_weight, C, c),
                              solver=layer.solver, max_steps=layer.max_steps,
                              adjoint=layer.adjoint, jacobian=problem.jacobian,
@@ -700,17 +665,8 @@ def solve_experts(layer: HardConstraint, basis: torch.Tensor, grid: Grid, initia
         weights = gather_experts(weights, group)
         status, steps, norm, pde_rms = (gather_experts(t, group)
                                         for t in (status, steps, norm, pde_rms))
-
     owner = expert_owner(grid, layout).to(basis.device)
-    # A solve that failed on non-finite numbers gives NaN on its block, with no graph: its
-    # weights and any non-finite basis rows enter u as zeros, so they add exact zeros to every
-    # gradient (never NaN·0) — the other experts' and elements' gradients stay finite.
-    valid = status != int(Status.NONFINITE)
-    zero = torch.zeros((), dtype=weights.dtype, device=weights.device)
-    safe = torch.where(valid.unsqueeze(-1), weights, zero)
-    finite_rows = torch.isfinite(lifted.detach()).all(-1)
-    u = u_p + _select_expert(torch.where(finite_rows.unsqueeze(-1), lifted, zero), safe, owner)
-    u = torch.where(valid.gather(-1, owner.expand(b, -1)) & finite_rows, u, torch.nan)
+    u = _assembled(u_p, lifted, weights, status, owner)
     with torch.no_grad():
         violation = {"pde": pde_rms, **_violations(pde, u.detach(), grid, initial, owner, K)}
     stats = {"experts": K, "sampled_per_expert": M_k, "constraint_rows_per_expert": C.shape[-2],
@@ -729,3 +685,75 @@ def solve_experts(layer: HardConstraint, basis: torch.Tensor, grid: Grid, initia
         particular={k: v.reshape(*batch, P) for k, v in particular.items()},
         stats=stats,
     )
+
+
+def _checked_layer_input(pde, basis: torch.Tensor, grid: Grid, initial: Any) -> torch.Tensor:
+    """Check the basis against the grid; return u₀ broadcast to ``(b, *initial points)``, b
+    the flattened batch of the basis, in its dtype and device."""
+    real_floating_dtype("basis", basis)
+    if not isinstance(grid, Grid):
+        raise TypeError(f"grid must be a Grid, got {type(grid).__name__}")
+    if basis.ndim < 3 or basis.shape[-2] != grid.size:
+        raise ValueError(
+            f"basis must have shape (*batch, {grid.size}, N) for a grid of shape {grid.shape} "
+            f"(one batch dimension at least), got {tuple(basis.shape)}"
+        )
+    batch = basis.shape[:-2]
+    initial_shape = tuple(pde.initial_points(grid).shape)
+    initial = torch.as_tensor(initial, dtype=basis.dtype, device=basis.device)
+    try:
+        return initial.broadcast_to(*batch, *initial_shape).reshape(-1, *initial_shape)
+    except RuntimeError:
+        raise ValueError(
+            f"initial must broadcast to (*batch, *initial points) = {(*batch, *initial_shape)}, "
+            f"got shape {tuple(initial.shape)}"
+        ) from None
+
+
+def _expert_rows(layer: HardConstraint, pde, flat_basis: torch.Tensor, grid: Grid,
+                 initial: torch.Tensor, terms: dict[str, torch.Tensor],
+                 particular: dict[str, torch.Tensor], layout: tuple[int, ...],
+                 experts_here: tuple[int, int], M_k: int, routing: str, generator
+                 ) -> tuple[torch.Tensor, ...]:
+    """The least-squares data of the experts ``experts_here`` = [start, stop): the basis
+    terms T ``(b, K_local, n_terms, M_k, N)`` and particular terms p ``(b, K_local, n_terms,
+    M_k)`` at each expert's M_k sampled interior points, the rows' weights, and the
+    condition rows C, c (none when the conditions are eliminated)."""
+    start, stop = experts_here
+    b, _, N = flat_basis.shape
+    K = math.prod(layout)
+    index = expert_index(grid, layout).to(flat_basis.device)  # (K, P_k) flat grid points
+    interior = interior_mask(pde, grid).reshape(-1).to(flat_basis.device)
+    rows = _sample_rows(interior, index, b, M_k, generator)[:, start:stop]
+    row_weight = torch.where(interior[rows], layer.residual_scale, 0.0).to(flat_basis.dtype)
+    flat_rows = rows.reshape(b, -1)
+    names = tuple(pde.terms)
+    T = torch.stack([terms[n].gather(1, flat_rows.unsqueeze(-1).expand(-1, -1, N))
+                     for n in names], dim=1)
+    T = T.unflatten(2, (stop - start, M_k)).transpose(1, 2)
+    p = torch.stack([particular[n].gather(1, flat_rows) for n in names], dim=1)
+    p = p.unflatten(2, (stop - start, M_k)).transpose(1, 2)
+    if layer.constraints == "eliminate":
+        C = flat_basis.new_zeros(b, stop - start, 0, N)
+        c = flat_basis.new_zeros(b, stop - start, 0)
+    else:
+        C_all, c_all, points = pde.constraint_rows(flat_basis, grid, initial)
+        C, c = _route_rows(C_all, c_all, points, grid, layout, routing, K)
+        C, c = C[:, start:stop], c[:, start:stop]
+    return T, p, row_weight, C, c
+
+
+def _assembled(u_p: torch.Tensor, lifted: torch.Tensor, weights: torch.Tensor,
+               status: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+    """u = u_p + B̃ w_{k(p)} at every grid point p, k(p) = ``owner[p]``, flat ``(b, P)``.
+
+    A solve that failed on non-finite numbers gives NaN on its block, with no graph: its
+    weights and any non-finite basis rows enter u as zeros, so they add exact zeros to every
+    gradient (never NaN·0) — the other experts' and elements' gradients stay finite."""
+    valid = status != int(Status.NONFINITE)
+    zero = torch.zeros((), dtype=weights.dtype, device=weights.device)
+    safe = torch.where(valid.unsqueeze(-1), weights, zero)
+    finite_rows = torch.isfinite(lifted.detach()).all(-1)
+    u = u_p + _select_expert(torch.where(finite_rows.unsqueeze(-1), lifted, zero), safe, owner)
+    return torch.where(valid.gather(-1, owner.expand(u.shape[0], -1)) & finite_rows, u,
+                       torch.nan)
