@@ -799,17 +799,8 @@ def run(ctx: Context) -> Section:
     sizes = _sizes(ctx.quick)
     problems = {"ds": _diffusion_sorption(ctx, sizes["ds"]),
                 "ns": _navier_stokes(ctx, sizes["ns"])}
-    runs: dict[str, list[dict]] = {}
-    for label, problem in problems.items():
-        runs[label] = [_run_method(ctx, label, problem, config)
-                       for config in _configs(label, sizes[label], ctx.seed)]
-    for label, rows in runs.items():
-        for row in rows:
-            row["prediction"] = _predict(row["model"], problems[label])
-            row.update(_heldout(row["prediction"], problems[label], rows[0]["model"]))
-            row["interface_share"] = (
-                _interface_share(row["prediction"], problems[label], row["experts"])
-                if row["experts"] else None)
+    runs = {label: _trained_rows(ctx, label, problem, sizes[label])
+            for label, problem in problems.items()}
     baselines = {label: _baselines(ctx, label, problems[label], sizes[label], rows[0]["model"])
                  for label, rows in runs.items()}
     scaling = _time_vs_m(ctx, sizes["scaling"])
@@ -831,24 +822,46 @@ def run(ctx: Context) -> Section:
                                  swaps[label], scaling if label == "ds" else None)
                 + _rate_findings(label, runs[label], baselines[label])
                 for label, rows in main.items()}
-    results = {
+    results: dict[str, Any] = {
         label: [{k: v for k, v in r.items() if k not in ("model", "prediction")}
                 for r in rows]
         for label, rows in runs.items()
     }
-    results["baselines"] = baselines
-    results["layer_swaps"] = swaps
-    results["time_vs_m"] = scaling
-    results["verdicts"] = verdicts
-    results["reference_physics_loss"] = reference_losses
-    results["findings"] = findings
+    results.update(baselines=baselines, layer_swaps=swaps, time_vs_m=scaling,
+                   verdicts=verdicts, reference_physics_loss=reference_losses,
+                   findings=findings)
+    text = _report_text(sizes, runs, swaps, baselines, scaling, verdicts, findings)
+    return Section(title="Hard constraints with a mixture of experts (constrain)",
+                   markdown=text, results=results, figures=tuple(figures),
+                   summary_table=_table(runs["ds"]))
+
+
+def _trained_rows(ctx: Context, label: str, problem: PhysicsProblem, s: dict[str, Any]
+                  ) -> list[dict[str, Any]]:
+    """Every configuration of this PDE trained (or resumed) and scored on the held-out u₀:
+    its prediction, held-out physics loss, final-time norm and, for a mixture, the share of
+    its loss next to block interfaces."""
+    rows = [_run_method(ctx, label, problem, config)
+            for config in _configs(label, s, ctx.seed)]
+    for row in rows:
+        row["prediction"] = _predict(row["model"], problem)
+        row.update(_heldout(row["prediction"], problem, rows[0]["model"]))
+        row["interface_share"] = (_interface_share(row["prediction"], problem, row["experts"])
+                                  if row["experts"] else None)
+    return rows
+
+
+def _report_text(sizes: dict[str, Any], runs: dict, swaps: dict, baselines: dict,
+                 scaling: dict[str, Any], verdicts: dict, findings: dict) -> str:
+    """The section's markdown: setting, both tables, time vs M, claims, findings and the
+    mapping to the authors' code."""
     ds, ns = (sizes[k] for k in ("ds", "ns"))
     scale_rows = [[name, *[f"{t:.3f}" for t in seconds],
                    f"{seconds[-1] / seconds[0]:.2f}"]
                   for name, seconds in scaling["seconds"].items()]
     scale_rows += [[name, *["—" if t is None else f"{t:.3f}" for t in seconds], "—"]
                    for name, seconds in scaling["projection"].items()]
-    text = "\n".join([
+    return "\n".join([
         "Physics-only training (no data term) of the same FNO backbone as a soft constraint "
         "(PI-SC: the network predicts u), a global hard constraint (PI-HC: the network "
         "predicts N basis functions, u = u_p + B̃ w* with the initial and boundary conditions "
@@ -894,9 +907,6 @@ def run(ctx: Context) -> Section:
         "",
         authors_mapping(sizes),
     ])
-    return Section(title="Hard constraints with a mixture of experts (constrain)",
-                   markdown=text, results=results, figures=tuple(figures),
-                   summary_table=_table(runs["ds"]))
 
 
 def _claims_line(verdicts: dict[str, dict[str, bool]]) -> str:
