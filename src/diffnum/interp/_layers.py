@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +32,51 @@ from diffnum.interp._construct import (
     position_axes,
 )
 from diffnum.interp._conv import CONV_METHODS, PADDING_MODES, convolve
+
+
+def _check_layer_arguments(in_channels: Any, out_channels: Any, kernel_count: Any,
+                           groups: Any, bias: Any, dtype: Any, version: Any, padding_mode: Any,
+                           construct_method: Any, conv_method: Any, position_init: Any,
+                           use_implicit_gemm: Any) -> None:
+    """The scalar arguments of a DCLS layer, named when wrong, and the combinations of
+    version and method that cannot work."""
+    check_bool("use_implicit_gemm", use_implicit_gemm)
+    check_count("in_channels", in_channels)
+    check_count("out_channels", out_channels)
+    check_count("kernel_count", kernel_count)
+    check_count("groups", groups)
+    check_bool("bias", bias)
+    if dtype not in (None, torch.float32, torch.float64, torch.bfloat16, torch.float16):
+        raise TypeError(f"dtype must be None, torch.float32, float64, bfloat16 or float16, "
+                        f"got {dtype}")
+    if in_channels % groups or out_channels % groups:
+        raise ValueError(
+            f"in_channels and out_channels must be divisible by groups, got "
+            f"in_channels={in_channels}, out_channels={out_channels}, groups={groups}"
+        )
+    check_one_of("version", version, VERSIONS)
+    check_one_of("padding_mode", padding_mode, PADDING_MODES)
+    check_one_of("construct_method", construct_method, CONSTRUCT_METHODS)
+    check_one_of("conv_method", conv_method, CONV_METHODS)
+    check_one_of("position_init", position_init, POSITION_INITS)
+    if version == "gauss" and construct_method == "scatter":
+        raise ValueError("construct_method='scatter' is for versions 'v0'/'v1' (integer "
+                         "neighbours), got version='gauss'; use 'auto', 'dense' or "
+                         "'separable'")
+    if version == "gauss" and conv_method == "shift":
+        raise ValueError("conv_method='shift' runs over the offsets the taps touch, and a "
+                         "Gaussian tap touches every offset of the support; with "
+                         "version='gauss' use 'auto', 'dense' or 'fft'")
+
+
+def _checked_padding(padding: Any, stride: tuple[int, ...], ndim: int) -> str | tuple[int, ...]:
+    """``"same"`` (stride 1 only), ``"valid"`` or a size per convolved axis."""
+    if isinstance(padding, str):
+        check_one_of("padding", padding, ("same", "valid"))
+        if padding == "same" and any(st != 1 for st in stride):
+            raise ValueError(f"padding='same' needs stride 1, got stride={stride}")
+        return padding
+    return normalize_size("padding", padding, ndim, low=0)
 
 
 def _tuple(name: str, value: int | Sequence[int], ndim: int) -> tuple[int, ...]:
@@ -320,36 +366,12 @@ class _DclsBase(nn.Module):
         use_implicit_gemm: bool = True,
     ) -> None:
         super().__init__()
-        check_bool("use_implicit_gemm", use_implicit_gemm)
+        _check_layer_arguments(in_channels, out_channels, kernel_count, groups, bias, dtype,
+                               version, padding_mode, construct_method, conv_method,
+                               position_init, use_implicit_gemm)
         # dcls's switch between its implicit-GEMM CUDA kernel and dense construction; here the
         # convolution path is chosen by conv_method, so it is accepted, kept, and has no effect.
         self.use_implicit_gemm = use_implicit_gemm
-        check_count("in_channels", in_channels)
-        check_count("out_channels", out_channels)
-        check_count("kernel_count", kernel_count)
-        check_count("groups", groups)
-        check_bool("bias", bias)
-        if dtype not in (None, torch.float32, torch.float64, torch.bfloat16, torch.float16):
-            raise TypeError(f"dtype must be None, torch.float32, float64, bfloat16 or float16, "
-                            f"got {dtype}")
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(
-                f"in_channels and out_channels must be divisible by groups, got "
-                f"in_channels={in_channels}, out_channels={out_channels}, groups={groups}"
-            )
-        check_one_of("version", version, VERSIONS)
-        check_one_of("padding_mode", padding_mode, PADDING_MODES)
-        check_one_of("construct_method", construct_method, CONSTRUCT_METHODS)
-        check_one_of("conv_method", conv_method, CONV_METHODS)
-        check_one_of("position_init", position_init, POSITION_INITS)
-        if version == "gauss" and construct_method == "scatter":
-            raise ValueError("construct_method='scatter' is for versions 'v0'/'v1' (integer "
-                             "neighbours), got version='gauss'; use 'auto', 'dense' or "
-                             "'separable'")
-        if version == "gauss" and conv_method == "shift":
-            raise ValueError("conv_method='shift' runs over the offsets the taps touch, and a "
-                             "Gaussian tap touches every offset of the support; with "
-                             "version='gauss' use 'auto', 'dense' or 'fft'")
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_count = kernel_count
@@ -376,18 +398,17 @@ class _DclsBase(nn.Module):
                 f"larger)")
         self.stride = _tuple("stride", stride, self.conv_ndim)
         self.dilation = _tuple("dilation", dilation, self.conv_ndim)
-        if isinstance(padding, str):
-            check_one_of("padding", padding, ("same", "valid"))
-            if padding == "same" and any(st != 1 for st in self.stride):
-                raise ValueError(f"padding='same' needs stride 1, got stride={self.stride}")
-            self.padding = padding
-        else:
-            self.padding = normalize_size("padding", padding, self.conv_ndim, low=0)
+        self.padding = _checked_padding(padding, self.stride, self.conv_ndim)
         self.position_init = position_init
         # The integer-tap inference form (use_integer_taps): the taps' kernel indices as a
         # buffer, so they follow .to() and state_dict; the weights stay the live parameter.
         self.register_buffer("integer_tap_index", None)
-        factory = {"device": device, "dtype": dtype}
+        self._create_parameters(kernel_count, bias, {"device": device, "dtype": dtype})
+
+    def _create_parameters(self, kernel_count: int, bias: bool, factory: dict) -> None:
+        """weight, P (positions), SIG (σ, Gaussian and max versions) and bias, uninitialised
+        (:meth:`reset_parameters` fills them)."""
+        in_channels, out_channels, groups = self.in_channels, self.out_channels, self.groups
         shape = (*self._weight_channels(in_channels, out_channels, groups),
                  *self.dense_kernel_size, kernel_count)
         if math.prod(shape) * self.position_ndim > MAX_ELEMENTS:
@@ -398,9 +419,9 @@ class _DclsBase(nn.Module):
             )
         self.weight = nn.Parameter(torch.empty(shape, **factory))
         self.P = nn.Parameter(torch.empty(self.position_ndim, *shape, **factory))
-        if position_init == "lattice":
+        if self.position_init == "lattice":
             _lattice_side(kernel_count, self.position_ndim)  # validate before allocating
-        if version in ("max", "gauss"):
+        if self.version in ("max", "gauss"):
             self.SIG = nn.Parameter(torch.empty(self.position_ndim, *shape, **factory))
         else:
             self.register_parameter("SIG", None)
