@@ -63,7 +63,7 @@ def cayley(A: torch.Tensor, *, columns: int | None = None, check: bool = True) -
 
     I + A is invertible for every skew A (its eigenvalues are 1 + iλ), and the factors commute,
     so Q = (I + A)⁻¹(I − A) is computed by one linear solve (no inverse). Q lies in SO(d) and
-    has no eigenvalue −1; the map is its own inverse: ``cayley(cayley(A)) = A``. OFTv2
+    has no eigenvalue −1; the inverse is the same formula, A = (I + Q)⁻¹(I − Q). OFTv2
     (catalogue #20) writes R = (I + S)(I − S)⁻¹ with S = −A; torch's ``orthogonal(...,
     orthogonal_map="cayley")`` uses (I + A/2)(I − A/2)⁻¹, that is ``cayley(-A / 2)``.
 
