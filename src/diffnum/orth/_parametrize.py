@@ -271,6 +271,12 @@ def orthogonal(module: nn.Module, name: str = "weight", map: str = "cayley",
       logarithm or inverse Cayley map is taken, so any Q in O(n) — determinant −1 and
       eigenvalue −1 included — is assigned exactly.
 
+    Training moves W continuously, so det W never changes (for square W): a weight that
+    starts with determinant −1 cannot reach a target with determinant +1. Assign a start in
+    the right component (``module.weight = torch.eye(n)``) when that matters.
+    ``cayley_neumann`` and ``butterfly`` are adapters near the identity: the first is
+    orthogonal only to O(‖A‖^k), the second has m·(n/b)·b(b − 1)/2 < n(n − 1)/2 angles.
+
     Args:
         module: the module holding the weight.
         name: the name of a float32/float64 tensor of ``module`` with at least 2 dimensions.
