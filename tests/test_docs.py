@@ -33,7 +33,7 @@ def test_every_public_name_has_a_runnable_example():
     import inspect
 
     missing = []
-    for pillar in ("factor", "optim", "interp", "snn", "solve", "pde", "models",
+    for pillar in ("factor", "optim", "orth", "interp", "snn", "solve", "pde", "models",
                    "constrain"):
         module = importlib.import_module(f"diffnum.{pillar}")
         # Constants (tables of published coefficients) cannot carry a docstring: they must

@@ -31,5 +31,5 @@ def test_example_runs(script):
 
 def test_every_pillar_has_an_example():
     names = {p.stem for p in EXAMPLES}
-    assert {"factor_quickstart", "optim_quickstart", "dcls_quickstart", "solve_quickstart",
-            "pde_quickstart", "models_fno", "constrain_quickstart"} <= names
+    assert {"factor_quickstart", "optim_quickstart", "orth_quickstart", "dcls_quickstart",
+            "solve_quickstart", "pde_quickstart", "models_fno", "constrain_quickstart"} <= names

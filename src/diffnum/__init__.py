@@ -5,6 +5,8 @@ Pillars (each a subpackage with its own map in its ``__init__`` docstring):
 - :mod:`diffnum.factor` — meta-factorization (projector and reconstruction
   equations), SVD / QR / UTV / Nyström / CUR recipes, pseudoinverses,
   randomized sketches, polar factor by Newton–Schulz, matrix square root.
+- :mod:`diffnum.orth` — orthogonal parametrizations (Cayley, Cayley–Neumann, exp,
+  Householder, Givens, butterfly, polar) and ``orthogonal(module, name, map)``.
 - :mod:`diffnum.interp` — interpolation kernels with learnable positions, splat /
   gather, and the DCLS layers ``Dcls1d/2d/3d`` (drop-in ``nn.ConvNd``).
 - :mod:`diffnum.snn` — spiking neurons, surrogate gradients, learnable synaptic
