@@ -435,20 +435,22 @@ def adapt(model: nn.Module, target_modules: Sequence[str], method: str = "oft",
     The layer's weight is the matrix W (out, d) (a convolution's (out, in/groups·k·k)); each
     method starts at W' = W, so the adapted model computes what the original did:
 
-    =========  =================================  ====================================  =========
-    method     W'                                 options (default)                     catalogue
-    =========  =================================  ====================================  =========
-    ``oft``    W R, R = blockdiag(cayley(A_q))    ``block_size`` (32), ``map``          #20
-                                                  ("cayley" | "cayley_neumann"),
-                                                  ``terms`` (5), ``input_centric``
-    ``hra``    W H(v₁)⋯H(v_r) (compact WY)        ``r`` (8, even), ``input_centric``    #9
-    ``boft``   W F_{m−1}⋯F₀ (butterfly)           ``block_size`` (4), ``factors`` (all  #80
-                                                  log₂(d/b) + 1), ``input_centric``
-    ``qgoft``  W G₁⋯G_R (Givens rounds)           ``rounds`` (⌈log₂ d⌉), ``input_centric``  #2
-    ``lora``   W + (α/r) B A, B = 0               ``r`` (8), ``alpha`` (r)              —
-    ``pissa``  W_res + B A, top-r SVD of W        ``r`` (8), ``svd`` ("exact" |         #61
-                                                  "randomized")
-    =========  =================================  ====================================  =========
+    - ``oft`` (catalogue #20): W R, R = blockdiag(R₁, …, R_{d/b}), R_q = cayley(A_q), A_q skew
+      b×b. Options ``block_size`` b (32, must divide d), ``map`` ("cayley" or
+      "cayley_neumann"), ``terms`` (5, Cayley–Neumann only), ``input_centric`` (True).
+    - ``hra`` (catalogue #9): W H(v₁)⋯H(v_r) in compact WY form. Options ``r`` (8, even,
+      2 ≤ r ≤ d), ``input_centric``.
+    - ``boft`` (catalogue #80): W F_{m−1}⋯F₀, the butterfly of :func:`butterfly`. Options
+      ``block_size`` b (4), ``factors`` m (all log₂(d/b) + 1: R dense; d/b must be a power of
+      two and b even unless ``factors=1``), ``input_centric``.
+    - ``qgoft`` (catalogue #2): W G₁⋯G_R, R rounds of disjoint Givens rotations
+      (:func:`givens`). Options ``rounds`` (⌈log₂ d⌉, at most d − 1, or d for odd d, which
+      spans SO(d)), ``input_centric``. The quasi-Givens relaxation (free norm and angle per
+      2×2 block) is not included: R stays exactly orthogonal.
+    - ``lora``: W + (α/r) B A, A (r, d), B (out, r). Options ``r`` (8, ≤ min(out, d)),
+      ``alpha`` (r).
+    - ``pissa`` (catalogue-001 [93]; the spectral adapters #30, #61 start from the same split):
+      W_res + B A from the top-r SVD of W. Options ``r`` (8), ``svd`` ("exact" or "randomized").
 
     Orthogonal methods (R acts on the input side, W' = W R) keep the rows of W — the
     neurons — at their lengths and mutual angles (W'W'ᵀ = W Wᵀ): OFT's preserved
@@ -456,7 +458,8 @@ def adapt(model: nn.Module, target_modules: Sequence[str], method: str = "oft",
     and ``boft`` and the angles of ``qgoft`` at zero (R = I exactly); ``hra`` starts with
     r/2 random unit vectors, each repeated (v_{2i} = v_{2i+1}, so H(v)H(v) = I and R = I to
     rounding), and needs an even r ≤ d. ``map="cayley_neumann"`` (OFTv2) replaces the solve by
-    ``terms`` Neumann terms (R orthogonal to O(‖A‖^terms) only). ``input_centric=True``
+    ``terms`` Neumann terms (not exactly orthogonal: ‖R_qᵀR_q − I‖₂ = ‖A_q‖₂^{2·terms} for odd
+    ``terms``). ``input_centric=True``
     (default) evaluates a linear layer as y = (x Rᵀ) Wᵀ + b without forming W R (for ``oft``
     blockwise, for ``hra`` as x − ((x V) Tᵀ) Vᵀ); convolutions always use W'. ``lora`` starts
     A as torch's ``nn.Linear`` init and B at zero. ``pissa`` splits W = W_res + B A with
@@ -469,7 +472,7 @@ def adapt(model: nn.Module, target_modules: Sequence[str], method: str = "oft",
         target_modules: names of submodules, or suffixes of them after a dot
             (``["q_proj", "layers.0.fc"]``, as PEFT); every entry must match a module.
         method: one of ``ADAPTERS``.
-        **options: the method's options (table); others raise ``TypeError``.
+        **options: the method's options (list above); others raise ``TypeError``.
 
     Returns:
         ``model``, with each target replaced by an :class:`Adapter` holding it as
