@@ -282,6 +282,8 @@ def test_adapting_twice_and_suffix_targets():
     assert isinstance(model.fc, Adapter) and isinstance(model.block.fc, Adapter)
     with pytest.raises(ValueError, match=r"target_modules.*already an adapter"):
         adapt(model, ["block.fc"], "oft", block_size=2)
+    with pytest.raises(ValueError, match="inside one"):
+        adapt(model, ["block.fc.base_layer"], "oft", block_size=2)
 
 
 @pytest.mark.parametrize(("method", "options", "error", "name"), [
@@ -346,7 +348,7 @@ def test_lora_matches_peft():
     base = _square_mlp()
     config = peft.LoraConfig(r=3, lora_alpha=6, target_modules=["fc1", "fc2"],
                              lora_dropout=0.0)
-    theirs = peft.get_peft_model(copy.deepcopy(base), config)
+    theirs = peft.get_peft_model(copy.deepcopy(base), config).to(F64)
     ours = adapt(copy.deepcopy(base), ["fc1", "fc2"], "lora", r=3, alpha=6.0)
     _perturb(ours)
     with torch.no_grad():
@@ -361,7 +363,9 @@ def test_lora_matches_peft():
 def test_oft_matches_peft():
     # PEFT's OFT storage has changed between versions; compare through its merged weight:
     # W' = W R gives R = W⁻¹W' (square W), which must be block diagonal and orthogonal, and
-    # our adapter with the same blocks (inverse Cayley) must give PEFT's outputs.
+    # our adapter with the same blocks (inverse Cayley) must give PEFT's outputs. The
+    # tolerance 1e-6 allows for a rotation PEFT may build in float32; a convention mismatch
+    # (side, transpose, block order) gives O(1e-2) errors.
     peft = pytest.importorskip("peft", reason="PEFT is not installed: no parity check")
     base = _square_mlp()
     fields = getattr(peft.OFTConfig, "__dataclass_fields__", {})
@@ -372,7 +376,7 @@ def test_oft_matches_peft():
         options.update(r=4)  # older PEFT: r = number of blocks
     if "use_cayley_neumann" in fields:
         options["use_cayley_neumann"] = False
-    theirs = peft.get_peft_model(copy.deepcopy(base), peft.OFTConfig(**options))
+    theirs = peft.get_peft_model(copy.deepcopy(base), peft.OFTConfig(**options)).to(F64)
     g = torch.Generator().manual_seed(3)
     with torch.no_grad():
         for name, p in theirs.named_parameters():
@@ -389,7 +393,7 @@ def test_oft_matches_peft():
             W, W_merged = getattr(base, name).weight, getattr(merged, name).weight
             R = torch.linalg.solve(W, W_merged.to(F64))
             blocks = torch.stack([R[4 * q:4 * q + 4, 4 * q:4 * q + 4] for q in range(4)])
-            assert float((torch.block_diag(*blocks) - R).abs().max()) < 1e-10
+            assert float((torch.block_diag(*blocks) - R).abs().max()) < 1e-6
             A = torch.linalg.solve(eye + blocks, eye - blocks)  # inverse Cayley
             getattr(ours, name).skew.copy_(A[:, rows, cols])
-    torch.testing.assert_close(ours(x), y_theirs.to(F64), rtol=0, atol=1e-10)
+    torch.testing.assert_close(ours(x), y_theirs.to(F64), rtol=0, atol=1e-6)

@@ -501,9 +501,12 @@ def adapt(model: nn.Module, target_modules: Sequence[str], method: str = "oft",
     prepared = []
     for name in names:
         layer = model.get_submodule(name)
-        if isinstance(layer, Adapter):
-            raise ValueError(f"target_modules: {name!r} is already an adapter "
-                             f"({layer.method!r}); adapt each layer once")
+        parts = name.split(".")
+        inside = [".".join(parts[:i]) for i in range(1, len(parts))]
+        if isinstance(layer, Adapter) or any(isinstance(model.get_submodule(n), Adapter)
+                                             for n in inside):
+            raise ValueError(f"target_modules: {name!r} is already an adapter or inside one; "
+                             f"adapt each layer once")
         if type(layer) not in _LAYERS:
             raise TypeError(f"target_modules: {name!r} is a {type(layer).__name__}; adapters "
                             f"wrap nn.Linear and nn.Conv2d")
