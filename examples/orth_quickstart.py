@@ -1,11 +1,23 @@
-"""A tour of diffnum.orth: orthogonal maps, and one line that keeps a layer orthogonal.
+"""A tour of diffnum.orth: orthogonal maps, one line that keeps a layer orthogonal, and
+fine-tuning adapters that merge into the weight.
 
 Run:  python examples/orth_quickstart.py
 """
 
+import copy
+
 import torch
 
-from diffnum.orth import MAPS, cayley, cayley_neumann, givens, orthogonal
+from diffnum.orth import (
+    MAPS,
+    adapt,
+    cayley,
+    cayley_neumann,
+    givens,
+    merge_adapters,
+    orthogonal,
+    trainable_parameters,
+)
 
 torch.manual_seed(0)
 f64 = torch.float64
@@ -47,3 +59,45 @@ for map_name in MAPS:
     print(f"{map_name:15s} loss {loss.item():.2e}  ‖W − Q*‖ "
           f"{torch.linalg.matrix_norm(W - hidden):.2e}  ‖WᵀW − I‖ "
           f"{torch.linalg.matrix_norm(W.T @ W - eye):.1e}")
+
+# 3. Fine-tuning adapters. A frozen "pretrained" MLP, and a task whose answer is the same MLP
+#    with the inputs of its first layer rotated (W R*). Each adapter starts at the pretrained
+#    outputs, trains only its own tensors, and merges into a plain nn.Linear afterwards.
+#    Orthogonal adapters (W' = W R) keep the angles between the first layer's neurons;
+#    Cayley–Neumann only approximately (its R is orthogonal to ‖A‖^{2·terms}), LoRA/PiSSA not.
+pretrained = torch.nn.Sequential(torch.nn.Linear(d, 32, dtype=f64), torch.nn.Tanh(),
+                                 torch.nn.Linear(32, 1, dtype=f64))
+teacher = copy.deepcopy(pretrained)
+with torch.no_grad():
+    teacher[0].weight.copy_(teacher[0].weight @ hidden)
+x = torch.randn(512, d, dtype=f64)
+y = teacher(x).detach()
+
+
+def neuron_cosines(W):
+    unit = W / W.norm(dim=1, keepdim=True)
+    return unit @ unit.T
+
+
+W0 = pretrained[0].weight.detach()
+methods = [("oft", {"block_size": 4}), ("oft", {"block_size": 4, "map": "cayley_neumann"}),
+           ("hra", {"r": 4}), ("boft", {"block_size": 2}), ("qgoft", {}), ("lora", {"r": 2}),
+           ("pissa", {"r": 2})]
+for method, options in methods:
+    model = adapt(copy.deepcopy(pretrained), ["0"], method, **options)
+    start = (model(x) - pretrained(x)).abs().max()  # 0, or rounding for hra and pissa
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.02)
+    for _ in range(200):
+        loss = (model(x) - y).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    y_adapted = model(x).detach()
+    merge_adapters(model)
+    merged = (model(x) - y_adapted).abs().max()
+    W = model[0].base_layer.weight.detach()
+    angles = (neuron_cosines(W) - neuron_cosines(W0)).abs().max()
+    name = method + ("-neumann" if options.get("map") else "")
+    print(f"{name:11s} {trainable_parameters(model):3d} params  |start − pretrained| "
+          f"{start:.0e}  loss {loss.item():.1e}  merged − unmerged {merged:.0e}  "
+          f"neuron angles moved {angles:.0e}")

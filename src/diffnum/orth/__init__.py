@@ -17,8 +17,24 @@ Map of the pillar:
   ``torch.nn.utils.parametrize`` parametrization (linear and conv weights, batched weights,
   wide weights by transposition) with an exact ``right_inverse``; ``MAPS`` holds the map
   names it accepts.
+- :func:`adapt` — ``adapt(model, ["q_proj", ...], method="oft", **options)`` wraps frozen
+  ``nn.Linear`` / ``nn.Conv2d`` layers in fine-tuning adapters (``ADAPTERS``: OFT with Cayley or
+  Cayley–Neumann blocks and an input-centric forward, HRA, BOFT, qGOFT's Givens rounds, LoRA,
+  PiSSA), each an :class:`Adapter` with ``merge()`` / ``unmerge()``;
+  :func:`adapter_state_dict`, :func:`load_adapter_state_dict`, :func:`merge_adapters`,
+  :func:`unmerge_adapters`, :func:`trainable_parameters`.
 """
 
+from diffnum.orth._adapters import (
+    ADAPTERS,
+    Adapter,
+    adapt,
+    adapter_state_dict,
+    load_adapter_state_dict,
+    merge_adapters,
+    trainable_parameters,
+    unmerge_adapters,
+)
 from diffnum.orth._maps import (
     butterfly,
     cayley,
@@ -32,14 +48,22 @@ from diffnum.orth._maps import (
 from diffnum.orth._parametrize import MAPS, orthogonal
 
 __all__ = [
+    "ADAPTERS",
     "MAPS",
+    "Adapter",
+    "adapt",
+    "adapter_state_dict",
     "butterfly",
     "cayley",
     "cayley_neumann",
     "givens",
     "givens_schedule",
     "householder",
+    "load_adapter_state_dict",
     "matrix_exp",
+    "merge_adapters",
     "orthogonal",
     "polar",
+    "trainable_parameters",
+    "unmerge_adapters",
 ]
