@@ -100,7 +100,8 @@ def _check_findings(r, text):
     better = [m for m in orth.ORTHOGONAL
               if kept[m]["mean"] - kept["lora"]["mean"]
               > orth._std(kept[m]) + orth._std(kept["lora"])]
-    assert f"{len(better)} of the 4 orthogonal adapters keep more" in text
+    verb = "keeps" if len(better) == 1 else "keep"
+    assert f"{len(better)} of the 4 orthogonal adapters {verb} more" in text
     for m in r["angle_change"]:
         if m != "head only" and r["angle_change"][m] <= orth.ANGLE_KEPT:
             assert f"{orth.LABELS[m]} ({r['angle_change'][m]:.1e}°)" in text
@@ -161,7 +162,7 @@ def test_findings_follow_the_numbers():
     assert "HRA keeps 0.600 on 0–4 against LoRA's 0.500 (+0.100; less forgetting" in text
     assert "OFT keeps 0.510 on 0–4 against LoRA's 0.500 (+0.010; within" in text
     assert "BOFT keeps 0.400 on 0–4 against LoRA's 0.500 (-0.100; more forgetting" in text
-    assert "1 of the 4 orthogonal adapters keep more of 0–4 than LoRA by more than the " \
+    assert "1 of the 4 orthogonal adapters keeps more of 0–4 than LoRA by more than the " \
         "seed spread (HRA)." in text
     assert "Every chosen lr is inside its sweep." in text
     assert text.startswith("Ranked by target accuracy: qGOFT 0.970 > HRA 0.960")

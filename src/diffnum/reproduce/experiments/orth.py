@@ -415,7 +415,8 @@ def findings(r: dict[str, Any]) -> list[str]:
     verdicts = [m for m in ORTHOGONAL if m in methods
                 and kept[m]["mean"] - kept[base]["mean"] > _std(kept[m]) + _std(kept[base])]
     count = sum(m in methods for m in ORTHOGONAL)
-    text.append(f"{len(verdicts)} of the {count} orthogonal adapters keep more of 0–4 than "
+    verb = "keeps" if len(verdicts) == 1 else "keep"
+    text.append(f"{len(verdicts)} of the {count} orthogonal adapters {verb} more of 0–4 than "
                 "LoRA by more than the seed spread" + (
                     f" ({', '.join(label[m] for m in verdicts)})." if verdicts else "."))
     limit = ANGLE_KEPT
