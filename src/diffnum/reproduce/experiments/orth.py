@@ -205,7 +205,8 @@ def prepare(pretrained: DigitsNet, method: str, head_generator: torch.Generator,
             seed: int) -> DigitsNet:
     """A copy of ``pretrained`` with a fresh target head (drawn from ``head_generator``, the
     same for every method of a seed) and ``method``'s trainable parameters: the head alone
-    (``"head only"``), everything (``"full"``), or the head and adapters on ``ADAPTED``."""
+    (``"head only"``), everything (``"full"``), or the head and adapters on ``ADAPTED``.
+    ``seed`` seeds torch's generator for HRA's start vectors (restored afterwards)."""
     model = copy.deepcopy(pretrained)
     model.head = nn.Linear(64, len(TARGET))
     with torch.no_grad():
@@ -300,6 +301,11 @@ def _std(entry: dict[str, Any]) -> float:
 
 
 # ------------------------------------------------------------------------------ experiment
+def _hra_seed(ctx: Context, seed: int) -> int:
+    """The torch seed of HRA's start vectors for ``seed`` of a run with ``ctx.seed``."""
+    return ctx.seed * 1_000_003 + seed
+
+
 def _experiment(ctx: Context, s: dict[str, Any]) -> dict[str, Any]:
     data = load_digits_data()
     if data is None:
@@ -322,8 +328,8 @@ def _experiment(ctx: Context, s: dict[str, Any]) -> dict[str, Any]:
         out = {}
         jobs = [(m, lr) for m in METHODS for lr in s["lrs"]]
         for method, lr in ctx.progress(jobs, desc="orth: lr sweep"):
-            model, _ = adapt_run(models[0], method, lr, 0, fit, s, ctx.generator(300),
-                                 ctx.generator(400))
+            model, _ = adapt_run(models[0], method, lr, _hra_seed(ctx, 0), fit, s,
+                                 ctx.generator(300), ctx.generator(400))
             out.setdefault(method, []).append([lr, _loss(model, *held)])
         return out
 
@@ -335,9 +341,9 @@ def _experiment(ctx: Context, s: dict[str, Any]) -> dict[str, Any]:
         out = []
         jobs = [(seed, m) for seed in range(s["seeds"]) for m in METHODS]
         for seed, method in ctx.progress(jobs, desc="orth: adaptation"):
-            model, seconds = adapt_run(models[seed], method, chosen[method], seed,
-                                       parts["target_train"], s, ctx.generator(300 + seed),
-                                       ctx.generator(400 + seed))
+            model, seconds = adapt_run(models[seed], method, chosen[method],
+                                       _hra_seed(ctx, seed), parts["target_train"], s,
+                                       ctx.generator(300 + seed), ctx.generator(400 + seed))
             out.append({"method": method, "seed": seed, "step_seconds": seconds[5:] or seconds,
                         **evaluate(model, models[seed], parts)})
         return out
