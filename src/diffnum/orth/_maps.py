@@ -7,6 +7,8 @@ backward). The skew-symmetric inputs are checked to be skew unless ``check=False
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch.autograd.function import once_differentiable
 
@@ -97,7 +99,8 @@ def cayley_neumann(A: torch.Tensor, terms: int = 5, *, columns: int | None = Non
     """Cayley map with a truncated Neumann series for the inverse (OFTv2, catalogue #20):
     Q̃ = (I − A) N_k, N_k = Σ_{i<k} (−A)^i ≈ (I + A)⁻¹, k = ``terms``, A skew (..., d, d).
 
-    Only matrix products (no solve): N_k by Horner's rule, k − 1 products with A. Q̃ is
+    Only matrix products (no solve): Q̃ is the degree-k polynomial in A, evaluated by
+    Paterson–Stockmeyer (3 d×d products for k = 5, ~2√k in general). Q̃ is
     orthogonal only approximately; it is not renormalized (compose with :func:`polar` for
     that). Error bounds, with ρ = ‖A‖₂ < 1:
 
@@ -135,11 +138,35 @@ def cayley_neumann(A: torch.Tensor, terms: int = 5, *, columns: int | None = Non
     check_count("terms", terms, low=1, high=10_000)
     d = A.shape[-1]
     k = _columns("columns", columns, d)
-    E = _eye(d, k, A).expand(*A.shape[:-2], d, k)
-    N = E
-    for _ in range(terms - 1):  # Horner: N ← I − A N
-        N = E - A @ N
-    return N - A @ N
+    # Q̃ = (I − A) N_k = Σ_{i≤K} c_i A^i, K = terms: c_0 = 1, c_i = 2(−1)^i, c_K = (−1)^K.
+    K = terms
+    coefficients = [1.0] + [2.0 * (-1) ** i for i in range(1, K)] + [float((-1) ** K)]
+    # Paterson–Stockmeyer: powers A², …, A^s (s − 1 products of d×d), then Horner in A^s over
+    # blocks B_j = Σ_{i<s} c_{js+i} A^i, each step one product with the d×k slab. s = 1 is
+    # plain Horner on the slab; s is chosen for the fewest flops (K = 5, k = d: 3 products).
+    s = min(range(1, K + 2), key=lambda s: (s - 1) * d + (-(-(K + 1) // s) - 1) * k)
+    powers = [None, A]
+    for _ in range(2, s + 1):
+        powers.append(powers[-1] @ A)
+
+    def block(j: int) -> torch.Tensor:
+        out = None
+        for i in range(s):
+            if j * s + i > K:
+                break
+            c = coefficients[j * s + i]
+            if i == 0:
+                term = c * _eye(d, k, A)
+            else:
+                term = c * powers[i][..., :k]
+            out = term if out is None else out + term
+        return out
+
+    m = -(-(K + 1) // s)  # blocks B_0 … B_{m−1}
+    Y = block(m - 1)
+    for j in reversed(range(m - 1)):
+        Y = powers[s] @ Y + block(j)
+    return Y.expand(*A.shape[:-2], d, k)
 
 
 def matrix_exp(A: torch.Tensor, *, columns: int | None = None,
@@ -170,17 +197,14 @@ def matrix_exp(A: torch.Tensor, *, columns: int | None = None,
 
 
 def _wy_factor(V: torch.Tensor) -> torch.Tensor:
-    """T (..., r, r) upper triangular with H(v₁)⋯H(v_r) = I − V T Vᵀ, by the forward
-    recurrence T_j = [[T_{j−1}, −τ_j T_{j−1} V_{<j}ᵀ v_j], [0, τ_j]], τ_j = 2/‖v_j‖²."""
+    """T (..., r, r) upper triangular with H(v₁)⋯H(v_r) = I − V T Vᵀ: the inverse of
+    T⁻¹ = triu(VᵀV, 1) + diag(VᵀV)/2 (Puglisi; Joffrain et al.), by one triangular solve. It is
+    the T of the forward recurrence T_j = [[T_{j−1}, −τ_j T_{j−1} V_{<j}ᵀ v_j], [0, τ_j]],
+    τ_j = 2/‖v_j‖² (LAPACK's ``larft``), without its r steps."""
     gram = V.mT @ V
-    tau = 2.0 / gram.diagonal(dim1=-2, dim2=-1)
-    T = tau[..., :1].unsqueeze(-1)
-    for j in range(1, V.shape[-1]):
-        column = -tau[..., j, None, None] * (T @ gram[..., :j, j, None])
-        corner = tau[..., j, None, None]
-        bottom = torch.cat([torch.zeros_like(column.mT), corner], dim=-1)
-        T = torch.cat([torch.cat([T, column], dim=-1), bottom], dim=-2)
-    return T
+    inverse = gram.triu(1) + torch.diag_embed(gram.diagonal(dim1=-2, dim2=-1) / 2)
+    eye = torch.eye(V.shape[-1], dtype=V.dtype, device=V.device)
+    return torch.linalg.solve_triangular(inverse, eye.expand_as(inverse), upper=True)
 
 
 def householder(V: torch.Tensor, *, columns: int | None = None,
@@ -237,12 +261,21 @@ def givens_schedule(d: int) -> torch.Tensor:
         [[[0, 3], [1, 2]], [[1, 3], [0, 2]], [[2, 3], [0, 1]]]
     """
     check_count("d", d, low=2, high=1 << 20)
+    return _schedule(d).clone()
+
+
+@functools.lru_cache(maxsize=8)
+def _schedule(d: int) -> torch.Tensor:
     n = d + d % 2
-    rounds = []
-    for r in range(n - 1):
-        pairs = [(r, n - 1)] + [((r + s) % (n - 1), (r - s) % (n - 1)) for s in range(1, n // 2)]
-        rounds.append([(min(i, j), max(i, j)) for i, j in pairs if max(i, j) < d])
-    return torch.tensor(rounds, dtype=torch.int64).reshape(n - 1, d // 2, 2)
+    r = torch.arange(n - 1).unsqueeze(-1)
+    s = torch.arange(1, n // 2).unsqueeze(0)
+    first = torch.stack([r, torch.full_like(r, n - 1)], dim=-1)  # (n − 1, 1, 2)
+    rest = torch.stack([(r + s) % (n - 1), (r - s) % (n - 1)], dim=-1)
+    pairs = torch.cat([first, rest], dim=1)
+    if d % 2:  # the pair with the extra player n − 1 = d is the bye: always pair 0
+        pairs = pairs[:, 1:]
+    pairs = torch.stack([pairs.amin(-1), pairs.amax(-1)], dim=-1)
+    return pairs.reshape(n - 1, d // 2, 2).contiguous()
 
 
 def givens(theta: torch.Tensor, d: int, *, columns: int | None = None) -> torch.Tensor:
@@ -286,18 +319,109 @@ def givens(theta: torch.Tensor, d: int, *, columns: int | None = None) -> torch.
         raise ValueError(f"theta must have shape (..., rounds, d // 2) = (..., R, {d // 2}) "
                          f"with R >= 1 for d={d}, got {tuple(theta.shape)}")
     k = _columns("columns", columns, d)
-    schedule = givens_schedule(d).to(theta.device)
-    batch = theta.shape[:-2]
-    Q = _eye(d, k, theta).expand(*batch, d, k)
+    if theta.requires_grad and torch.is_grad_enabled() and not _functorch(theta):
+        return _Givens.apply(theta, d, k)
+    return _givens_forward(theta, d, k, inplace=False)
+
+
+def _functorch(t: torch.Tensor) -> bool:
+    """Whether ``t`` is wrapped by a torch.func transform (jacfwd, vmap, ...), which the custom
+    backward of :class:`_Givens` does not support: those take the traceable path."""
+    return bool(torch._C._functorch.is_functorch_wrapped_tensor(t))
+
+
+def _orders(d: int, device: torch.device) -> torch.Tensor:
+    """(R_full, d): round r's row order, its pairs' first rows, then their second rows, then
+    the bye (odd d). Applying round r to rows in this order mixes the two halves."""
+    schedule = _schedule(d)
+    parts = [schedule[..., 0], schedule[..., 1]]
+    if d % 2:
+        total = d * (d - 1) // 2
+        parts.append(total - schedule.sum(dim=(-2, -1)).unsqueeze(-1))
+    return torch.cat(parts, dim=-1).to(device)
+
+
+def _inverse(order: torch.Tensor) -> torch.Tensor:
+    inv = torch.empty_like(order)
+    inv[order] = torch.arange(order.numel(), device=order.device)
+    return inv
+
+
+def _givens_forward(theta: torch.Tensor, d: int, k: int, inplace: bool) -> torch.Tensor:
+    """Q = G₁(G₂(⋯(G_R E_k))), the last round applied first. The rows are kept in the order of
+    the round being applied (:func:`_orders`), so a round is one gather of the rows (from the
+    previous round's order) and a 2×2 mix of the two contiguous halves: O(d k) per round.
+    ``inplace`` (no autograd) reuses two buffers."""
+    orders = _orders(d, theta.device)
+    rounds, h = theta.shape[-2], d // 2
     cos, sin = torch.cos(theta).unsqueeze(-1), torch.sin(theta).unsqueeze(-1)
-    # Q = G₁(G₂(⋯(G_R E_k))): apply the last round first, each as a left multiplication.
-    for r in reversed(range(theta.shape[-2])):
-        i, j = schedule[r % schedule.shape[0]].unbind(-1)
+    Z = _eye(d, k, theta).expand(*theta.shape[:-2], d, k)
+    previous = None  # inverse of the order Z is in; None: natural order
+    for r in reversed(range(rounds)):
+        order = orders[r % orders.shape[0]]
+        perm = order if previous is None else previous[order]
+        Y = Z.index_select(-2, perm)
+        X0, X1 = Y[..., :h, :], Y[..., h:2 * h, :]
         c, s = cos[..., r, :, :], sin[..., r, :, :]
-        rows_i, rows_j = Q[..., i, :], Q[..., j, :]
-        Q = Q.index_copy(-2, i, c * rows_i - s * rows_j).index_copy(-2, j, s * rows_i
-                                                                   + c * rows_j)
-    return Q
+        if inplace:
+            if Z.stride(-1) == 0 or Z.data_ptr() == Y.data_ptr() or r == rounds - 1:
+                Z = torch.empty_like(Y)
+            torch.mul(X0, c, out=Z[..., :h, :]).addcmul_(X1, s, value=-1)
+            torch.mul(X0, s, out=Z[..., h:2 * h, :]).addcmul_(X1, c)
+            if d % 2:
+                Z[..., 2 * h:, :] = Y[..., 2 * h:, :]
+        else:
+            parts = [c * X0 - s * X1, s * X0 + c * X1]
+            Z = torch.cat(parts + ([Y[..., 2 * h:, :]] if d % 2 else []), dim=-2)
+        previous = _inverse(order)
+    return Z.index_select(-2, previous)
+
+
+class _Givens(torch.autograd.Function):
+    """:func:`givens` with an O(d k)-memory backward: the rounds are rotations, so the
+    backward recovers each round's input from its output (the transposed 2×2 mix) instead
+    of saving R intermediate d×k slabs. For a round with output halves (Z₀, Z₁) and cotangent
+    (G₀, G₁), ∂out/∂θ = (−Z₁, Z₀), so ∇θ = Σ_columns (G₁ Z₀ − G₀ Z₁)."""
+
+    @staticmethod
+    def forward(ctx, theta: torch.Tensor, d: int, k: int) -> torch.Tensor:
+        Q = _givens_forward(theta, d, k, inplace=True)
+        ctx.save_for_backward(theta, Q)
+        ctx.d = d
+        return Q
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, G: torch.Tensor):
+        theta, Q = ctx.saved_tensors
+        d = ctx.d
+        h, rounds = d // 2, theta.shape[-2]
+        orders = _orders(d, theta.device)
+        cos, sin = torch.cos(theta).unsqueeze(-1), torch.sin(theta).unsqueeze(-1)
+        k = Q.shape[-1]
+        # Output and cotangent side by side (…, d, 2k): one gather and one mix for both.
+        G = G.expand_as(Q)
+        order = orders[0]
+        W = torch.cat([Q, G], dim=-1).index_select(-2, order)
+        V = torch.empty_like(W)  # W, V: two buffers, swapped every round
+        grad = torch.empty_like(theta)
+        for r in range(rounds):  # the first round (r = 0) was applied last
+            Z0, Z1 = W[..., :h, :k], W[..., h:2 * h, :k]
+            G0, G1 = W[..., :h, k:], W[..., h:2 * h, k:]
+            grad[..., r, :] = torch.linalg.vecdot(G1, Z0) - torch.linalg.vecdot(G0, Z1)
+            if r == rounds - 1:
+                break
+            c, s = cos[..., r, :, :], sin[..., r, :, :]
+            top, bottom = W[..., :h, :], W[..., h:2 * h, :]
+            # inverse rotation of the outputs and the cotangents alike: Mᵀ = [[c, s], [−s, c]]
+            torch.mul(top, c, out=V[..., :h, :]).addcmul_(bottom, s)
+            torch.mul(bottom, c, out=V[..., h:2 * h, :]).addcmul_(top, s, value=-1)
+            if d % 2:
+                V[..., 2 * h:, :] = W[..., 2 * h:, :]
+            nxt = orders[(r + 1) % orders.shape[0]]
+            torch.index_select(V, -2, _inverse(order)[nxt], out=W)
+            order = nxt
+        return grad, None, None
 
 
 def _butterfly_levels(d: int, b: int) -> int:
