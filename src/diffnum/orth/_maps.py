@@ -286,8 +286,10 @@ def givens(theta: torch.Tensor, d: int, *, columns: int | None = None) -> torch.
     Round r uses the pairs of round r mod R_full of :func:`givens_schedule` (R_full = d − 1
     for even d, d for odd d: with ⌊d/2⌋ pairs per round, odd d needs d rounds to reach the
     d(d − 1)/2 angles of SO(d)). Within a round the pairs are disjoint, so a round is applied
-    to all rows at once (two gathers and an ``index_copy`` per round, O(d k) work), never as a
-    d×d product.
+    to all rows at once (one row gather and one batched 2×2 product per round, O(d k) work),
+    never as a d×d product. The backward keeps O(d k) memory for any number of rounds: it
+    recovers each round's input from its output by the inverse rotation (under ``torch.func``
+    transforms the plain autograd graph is used instead).
 
     Expressiveness: with the full R_full rounds there are d(d − 1)/2 angles, dim SO(d). At
     θ = 0 the derivative ∂Q/∂θ_{r,p} = e_j e_iᵀ − e_i e_jᵀ runs over a basis of the skew
@@ -321,7 +323,7 @@ def givens(theta: torch.Tensor, d: int, *, columns: int | None = None) -> torch.
     k = _columns("columns", columns, d)
     if theta.requires_grad and torch.is_grad_enabled() and not _functorch(theta):
         return _Givens.apply(theta, d, k)
-    return _givens_forward(theta, d, k, inplace=False)
+    return _givens_forward(theta, d, k)
 
 
 def _functorch(t: torch.Tensor) -> bool:
@@ -331,10 +333,10 @@ def _functorch(t: torch.Tensor) -> bool:
 
 
 def _orders(d: int, device: torch.device) -> torch.Tensor:
-    """(R_full, d): round r's row order, its pairs' first rows, then their second rows, then
-    the bye (odd d). Applying round r to rows in this order mixes the two halves."""
+    """(R_full, d): round r's row order, its pairs (i₀, j₀, i₁, j₁, …), then the bye (odd d).
+    In this order round r mixes rows 2p and 2p + 1: a batch of ⌊d/2⌋ 2×2 products."""
     schedule = _schedule(d)
-    parts = [schedule[..., 0], schedule[..., 1]]
+    parts = [schedule.reshape(schedule.shape[0], -1)]
     if d % 2:
         total = d * (d - 1) // 2
         parts.append(total - schedule.sum(dim=(-2, -1)).unsqueeze(-1))
@@ -347,45 +349,47 @@ def _inverse(order: torch.Tensor) -> torch.Tensor:
     return inv
 
 
-def _givens_forward(theta: torch.Tensor, d: int, k: int, inplace: bool) -> torch.Tensor:
+def _rotations(theta: torch.Tensor) -> torch.Tensor:
+    """(..., R, h, 2, 2): [[cos θ, −sin θ], [sin θ, cos θ]] for every angle."""
+    c, s = torch.cos(theta), torch.sin(theta)
+    return torch.stack([c, -s, s, c], dim=-1).unflatten(-1, (2, 2))
+
+
+def _mix(M: torch.Tensor, Y: torch.Tensor, h: int) -> torch.Tensor:
+    """The 2×2 products M_p (rows 2p, 2p + 1 of Y) for p < h; the bye row (odd d) is kept."""
+    pairs = Y[..., :2 * h, :].unflatten(-2, (h, 2))
+    out = (M @ pairs).flatten(-3, -2)
+    if Y.shape[-2] > 2 * h:
+        out = torch.cat([out, Y[..., 2 * h:, :]], dim=-2)
+    return out
+
+
+def _givens_forward(theta: torch.Tensor, d: int, k: int) -> torch.Tensor:
     """Q = G₁(G₂(⋯(G_R E_k))), the last round applied first. The rows are kept in the order of
     the round being applied (:func:`_orders`), so a round is one gather of the rows (from the
-    previous round's order) and a 2×2 mix of the two contiguous halves: O(d k) per round.
-    ``inplace`` (no autograd) reuses two buffers."""
+    previous round's order) and one batched 2×2 product: O(d k) per round."""
     orders = _orders(d, theta.device)
     rounds, h = theta.shape[-2], d // 2
-    cos, sin = torch.cos(theta).unsqueeze(-1), torch.sin(theta).unsqueeze(-1)
+    M = _rotations(theta)
     Z = _eye(d, k, theta).expand(*theta.shape[:-2], d, k)
     previous = None  # inverse of the order Z is in; None: natural order
     for r in reversed(range(rounds)):
         order = orders[r % orders.shape[0]]
-        perm = order if previous is None else previous[order]
-        Y = Z.index_select(-2, perm)
-        X0, X1 = Y[..., :h, :], Y[..., h:2 * h, :]
-        c, s = cos[..., r, :, :], sin[..., r, :, :]
-        if inplace:
-            if Z.stride(-1) == 0 or Z.data_ptr() == Y.data_ptr() or r == rounds - 1:
-                Z = torch.empty_like(Y)
-            torch.mul(X0, c, out=Z[..., :h, :]).addcmul_(X1, s, value=-1)
-            torch.mul(X0, s, out=Z[..., h:2 * h, :]).addcmul_(X1, c)
-            if d % 2:
-                Z[..., 2 * h:, :] = Y[..., 2 * h:, :]
-        else:
-            parts = [c * X0 - s * X1, s * X0 + c * X1]
-            Z = torch.cat(parts + ([Y[..., 2 * h:, :]] if d % 2 else []), dim=-2)
+        Z = _mix(M[..., r, :, :, :], Z.index_select(-2, order if previous is None
+                                                    else previous[order]), h)
         previous = _inverse(order)
     return Z.index_select(-2, previous)
 
 
 class _Givens(torch.autograd.Function):
     """:func:`givens` with an O(d k)-memory backward: the rounds are rotations, so the
-    backward recovers each round's input from its output (the transposed 2×2 mix) instead
-    of saving R intermediate d×k slabs. For a round with output halves (Z₀, Z₁) and cotangent
-    (G₀, G₁), ∂out/∂θ = (−Z₁, Z₀), so ∇θ = Σ_columns (G₁ Z₀ − G₀ Z₁)."""
+    backward recovers each round's input from its output (the transposed 2×2 products)
+    instead of saving R intermediate d×k slabs. For a pair with outputs (z₀, z₁) and
+    cotangents (g₀, g₁), ∂(z₀, z₁)/∂θ = (−z₁, z₀), so ∂L/∂θ = g₁·z₀ − g₀·z₁."""
 
     @staticmethod
     def forward(ctx, theta: torch.Tensor, d: int, k: int) -> torch.Tensor:
-        Q = _givens_forward(theta, d, k, inplace=True)
+        Q = _givens_forward(theta, d, k)
         ctx.save_for_backward(theta, Q)
         ctx.d = d
         return Q
@@ -395,31 +399,21 @@ class _Givens(torch.autograd.Function):
     def backward(ctx, G: torch.Tensor):
         theta, Q = ctx.saved_tensors
         d = ctx.d
-        h, rounds = d // 2, theta.shape[-2]
+        h, rounds, k = d // 2, theta.shape[-2], Q.shape[-1]
         orders = _orders(d, theta.device)
-        cos, sin = torch.cos(theta).unsqueeze(-1), torch.sin(theta).unsqueeze(-1)
-        k = Q.shape[-1]
-        # Output and cotangent side by side (…, d, 2k): one gather and one mix for both.
-        G = G.expand_as(Q)
+        Mt = _rotations(theta).mT
+        # Outputs and cotangents side by side (…, d, 2k): one gather and one product for both.
         order = orders[0]
-        W = torch.cat([Q, G], dim=-1).index_select(-2, order)
-        V = torch.empty_like(W)  # W, V: two buffers, swapped every round
+        W = torch.cat([Q, G.expand_as(Q)], dim=-1).index_select(-2, order)
         grad = torch.empty_like(theta)
         for r in range(rounds):  # the first round (r = 0) was applied last
-            Z0, Z1 = W[..., :h, :k], W[..., h:2 * h, :k]
-            G0, G1 = W[..., :h, k:], W[..., h:2 * h, k:]
-            grad[..., r, :] = torch.linalg.vecdot(G1, Z0) - torch.linalg.vecdot(G0, Z1)
+            pairs = W[..., :2 * h, :].unflatten(-2, (h, 2))
+            outer = pairs[..., k:] @ pairs[..., :k].mT  # (…, h, 2, 2): g_a · z_b
+            grad[..., r, :] = outer[..., 1, 0] - outer[..., 0, 1]
             if r == rounds - 1:
                 break
-            c, s = cos[..., r, :, :], sin[..., r, :, :]
-            top, bottom = W[..., :h, :], W[..., h:2 * h, :]
-            # inverse rotation of the outputs and the cotangents alike: Mᵀ = [[c, s], [−s, c]]
-            torch.mul(top, c, out=V[..., :h, :]).addcmul_(bottom, s)
-            torch.mul(bottom, c, out=V[..., h:2 * h, :]).addcmul_(top, s, value=-1)
-            if d % 2:
-                V[..., 2 * h:, :] = W[..., 2 * h:, :]
             nxt = orders[(r + 1) % orders.shape[0]]
-            torch.index_select(V, -2, _inverse(order)[nxt], out=W)
+            W = _mix(Mt[..., r, :, :, :], W, h).index_select(-2, _inverse(order)[nxt])
             order = nxt
         return grad, None, None
 
