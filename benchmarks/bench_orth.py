@@ -15,6 +15,12 @@ Three tables, all float32, interleaved round-robin timing (median, min–max ove
    layer) and the dense one of OFT v1 / PEFT (R = blockdiag(R_q) formed, W R by one matmul).
 3. Registering an orthogonal parametrization on ``nn.Linear(50, 30000).weight`` (30000×50).
 
+Full run: d = 1024 and 4096, 5 repeats; at d = 4096 the slow extra rows (both libraries'
+matrix_exp, torch's householder, diffnum's householder r = d: ~64× their d = 1024 time) and
+Givens with d − 1 rounds (from the 64- and ⌈log₂ d⌉-round rows, linear in rounds) are
+estimated and marked ≈, not timed. ``--quick``: d = 256 and 512, OFT at d = 1024, 3 repeats
+(~25 s on one thread). Torch threads: 2, or fewer if OMP_NUM_THREADS says so.
+
 Run from the repository root: ``diffnum bench orth [--quick]``.
 """
 
@@ -276,18 +282,37 @@ def main(quick: bool = False) -> None:
         geotorch_note = "geotorch is not installed here (its issue #30: minutes at 30000×50)."
     notes = (
         "Columns: `seconds` = median (min–max) over interleaved repeats of forward + backward "
-        "(tables 1–2) or of one registration (table 3). Table 1: `ratio` = time / torch "
-        f"Cayley time at the same d; goal: Givens and Cayley–Neumann <= {MAP_GOAL:g}. "
-        "Every parametrized row is `layer.weight` (B·f(θ) for all trivialized maps of both "
-        "libraries, so one d×d product and its backward are in every row: the 'unit' row) "
-        "and `autograd.grad(W, θ, G)`; θ is perturbed from the registration point by "
-        "N(0, (0.5/√d)²) noise. Table 2: `ratio` = time / input-centric time; goal: "
-        f"weight-centric >= {OFT_GOAL:g}× the input-centric time (OFTv2's claim is against the "
-        "dense form). Table 3: one `orth.orthogonal(nn.Linear(50, 30000), map=...)` call; "
-        "the trivialized maps (cayley, matrix_exp, ...) keep an n×n buffer (30000² floats, "
-        "3.6 GB) and are not timed; torch's default `use_trivialization=True` builds the same "
-        "n×n buffer by a QR of a 30000×30000 matrix and is not timed either. "
-        + geotorch_note + f" Torch threads = {torch.get_num_threads()}."
+        "(tables 1–2) or of one registration (table 3). "
+        "Table 1: `ratio` = time / torch Cayley time at the same d; goal: Givens and "
+        f"Cayley–Neumann <= {MAP_GOAL:g}× torch's Cayley. Every `torch …` and `diffnum …` row but "
+        "householder is `W = layer.weight` of a registered d×d `nn.Linear` weight followed by "
+        "`autograd.grad(W, θ, G)` (θ = `parametrizations.weight.original`, moved off the "
+        "registration point by N(0, (0.5/√d)²) noise; G a fixed random cotangent). All these "
+        "maps are trivialized in both libraries (W = B·f(θ), B an orthogonal buffer), so one "
+        "d×d product and its backward — the 'unit' row — are part of every such row. "
+        "`diffnum householder` rows time the map `orth.householder(V)` from V (d, r) alone "
+        "(the parametrization of a square weight needs r >= d − 1). Givens: `givens` has the "
+        "d − 1 rounds that span SO(d) (d(d − 1)/2 angles; a round is 3d² flops forward and "
+        "~8d² backward, so ~11d³ elementwise, memory-bound flops in all, about the flop count "
+        "of torch's whole Cayley step (LU, triangular solves, buffer: ~10.7d³) but run at a "
+        "fraction of BLAS-3 speed: out of reach of 0.5×); `givens/log` has ⌈log₂ d⌉ rounds "
+        "(qGOFT's O(d log d) rotations). "
+        f"Above d = {SLOW_D} the rows marked ≈ are estimated, not timed (how: in the cell). "
+        "Cayley–Neumann with 5 terms is a degree-5 polynomial: 3 d×d products forward "
+        "(Paterson–Stockmeyer) and 6 backward, plus the buffer's 2, against torch's LU and "
+        "triangular solves (~8 product-equivalents in all): on a CPU, where the solve runs at "
+        "matmul speed, it cannot reach 0.5×; OFTv2's gain from dropping the solve is a GPU one. "
+        "Table 2: OFT, d×d `nn.Linear`, block 32, `ratio` = time / input-centric time; goal: "
+        f"the weight-centric forms >= {OFT_GOAL:g}× the input-centric time (OFTv2's claim is "
+        "against the dense form; diffnum's own weight-centric form already multiplies W by "
+        "blocks). Table 3: one `orth.orthogonal(nn.Linear(50, 30000), map=...)` call, which "
+        "includes the polar factor of the initial weight (a 30000×50 SVD); householder also "
+        "reduces it to 50 reflections. The trivialized maps (cayley, the default, and "
+        "cayley_neumann, matrix_exp, givens, butterfly) keep an n×n buffer (30000² floats, "
+        "3.6 GB, and a 30000×30000 product per forward) and are not timed; torch's default "
+        "`use_trivialization=True` builds the same n×n buffer from the QR of a 30000×30000 "
+        "matrix and is not timed either. " + geotorch_note
+        + f" Torch threads = {torch.get_num_threads()}."
     )
     write_results("orth", "diffnum bench orth" + (" --quick" if quick else ""), records,
                   ["size", "method", "parameters", "seconds", "ratio", "goal"], rows,
