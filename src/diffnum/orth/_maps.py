@@ -332,10 +332,10 @@ def _functorch(t: torch.Tensor) -> bool:
     return bool(torch._C._functorch.is_functorch_wrapped_tensor(t))
 
 
-def _orders(d: int, device: torch.device) -> torch.Tensor:
-    """(R_full, d): round r's row order, its pairs (i₀, j₀, i₁, j₁, …), then the bye (odd d).
-    In this order round r mixes rows 2p and 2p + 1: a batch of ⌊d/2⌋ 2×2 products."""
-    schedule = _schedule(d)
+def _orders(d: int, rounds: int, device: torch.device) -> torch.Tensor:
+    """(min(rounds, R_full), d): round r's row order, its pairs (i₀, j₀, i₁, j₁, …), then the
+    bye (odd d). In this order round r mixes rows 2p and 2p + 1: ⌊d/2⌋ 2×2 products."""
+    schedule = _schedule(d)[:rounds]
     parts = [schedule.reshape(schedule.shape[0], -1)]
     if d % 2:
         total = d * (d - 1) // 2
@@ -368,7 +368,7 @@ def _givens_forward(theta: torch.Tensor, d: int, k: int) -> torch.Tensor:
     """Q = G₁(G₂(⋯(G_R E_k))), the last round applied first. The rows are kept in the order of
     the round being applied (:func:`_orders`), so a round is one gather of the rows (from the
     previous round's order) and one batched 2×2 product: O(d k) per round."""
-    orders = _orders(d, theta.device)
+    orders = _orders(d, theta.shape[-2], theta.device)
     rounds, h = theta.shape[-2], d // 2
     M = _rotations(theta)
     Z = _eye(d, k, theta).expand(*theta.shape[:-2], d, k)
@@ -400,7 +400,7 @@ class _Givens(torch.autograd.Function):
         theta, Q = ctx.saved_tensors
         d = ctx.d
         h, rounds, k = d // 2, theta.shape[-2], Q.shape[-1]
-        orders = _orders(d, theta.device)
+        orders = _orders(d, theta.shape[-2], theta.device)
         Mt = _rotations(theta).mT
         # Outputs and cotangents side by side (…, d, 2k): one gather and one product for both.
         order = orders[0]
