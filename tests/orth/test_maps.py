@@ -8,6 +8,7 @@ import torch
 from torch.nn.utils.parametrizations import orthogonal as torch_orthogonal
 
 from diffnum.orth import (
+    _maps,
     butterfly,
     cayley,
     cayley_neumann,
@@ -177,7 +178,11 @@ def _givens_by_index_copy(theta, d, k):
 
 @pytest.mark.parametrize("d", [2, 3, 6, 9, 16])
 @pytest.mark.parametrize("rounds_of", [lambda d: 1, lambda d: d - 1 + d % 2, lambda d: 2 * d + 1])
-def test_givens_fast_form_and_its_backward_match_the_reference(d, rounds_of):
+@pytest.mark.parametrize("keep", [True, False])
+def test_givens_fast_form_and_its_backward_match_the_reference(d, rounds_of, keep, monkeypatch):
+    # keep=False: the backward recovers the rounds' outputs by inverse rotations.
+    if not keep:
+        monkeypatch.setattr(_maps, "_GIVENS_KEEP_BYTES", 0)
     # Batched, Stiefel columns, more rounds than the schedule (it wraps around), odd d (bye).
     theta = torch.randn(2, rounds_of(d), d // 2, dtype=F64, generator=_gen(21))
     k = max(1, d // 2)

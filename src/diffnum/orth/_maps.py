@@ -8,6 +8,7 @@ backward). The skew-symmetric inputs are checked to be skew unless ``check=False
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -287,9 +288,10 @@ def givens(theta: torch.Tensor, d: int, *, columns: int | None = None) -> torch.
     for even d, d for odd d: with ⌊d/2⌋ pairs per round, odd d needs d rounds to reach the
     d(d − 1)/2 angles of SO(d)). Within a round the pairs are disjoint, so a round is applied
     to all rows at once (one row gather and one batched 2×2 product per round, O(d k) work),
-    never as a d×d product. The backward keeps O(d k) memory for any number of rounds: it
-    recovers each round's input from its output by the inverse rotation (under ``torch.func``
-    transforms the plain autograd graph is used instead).
+    never as a d×d product. The backward keeps the rounds' outputs while they take at most
+    256 MiB and otherwise recovers each round's input from its output by the inverse rotation,
+    so memory stays O(d k) for any number of rounds (under ``torch.func`` transforms the plain
+    autograd graph is used instead).
 
     Expressiveness: with the full R_full rounds there are d(d − 1)/2 angles, dim SO(d). At
     θ = 0 the derivative ∂Q/∂θ_{r,p} = e_j e_iᵀ − e_i e_jᵀ runs over a basis of the skew
@@ -364,10 +366,12 @@ def _mix(M: torch.Tensor, Y: torch.Tensor, h: int) -> torch.Tensor:
     return out
 
 
-def _givens_forward(theta: torch.Tensor, d: int, k: int) -> torch.Tensor:
+def _givens_forward(theta: torch.Tensor, d: int, k: int,
+                    keep: list | None = None) -> torch.Tensor:
     """Q = G₁(G₂(⋯(G_R E_k))), the last round applied first. The rows are kept in the order of
     the round being applied (:func:`_orders`), so a round is one gather of the rows (from the
-    previous round's order) and one batched 2×2 product: O(d k) per round."""
+    previous round's order) and one batched 2×2 product: O(d k) per round. ``keep``: a list
+    that receives each round's output (round R − 1 first), in that round's order."""
     orders = _orders(d, theta.shape[-2], theta.device)
     rounds, h = theta.shape[-2], d // 2
     M = _rotations(theta)
@@ -377,35 +381,59 @@ def _givens_forward(theta: torch.Tensor, d: int, k: int) -> torch.Tensor:
         order = orders[r % orders.shape[0]]
         Z = _mix(M[..., r, :, :, :], Z.index_select(-2, order if previous is None
                                                     else previous[order]), h)
+        if keep is not None:
+            keep.append(Z)
         previous = _inverse(order)
     return Z.index_select(-2, previous)
 
 
+# Rounds' outputs are kept for the backward while they take at most this many bytes; beyond,
+# the backward recomputes them (inverse rotations), so memory stays O(d k) for any rounds.
+_GIVENS_KEEP_BYTES = 1 << 28
+
+
 class _Givens(torch.autograd.Function):
-    """:func:`givens` with an O(d k)-memory backward: the rounds are rotations, so the
-    backward recovers each round's input from its output (the transposed 2×2 products)
-    instead of saving R intermediate d×k slabs. For a pair with outputs (z₀, z₁) and
-    cotangents (g₀, g₁), ∂(z₀, z₁)/∂θ = (−z₁, z₀), so ∂L/∂θ = g₁·z₀ − g₀·z₁."""
+    """:func:`givens` with a backward in O(d k) memory for many rounds: the rounds are
+    rotations, so the backward can recover each round's input from its output (the transposed
+    2×2 products) instead of saving R intermediate d×k slabs; it keeps them when they take at
+    most ``_GIVENS_KEEP_BYTES`` (then only the cotangent is carried back). For a pair with
+    outputs (z₀, z₁) and cotangents (g₀, g₁), ∂(z₀, z₁)/∂θ = (−z₁, z₀), so
+    ∂L/∂θ = g₁·z₀ − g₀·z₁."""
 
     @staticmethod
     def forward(ctx, theta: torch.Tensor, d: int, k: int) -> torch.Tensor:
-        Q = _givens_forward(theta, d, k)
-        ctx.save_for_backward(theta, Q)
+        batch = math.prod(theta.shape[:-2])
+        size = theta.shape[-2] * batch * d * k * theta.element_size()
+        keep = [] if size <= _GIVENS_KEEP_BYTES else None
+        Q = _givens_forward(theta, d, k, keep)
+        ctx.save_for_backward(theta, Q, *(keep or []))
         ctx.d = d
         return Q
 
     @staticmethod
     @once_differentiable
     def backward(ctx, G: torch.Tensor):
-        theta, Q = ctx.saved_tensors
+        theta, Q, *kept = ctx.saved_tensors
         d = ctx.d
         h, rounds, k = d // 2, theta.shape[-2], Q.shape[-1]
         orders = _orders(d, theta.shape[-2], theta.device)
         Mt = _rotations(theta).mT
-        # Outputs and cotangents side by side (…, d, 2k): one gather and one product for both.
         order = orders[0]
-        W = torch.cat([Q, G.expand_as(Q)], dim=-1).index_select(-2, order)
         grad = torch.empty_like(theta)
+        if kept:  # kept[-1] is round 0's output, applied last
+            W = G.expand_as(Q).index_select(-2, order)
+            for r in range(rounds):
+                Z = kept[rounds - 1 - r][..., :2 * h, :].unflatten(-2, (h, 2))
+                outer = W[..., :2 * h, :].unflatten(-2, (h, 2)) @ Z.mT  # g_a · z_b
+                grad[..., r, :] = outer[..., 1, 0] - outer[..., 0, 1]
+                if r == rounds - 1:
+                    break
+                nxt = orders[(r + 1) % orders.shape[0]]
+                W = _mix(Mt[..., r, :, :, :], W, h).index_select(-2, _inverse(order)[nxt])
+                order = nxt
+            return grad, None, None
+        # Outputs and cotangents side by side (…, d, 2k): one gather and one product for both.
+        W = torch.cat([Q, G.expand_as(Q)], dim=-1).index_select(-2, order)
         for r in range(rounds):  # the first round (r = 0) was applied last
             pairs = W[..., :2 * h, :].unflatten(-2, (h, 2))
             outer = pairs[..., k:] @ pairs[..., :k].mT  # (…, h, 2, 2): g_a · z_b
