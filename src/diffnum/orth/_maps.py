@@ -265,7 +265,7 @@ def givens_schedule(d: int) -> torch.Tensor:
     return _schedule(d).clone()
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=4)
 def _schedule(d: int) -> torch.Tensor:
     n = d + d % 2
     r = torch.arange(n - 1).unsqueeze(-1)
@@ -331,7 +331,8 @@ def givens(theta: torch.Tensor, d: int, *, columns: int | None = None) -> torch.
 def _functorch(t: torch.Tensor) -> bool:
     """Whether ``t`` is wrapped by a torch.func transform (jacfwd, vmap, ...), which the custom
     backward of :class:`_Givens` does not support: those take the traceable path."""
-    return bool(torch._C._functorch.is_functorch_wrapped_tensor(t))
+    wrapped = getattr(getattr(torch._C, "_functorch", None), "is_functorch_wrapped_tensor", None)
+    return wrapped is None or bool(wrapped(t))  # unknown torch: always the traceable path
 
 
 def _orders(d: int, rounds: int, device: torch.device) -> torch.Tensor:
