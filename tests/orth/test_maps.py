@@ -8,6 +8,7 @@ import torch
 from torch.nn.utils.parametrizations import orthogonal as torch_orthogonal
 
 from diffnum.orth import (
+    _maps,
     butterfly,
     cayley,
     cayley_neumann,
@@ -158,6 +159,67 @@ def test_givens_equals_the_dense_product_of_rotations():
             G[i, i], G[j, j], G[i, j], G[j, i] = c, c, -s, s
             dense = dense @ G
     torch.testing.assert_close(givens(theta, d), dense, rtol=0, atol=1e-14)
+
+
+def _givens_by_index_copy(theta, d, k):
+    """The straightforward form of :func:`givens` (two gathers and two index_copy per round),
+    plain autograd: the reference for the fast form and its custom backward."""
+    schedule = givens_schedule(d)
+    Q = torch.eye(d, k, dtype=theta.dtype).expand(*theta.shape[:-2], d, k)
+    cos, sin = torch.cos(theta).unsqueeze(-1), torch.sin(theta).unsqueeze(-1)
+    for r in reversed(range(theta.shape[-2])):
+        i, j = schedule[r % schedule.shape[0]].unbind(-1)
+        c, s = cos[..., r, :, :], sin[..., r, :, :]
+        rows_i, rows_j = Q[..., i, :], Q[..., j, :]
+        Q = Q.index_copy(-2, i, c * rows_i - s * rows_j).index_copy(-2, j, s * rows_i
+                                                                   + c * rows_j)
+    return Q
+
+
+@pytest.mark.parametrize("d", [2, 3, 6, 9, 16])
+@pytest.mark.parametrize("rounds_of", [lambda d: 1, lambda d: d - 1 + d % 2, lambda d: 2 * d + 1])
+@pytest.mark.parametrize("keep", [True, False])
+def test_givens_fast_form_and_its_backward_match_the_reference(d, rounds_of, keep, monkeypatch):
+    # keep=False: the backward recovers the rounds' outputs by inverse rotations.
+    if not keep:
+        monkeypatch.setattr(_maps, "_GIVENS_KEEP_BYTES", 0)
+    # Batched, Stiefel columns, more rounds than the schedule (it wraps around), odd d (bye).
+    theta = torch.randn(2, rounds_of(d), d // 2, dtype=F64, generator=_gen(21))
+    k = max(1, d // 2)
+    G = torch.randn(2, d, k, dtype=F64, generator=_gen(22))
+    ours, ref = theta.clone().requires_grad_(), theta.clone().requires_grad_()
+    Q, Q_ref = givens(ours, d, columns=k), _givens_by_index_copy(ref, d, k)
+    torch.testing.assert_close(Q, Q_ref, rtol=0, atol=1e-14)
+    grad, = torch.autograd.grad(Q, ours, G)  # the O(d k)-memory custom backward
+    grad_ref, = torch.autograd.grad(Q_ref, ref, G)
+    torch.testing.assert_close(grad, grad_ref, rtol=0, atol=1e-12)
+    with torch.no_grad():  # the traceable path
+        torch.testing.assert_close(givens(theta, d, columns=k), Q_ref, rtol=0, atol=1e-14)
+
+
+def test_givens_schedule_matches_the_circle_method_loop():
+    for d in range(2, 12):
+        n = d + d % 2
+        rounds = []
+        for r in range(n - 1):
+            pairs = [(r, n - 1)] + [((r + s) % (n - 1), (r - s) % (n - 1))
+                                    for s in range(1, n // 2)]
+            rounds.append([[min(i, j), max(i, j)] for i, j in pairs if max(i, j) < d])
+        assert givens_schedule(d).tolist() == rounds
+
+
+@pytest.mark.parametrize("terms", [1, 2, 3, 5, 6, 9])
+@pytest.mark.parametrize("columns", [None, 2])
+def test_cayley_neumann_polynomial_equals_horner(terms, columns):
+    # Q̃ = (I − A) N_k with N_k by Horner, N ← I − A N: the definition, on the slab.
+    A = _skew(3, 7, 7, seed=23, scale=0.1)
+    k = columns or 7
+    E = torch.eye(7, k, dtype=F64).expand(3, 7, k)
+    N = E
+    for _ in range(terms - 1):
+        N = E - A @ N
+    torch.testing.assert_close(cayley_neumann(A, terms, columns=columns), N - A @ N,
+                               rtol=0, atol=1e-15)
 
 
 def _fit_givens(target, theta, d, max_steps=150):

@@ -7,6 +7,9 @@ backward). The skew-symmetric inputs are checked to be skew unless ``check=False
 
 from __future__ import annotations
 
+import functools
+import math
+
 import torch
 from torch.autograd.function import once_differentiable
 
@@ -97,7 +100,8 @@ def cayley_neumann(A: torch.Tensor, terms: int = 5, *, columns: int | None = Non
     """Cayley map with a truncated Neumann series for the inverse (OFTv2, catalogue #20):
     Q̃ = (I − A) N_k, N_k = Σ_{i<k} (−A)^i ≈ (I + A)⁻¹, k = ``terms``, A skew (..., d, d).
 
-    Only matrix products (no solve): N_k by Horner's rule, k − 1 products with A. Q̃ is
+    Only matrix products (no solve): Q̃ is the degree-k polynomial in A, evaluated by
+    Paterson–Stockmeyer (3 d×d products for k = 5, ~2√k in general). Q̃ is
     orthogonal only approximately; it is not renormalized (compose with :func:`polar` for
     that). Error bounds, with ρ = ‖A‖₂ < 1:
 
@@ -135,11 +139,35 @@ def cayley_neumann(A: torch.Tensor, terms: int = 5, *, columns: int | None = Non
     check_count("terms", terms, low=1, high=10_000)
     d = A.shape[-1]
     k = _columns("columns", columns, d)
-    E = _eye(d, k, A).expand(*A.shape[:-2], d, k)
-    N = E
-    for _ in range(terms - 1):  # Horner: N ← I − A N
-        N = E - A @ N
-    return N - A @ N
+    # Q̃ = (I − A) N_k = Σ_{i≤K} c_i A^i, K = terms: c_0 = 1, c_i = 2(−1)^i, c_K = (−1)^K.
+    K = terms
+    coefficients = [1.0] + [2.0 * (-1) ** i for i in range(1, K)] + [float((-1) ** K)]
+    # Paterson–Stockmeyer: powers A², …, A^s (s − 1 products of d×d), then Horner in A^s over
+    # blocks B_j = Σ_{i<s} c_{js+i} A^i, each step one product with the d×k slab. s = 1 is
+    # plain Horner on the slab; s is chosen for the fewest flops (K = 5, k = d: 3 products).
+    s = min(range(1, K + 2), key=lambda s: (s - 1) * d + (-(-(K + 1) // s) - 1) * k)
+    powers = [None, A]
+    for _ in range(2, s + 1):
+        powers.append(powers[-1] @ A)
+
+    def block(j: int) -> torch.Tensor:
+        out = None
+        for i in range(s):
+            if j * s + i > K:
+                break
+            c = coefficients[j * s + i]
+            if i == 0:
+                term = c * _eye(d, k, A)
+            else:
+                term = c * powers[i][..., :k]
+            out = term if out is None else out + term
+        return out
+
+    m = -(-(K + 1) // s)  # blocks B_0 … B_{m−1}
+    Y = block(m - 1)
+    for j in reversed(range(m - 1)):
+        Y = powers[s] @ Y + block(j)
+    return Y.expand(*A.shape[:-2], d, k)
 
 
 def matrix_exp(A: torch.Tensor, *, columns: int | None = None,
@@ -170,17 +198,14 @@ def matrix_exp(A: torch.Tensor, *, columns: int | None = None,
 
 
 def _wy_factor(V: torch.Tensor) -> torch.Tensor:
-    """T (..., r, r) upper triangular with H(v₁)⋯H(v_r) = I − V T Vᵀ, by the forward
-    recurrence T_j = [[T_{j−1}, −τ_j T_{j−1} V_{<j}ᵀ v_j], [0, τ_j]], τ_j = 2/‖v_j‖²."""
+    """T (..., r, r) upper triangular with H(v₁)⋯H(v_r) = I − V T Vᵀ: the inverse of
+    T⁻¹ = triu(VᵀV, 1) + diag(VᵀV)/2 (Puglisi; Joffrain et al.), by one triangular solve. It is
+    the T of the forward recurrence T_j = [[T_{j−1}, −τ_j T_{j−1} V_{<j}ᵀ v_j], [0, τ_j]],
+    τ_j = 2/‖v_j‖² (LAPACK's ``larft``), without its r steps."""
     gram = V.mT @ V
-    tau = 2.0 / gram.diagonal(dim1=-2, dim2=-1)
-    T = tau[..., :1].unsqueeze(-1)
-    for j in range(1, V.shape[-1]):
-        column = -tau[..., j, None, None] * (T @ gram[..., :j, j, None])
-        corner = tau[..., j, None, None]
-        bottom = torch.cat([torch.zeros_like(column.mT), corner], dim=-1)
-        T = torch.cat([torch.cat([T, column], dim=-1), bottom], dim=-2)
-    return T
+    inverse = gram.triu(1) + torch.diag_embed(gram.diagonal(dim1=-2, dim2=-1) / 2)
+    eye = torch.eye(V.shape[-1], dtype=V.dtype, device=V.device)
+    return torch.linalg.solve_triangular(inverse, eye.expand_as(inverse), upper=True)
 
 
 def householder(V: torch.Tensor, *, columns: int | None = None,
@@ -237,12 +262,21 @@ def givens_schedule(d: int) -> torch.Tensor:
         [[[0, 3], [1, 2]], [[1, 3], [0, 2]], [[2, 3], [0, 1]]]
     """
     check_count("d", d, low=2, high=1 << 20)
+    return _schedule(d).clone()
+
+
+@functools.lru_cache(maxsize=4)
+def _schedule(d: int) -> torch.Tensor:
     n = d + d % 2
-    rounds = []
-    for r in range(n - 1):
-        pairs = [(r, n - 1)] + [((r + s) % (n - 1), (r - s) % (n - 1)) for s in range(1, n // 2)]
-        rounds.append([(min(i, j), max(i, j)) for i, j in pairs if max(i, j) < d])
-    return torch.tensor(rounds, dtype=torch.int64).reshape(n - 1, d // 2, 2)
+    r = torch.arange(n - 1).unsqueeze(-1)
+    s = torch.arange(1, n // 2).unsqueeze(0)
+    first = torch.stack([r, torch.full_like(r, n - 1)], dim=-1)  # (n − 1, 1, 2)
+    rest = torch.stack([(r + s) % (n - 1), (r - s) % (n - 1)], dim=-1)
+    pairs = torch.cat([first, rest], dim=1)
+    if d % 2:  # the pair with the extra player n − 1 = d is the bye: always pair 0
+        pairs = pairs[:, 1:]
+    pairs = torch.stack([pairs.amin(-1), pairs.amax(-1)], dim=-1)
+    return pairs.reshape(n - 1, d // 2, 2).contiguous()
 
 
 def givens(theta: torch.Tensor, d: int, *, columns: int | None = None) -> torch.Tensor:
@@ -253,8 +287,11 @@ def givens(theta: torch.Tensor, d: int, *, columns: int | None = None) -> torch.
     Round r uses the pairs of round r mod R_full of :func:`givens_schedule` (R_full = d − 1
     for even d, d for odd d: with ⌊d/2⌋ pairs per round, odd d needs d rounds to reach the
     d(d − 1)/2 angles of SO(d)). Within a round the pairs are disjoint, so a round is applied
-    to all rows at once (two gathers and an ``index_copy`` per round, O(d k) work), never as a
-    d×d product.
+    to all rows at once (one row gather and one batched 2×2 product per round, O(d k) work),
+    never as a d×d product. The backward keeps the rounds' outputs while they take at most
+    256 MiB and otherwise recovers each round's input from its output by the inverse rotation,
+    so memory stays O(d k) for any number of rounds (under ``torch.func`` transforms the plain
+    autograd graph is used instead).
 
     Expressiveness: with the full R_full rounds there are d(d − 1)/2 angles, dim SO(d). At
     θ = 0 the derivative ∂Q/∂θ_{r,p} = e_j e_iᵀ − e_i e_jᵀ runs over a basis of the skew
@@ -286,18 +323,128 @@ def givens(theta: torch.Tensor, d: int, *, columns: int | None = None) -> torch.
         raise ValueError(f"theta must have shape (..., rounds, d // 2) = (..., R, {d // 2}) "
                          f"with R >= 1 for d={d}, got {tuple(theta.shape)}")
     k = _columns("columns", columns, d)
-    schedule = givens_schedule(d).to(theta.device)
-    batch = theta.shape[:-2]
-    Q = _eye(d, k, theta).expand(*batch, d, k)
-    cos, sin = torch.cos(theta).unsqueeze(-1), torch.sin(theta).unsqueeze(-1)
-    # Q = G₁(G₂(⋯(G_R E_k))): apply the last round first, each as a left multiplication.
-    for r in reversed(range(theta.shape[-2])):
-        i, j = schedule[r % schedule.shape[0]].unbind(-1)
-        c, s = cos[..., r, :, :], sin[..., r, :, :]
-        rows_i, rows_j = Q[..., i, :], Q[..., j, :]
-        Q = Q.index_copy(-2, i, c * rows_i - s * rows_j).index_copy(-2, j, s * rows_i
-                                                                   + c * rows_j)
-    return Q
+    if theta.requires_grad and torch.is_grad_enabled() and not _functorch(theta):
+        return _Givens.apply(theta, d, k)
+    return _givens_forward(theta, d, k)
+
+
+def _functorch(t: torch.Tensor) -> bool:
+    """Whether ``t`` is wrapped by a torch.func transform (jacfwd, vmap, ...), which the custom
+    backward of :class:`_Givens` does not support: those take the traceable path."""
+    wrapped = getattr(getattr(torch._C, "_functorch", None), "is_functorch_wrapped_tensor", None)
+    return wrapped is None or bool(wrapped(t))  # unknown torch: always the traceable path
+
+
+def _orders(d: int, rounds: int, device: torch.device) -> torch.Tensor:
+    """(min(rounds, R_full), d): round r's row order, its pairs (i₀, j₀, i₁, j₁, …), then the
+    bye (odd d). In this order round r mixes rows 2p and 2p + 1: ⌊d/2⌋ 2×2 products."""
+    schedule = _schedule(d)[:rounds]
+    parts = [schedule.reshape(schedule.shape[0], -1)]
+    if d % 2:
+        total = d * (d - 1) // 2
+        parts.append(total - schedule.sum(dim=(-2, -1)).unsqueeze(-1))
+    return torch.cat(parts, dim=-1).to(device)
+
+
+def _inverse(order: torch.Tensor) -> torch.Tensor:
+    inv = torch.empty_like(order)
+    inv[order] = torch.arange(order.numel(), device=order.device)
+    return inv
+
+
+def _rotations(theta: torch.Tensor) -> torch.Tensor:
+    """(..., R, h, 2, 2): [[cos θ, −sin θ], [sin θ, cos θ]] for every angle."""
+    c, s = torch.cos(theta), torch.sin(theta)
+    return torch.stack([c, -s, s, c], dim=-1).unflatten(-1, (2, 2))
+
+
+def _mix(M: torch.Tensor, Y: torch.Tensor, h: int) -> torch.Tensor:
+    """The 2×2 products M_p (rows 2p, 2p + 1 of Y) for p < h; the bye row (odd d) is kept."""
+    pairs = Y[..., :2 * h, :].unflatten(-2, (h, 2))
+    out = (M @ pairs).flatten(-3, -2)
+    if Y.shape[-2] > 2 * h:
+        out = torch.cat([out, Y[..., 2 * h:, :]], dim=-2)
+    return out
+
+
+def _givens_forward(theta: torch.Tensor, d: int, k: int,
+                    keep: list | None = None) -> torch.Tensor:
+    """Q = G₁(G₂(⋯(G_R E_k))), the last round applied first. The rows are kept in the order of
+    the round being applied (:func:`_orders`), so a round is one gather of the rows (from the
+    previous round's order) and one batched 2×2 product: O(d k) per round. ``keep``: a list
+    that receives each round's output (round R − 1 first), in that round's order."""
+    orders = _orders(d, theta.shape[-2], theta.device)
+    rounds, h = theta.shape[-2], d // 2
+    M = _rotations(theta)
+    Z = _eye(d, k, theta).expand(*theta.shape[:-2], d, k)
+    previous = None  # inverse of the order Z is in; None: natural order
+    for r in reversed(range(rounds)):
+        order = orders[r % orders.shape[0]]
+        Z = _mix(M[..., r, :, :, :], Z.index_select(-2, order if previous is None
+                                                    else previous[order]), h)
+        if keep is not None:
+            keep.append(Z)
+        previous = _inverse(order)
+    return Z.index_select(-2, previous)
+
+
+# Rounds' outputs are kept for the backward while they take at most this many bytes; beyond,
+# the backward recomputes them (inverse rotations), so memory stays O(d k) for any rounds.
+_GIVENS_KEEP_BYTES = 1 << 28
+
+
+class _Givens(torch.autograd.Function):
+    """:func:`givens` with a backward in O(d k) memory for many rounds: the rounds are
+    rotations, so the backward can recover each round's input from its output (the transposed
+    2×2 products) instead of saving R intermediate d×k slabs; it keeps them when they take at
+    most ``_GIVENS_KEEP_BYTES`` (then only the cotangent is carried back). For a pair with
+    outputs (z₀, z₁) and cotangents (g₀, g₁), ∂(z₀, z₁)/∂θ = (−z₁, z₀), so
+    ∂L/∂θ = g₁·z₀ − g₀·z₁."""
+
+    @staticmethod
+    def forward(ctx, theta: torch.Tensor, d: int, k: int) -> torch.Tensor:
+        batch = math.prod(theta.shape[:-2])
+        size = theta.shape[-2] * batch * d * k * theta.element_size()
+        keep = [] if size <= _GIVENS_KEEP_BYTES else None
+        Q = _givens_forward(theta, d, k, keep)
+        ctx.save_for_backward(theta, Q, *(keep or []))
+        ctx.d = d
+        return Q
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, G: torch.Tensor):
+        theta, Q, *kept = ctx.saved_tensors
+        d = ctx.d
+        h, rounds, k = d // 2, theta.shape[-2], Q.shape[-1]
+        orders = _orders(d, theta.shape[-2], theta.device)
+        Mt = _rotations(theta).mT
+        order = orders[0]
+        grad = torch.empty_like(theta)
+        if kept:  # kept[-1] is round 0's output, applied last
+            W = G.expand_as(Q).index_select(-2, order)
+            for r in range(rounds):
+                Z = kept[rounds - 1 - r][..., :2 * h, :].unflatten(-2, (h, 2))
+                outer = W[..., :2 * h, :].unflatten(-2, (h, 2)) @ Z.mT  # g_a · z_b
+                grad[..., r, :] = outer[..., 1, 0] - outer[..., 0, 1]
+                if r == rounds - 1:
+                    break
+                nxt = orders[(r + 1) % orders.shape[0]]
+                W = _mix(Mt[..., r, :, :, :], W, h).index_select(-2, _inverse(order)[nxt])
+                order = nxt
+            return grad, None, None
+        # Outputs and cotangents side by side (…, d, 2k): one gather and one product for both.
+        W = torch.cat([Q, G.expand_as(Q)], dim=-1).index_select(-2, order)
+        for r in range(rounds):  # the first round (r = 0) was applied last
+            pairs = W[..., :2 * h, :].unflatten(-2, (h, 2))
+            outer = pairs[..., k:] @ pairs[..., :k].mT  # (…, h, 2, 2): g_a · z_b
+            grad[..., r, :] = outer[..., 1, 0] - outer[..., 0, 1]
+            if r == rounds - 1:
+                break
+            nxt = orders[(r + 1) % orders.shape[0]]
+            W = _mix(Mt[..., r, :, :, :], W, h).index_select(-2, _inverse(order)[nxt])
+            order = nxt
+        return grad, None, None
 
 
 def _butterfly_levels(d: int, b: int) -> int:

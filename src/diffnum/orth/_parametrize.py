@@ -201,7 +201,9 @@ def _reflections_one(Q: torch.Tensor, r: int) -> torch.Tensor:
         v[j] = x[0] - 1 if float(x[0]) <= 0 else -tail2 / (x[0] + 1)
         v[j + 1:] = x[1:]
         v = v / torch.linalg.vector_norm(v)
-        Y = Y - 2 * torch.outer(v, v @ Y)
+        # v is zero above row j and Y's columns before j are done: update the trailing block
+        # in place (one pass over it instead of three over all of Y).
+        Y[j:, j:].addr_(v[j:], v[j:] @ Y[j:, j:], alpha=-2)
         vectors.append(v)
     extra = r - len(vectors)
     last = torch.zeros(n, dtype=Y.dtype)
