@@ -755,9 +755,10 @@ def _span_finding(hard: dict, moe: dict, spans: list[dict], persistence: dict) -
               if row["relative_l2_mean"] > 1.2 * span["relative_l2_mean"]
               and row["heldout_loss"] < span["final_loss"]]
     if missed:
-        text += (". " + " and ".join(r["method"] for r in missed) + " solve to fields of lower "
-                 "physics loss than the best fit and larger error: within a span, the field "
-                 "the loss prefers is not the one nearest the reference")
+        verb = "solve" if len(missed) > 1 else "solves"
+        text += (". " + " and ".join(r["method"] for r in missed) + f" {verb} to fields of "
+                 "lower physics loss than the best fit and larger error: within a span, the "
+                 "field the loss prefers is not the one nearest the reference")
     return text + "."
 
 
