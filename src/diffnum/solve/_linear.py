@@ -322,8 +322,9 @@ class Pinv:
         >>> import torch
         >>> from diffnum.solve import Pinv, linear_solve
         >>> A = torch.tensor([[1.0, 1.0], [1.0, 1.0]], dtype=torch.float64)  # singular
-        >>> linear_solve(A, torch.tensor([2.0, 2.0], dtype=torch.float64), solver=Pinv()).value
-        tensor([1., 1.], dtype=torch.float64)
+        >>> y = linear_solve(A, torch.tensor([2.0, 2.0], dtype=torch.float64), solver=Pinv()).value
+        >>> y.round(decimals=12).tolist()  # the least-norm of the solutions y₁ + y₂ = 2
+        [1.0, 1.0]
     """
 
     rtol: float | None = None
