@@ -14,6 +14,7 @@ from diffnum.constrain import (
     TrainConfig,
     evaluate,
     particular_solution,
+    problem_digest,
     train,
 )
 from diffnum.pde import Heat1D, uniform_grid
@@ -83,6 +84,35 @@ def test_a_different_configuration_does_not_resume(tmp_path):
     again = train(TrainConfig(method="hard", steps=3, **SMALL), problem, checkpoint=ckpt,
                   resume=True)
     assert again.resumed_from == 0 and len(again.history) == 3
+
+
+def test_a_checkpoint_of_another_problem_does_not_resume(tmp_path, caplog):
+    problem = heat_problem()
+    longer = TrainConfig(method="hard", steps=3, checkpoint_every=1, **SMALL)
+    ckpt = tmp_path / "run.pt"
+    # A checkpoint after 2 of 3 steps on one problem ...
+    train(longer, problem, checkpoint=ckpt, stop_after=2)
+    # ... and resume it on problems that differ in the PDE, the collocated points or the data.
+    others = {
+        "pde": PhysicsProblem(Heat1D(0.2, boundary="dirichlet"), problem.grid,
+                              problem.train_initial, problem.test_initial,
+                              problem.test_solution),
+        "data": PhysicsProblem(problem.pde, problem.grid, 2 * problem.train_initial,
+                               problem.test_initial, problem.test_solution),
+    }
+    for name, other in others.items():
+        assert problem_digest(other) != problem_digest(problem), name
+        again = train(longer, other, checkpoint=ckpt, resume=True, stop_after=1)
+        assert again.resumed_from == 0, name
+        assert "written for another problem" in caplog.text
+        train(longer, problem, checkpoint=ckpt, stop_after=2)  # put the original back
+    # The same problem resumes; so does a checkpoint written before the digest existed.
+    assert train(longer, problem, checkpoint=ckpt, resume=True).resumed_from == 2
+    train(longer, problem, checkpoint=ckpt, stop_after=2)
+    state = torch.load(ckpt, weights_only=True)
+    del state["problem"]
+    torch.save(state, ckpt)
+    assert train(longer, problem, checkpoint=ckpt, resume=True).resumed_from == 2
 
 
 def test_nonfinite_loss_skips_the_step_and_is_counted():

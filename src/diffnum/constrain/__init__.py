@@ -44,6 +44,7 @@ from diffnum.constrain._train import (
     evaluate,
     learning_rate,
     physics_loss,
+    problem_digest,
     train,
 )
 
@@ -66,6 +67,7 @@ __all__ = [
     "particular_solution",
     "partition_domain",
     "physics_loss",
+    "problem_digest",
     "train",
     "unpartition_domain",
 ]

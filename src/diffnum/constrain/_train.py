@@ -531,9 +531,58 @@ def _checkpoint_problem(state: Any, config: TrainConfig) -> str | None:
     return None
 
 
-def _load_checkpoint(path: Path, config: TrainConfig) -> dict[str, Any] | None:
-    """The state saved in ``path`` if it is a readable checkpoint of ``config``; else None,
-    logged with the file's name, and the run starts afresh.
+def problem_digest(problem: PhysicsProblem) -> str:
+    """12 hex digits of SHA-256 over what training sees of ``problem``: the PDE's class and
+    settings (its attributes: numbers, strings, booleans and tensors), the grid, the points
+    where the residual is collocated and the training initial conditions.
+
+    :func:`train` stores it in its checkpoints and resumes only a checkpoint of the same
+    problem, so that a change of discretization (say, the residual collocated at t₀ from one
+    version to the next) starts the run afresh instead of reusing a model trained on another
+    loss. A change inside the PDE's code that alters none of these is not seen.
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.constrain import PhysicsProblem, problem_digest
+        >>> from diffnum.pde import Heat1D, uniform_grid
+        >>> grid = uniform_grid({"x": (0.0, 1.0, 16), "t": (0.0, 0.2, 9)})
+        >>> u0 = torch.zeros(3, 16, dtype=torch.float64)
+        >>> a = PhysicsProblem(Heat1D(0.1, boundary="dirichlet"), grid, u0, u0[:2],
+        ...                    torch.zeros(2, 16, 9))
+        >>> b = PhysicsProblem(Heat1D(0.2, boundary="dirichlet"), grid, u0, u0[:2],
+        ...                    torch.zeros(2, 16, 9))
+        >>> problem_digest(a) == problem_digest(a), problem_digest(a) == problem_digest(b)
+        (True, False)
+    """
+    digest = hashlib.sha256()
+
+    def tensor(t: torch.Tensor) -> None:
+        t = t.detach().cpu().contiguous()
+        digest.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+
+    pde, grid = problem.pde, problem.grid
+    settings = {}
+    for name, value in sorted(vars(pde).items()):
+        if isinstance(value, torch.Tensor):
+            tensor(value)
+        elif isinstance(value, (bool, int, float, str, type(None))):
+            settings[name] = value
+    digest.update(json.dumps([type(pde).__qualname__, settings, list(grid.names),
+                              list(grid.periodic)], sort_keys=True).encode())
+    for coordinate in grid.coordinates:
+        tensor(coordinate)
+    tensor(interior_mask(pde, grid))
+    tensor(problem.train_initial)
+    return digest.hexdigest()[:12]
+
+
+def _load_checkpoint(path: Path, config: TrainConfig, problem: str
+                     ) -> dict[str, Any] | None:
+    """The state saved in ``path`` if it is a readable checkpoint of ``config`` and of the
+    problem with digest ``problem`` (:func:`problem_digest`); else None, logged with the
+    file's name, and the run starts afresh.
 
     ``weights_only=True``: the unpickler rebuilds only tensors and plain containers, so a
     crafted file under ``--out`` cannot run code on ``--resume``. Any failure to read
@@ -547,10 +596,14 @@ def _load_checkpoint(path: Path, config: TrainConfig) -> dict[str, Any] | None:
                        "run afresh (it will be overwritten)", path, type(error).__name__,
                        str(error).splitlines()[0] if str(error) else "")
         return None
-    problem = _checkpoint_problem(state, config)
-    if problem is not None:
+    wrong = _checkpoint_problem(state, config)
+    if wrong is None and state.get("problem", problem) != problem:
+        # (checkpoints written before the digest existed carry none and are accepted)
+        wrong = ("it was written for another problem (the PDE's settings, the grid, the "
+                 "collocated points or the training data differ)")
+    if wrong is not None:
         logger.warning("checkpoint %s is not used: %s; starting this run afresh (it will be "
-                       "overwritten)", path, problem)
+                       "overwritten)", path, wrong)
         return None
     return state
 
@@ -639,7 +692,9 @@ def train(config: TrainConfig, problem: PhysicsProblem, *,
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     sample_gen = torch.Generator().manual_seed(config.seed * 7919 + 2)
     ckpt = Path(checkpoint) if checkpoint is not None else None
-    start, history = _resume(config, model, optimizer, sample_gen, ckpt if resume else None,
+    digest = problem_digest(problem)
+    start, history = _resume(config, digest, model, optimizer, sample_gen,
+                             ckpt if resume else None,
                              distributed, rank)
     metrics_path = Path(metrics) if metrics is not None else None
     if metrics_path is not None and _is_main():
@@ -666,7 +721,8 @@ def train(config: TrainConfig, problem: PhysicsProblem, *,
                 config.checkpoint_every and (step + 1) % config.checkpoint_every == 0)):
             _atomic_save({"config": config.record(), "model": model.state_dict(),
                           "optimizer": optimizer.state_dict(), "step": step + 1,
-                          "sample_generator": sample_gen.get_state(), "history": history}, ckpt)
+                          "sample_generator": sample_gen.get_state(), "history": history,
+                          "problem": digest}, ckpt)
         if stop_after is not None and done >= stop_after:
             break
     if distributed:
@@ -698,11 +754,13 @@ def _check_train_arguments(config: Any, problem: Any, checkpoint: Any, metrics: 
         check_count("stop_after", stop_after, low=0)
 
 
-def _resume(config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
+def _resume(config: TrainConfig, digest: str, model: nn.Module,
+            optimizer: torch.optim.Optimizer,
             sample_gen: torch.Generator, ckpt: Path | None, distributed: bool, rank: int
             ) -> tuple[int, list[dict[str, Any]]]:
     """(first step, history so far), restoring ``ckpt`` into the model, optimizer and sample
-    generator when it holds a run of ``config`` (``ckpt`` None: a fresh run).
+    generator when it holds a run of ``config`` on the problem of ``digest`` (``ckpt`` None:
+    a fresh run).
 
     Rank 0 alone reads the checkpoint and decides: every rank then restores rank 0's state
     (sent over the process group, read back with weights_only=True) or every rank starts
@@ -710,7 +768,7 @@ def _resume(config: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimi
     cannot desynchronize training."""
     state = None
     if ckpt is not None and rank == 0 and ckpt.exists():
-        state = _load_checkpoint(ckpt, config)
+        state = _load_checkpoint(ckpt, config, digest)
         if state is not None and not _restore(state, model, optimizer, sample_gen, ckpt):
             state = None
     if distributed:
