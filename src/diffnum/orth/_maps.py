@@ -421,23 +421,19 @@ class _Givens(torch.autograd.Function):
         Mt = _rotations(theta).mT
         order = orders[0]
         grad = torch.empty_like(theta)
-        if kept:  # kept[-1] is round 0's output, applied last
-            W = G.expand_as(Q).index_select(-2, order)
-            for r in range(rounds):
-                Z = kept[rounds - 1 - r][..., :2 * h, :].unflatten(-2, (h, 2))
-                outer = W[..., :2 * h, :].unflatten(-2, (h, 2)) @ Z.mT  # g_a · z_b
-                grad[..., r, :] = outer[..., 1, 0] - outer[..., 0, 1]
-                if r == rounds - 1:
-                    break
-                nxt = orders[(r + 1) % orders.shape[0]]
-                W = _mix(Mt[..., r, :, :, :], W, h).index_select(-2, _inverse(order)[nxt])
-                order = nxt
-            return grad, None, None
-        # Outputs and cotangents side by side (…, d, 2k): one gather and one product for both.
-        W = torch.cat([Q, G.expand_as(Q)], dim=-1).index_select(-2, order)
+        # With the rounds' outputs kept, only the cotangent is carried back (kept[-1] is round
+        # 0's output, applied last); otherwise outputs and cotangents travel side by side
+        # (…, d, 2k): one gather and one product for both, the outputs recovered by the
+        # inverse rotations.
+        W = (G.expand_as(Q) if kept else torch.cat([Q, G.expand_as(Q)], dim=-1))
+        W = W.index_select(-2, order)
         for r in range(rounds):  # the first round (r = 0) was applied last
             pairs = W[..., :2 * h, :].unflatten(-2, (h, 2))
-            outer = pairs[..., k:] @ pairs[..., :k].mT  # (…, h, 2, 2): g_a · z_b
+            if kept:
+                Z, g = kept[rounds - 1 - r][..., :2 * h, :].unflatten(-2, (h, 2)), pairs
+            else:
+                Z, g = pairs[..., :k], pairs[..., k:]
+            outer = g @ Z.mT  # (…, h, 2, 2): g_a · z_b
             grad[..., r, :] = outer[..., 1, 0] - outer[..., 0, 1]
             if r == rounds - 1:
                 break
