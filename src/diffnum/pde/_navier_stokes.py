@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -410,19 +411,8 @@ def solve_navier_stokes_2d(
         >>> traj.vorticity.shape  # (batch, saved times, n, n)
         torch.Size([1, 3, 16, 16])
     """
-    real_floating_dtype("initial", initial)
-    check_finite("initial", initial)
-    if initial.ndim < 2 or initial.shape[-1] != initial.shape[-2] or initial.shape[-1] < 4:
-        raise ValueError(f"initial must have shape (..., n, n) with n >= 4, got "
-                         f"{tuple(initial.shape)}")
-    length = check_positive("length", length)
-    nu = check_positive("viscosity", viscosity)
-    dt = check_positive("dt", dt)
-    check_count("steps", steps, low=0)
-    check_count("save_every", save_every)
-    check_bool("truncate_product", truncate_product)
-    if forcing is not None and not callable(forcing):
-        _forcing_field(forcing, initial)
+    length, nu, dt = _check_solver_arguments(initial, length, viscosity, dt, steps, save_every,
+                                             forcing, truncate_product)
     n = initial.shape[-1]
     dtype, device = initial.dtype, initial.device
     if initial.numel() == 0:  # an empty batch: an empty trajectory (FFT libraries reject it)
@@ -436,9 +426,8 @@ def solve_navier_stokes_2d(
     keep = _dealias_mask(n, n, length, dtype, device)  # |k| <= n // 3 (units of 2π/L): 2/3 rule
     k2_safe = k2.clone()
     k2_safe[0, 0] = 1.0
-    implicit = 1 + 0.5 * nu * dt * k2
+    implicit = 1 + 0.5 * nu * dt * k2  # Crank–Nicolson for ν Δω
     explicit = 1 - 0.5 * nu * dt * k2
-
     h = length / n
     cfl = [0.0]
 
@@ -487,6 +476,26 @@ def solve_navier_stokes_2d(
         times=torch.tensor(times, dtype=dtype, device=device),
         cfl=cfl[0],
     )
+
+
+def _check_solver_arguments(initial: Any, length: Any, viscosity: Any, dt: Any, steps: Any,
+                            save_every: Any, forcing: Any, truncate_product: Any
+                            ) -> tuple[float, float, float]:
+    """The arguments of :func:`solve_navier_stokes_2d`, named when wrong; (L, ν, dt)."""
+    real_floating_dtype("initial", initial)
+    check_finite("initial", initial)
+    if initial.ndim < 2 or initial.shape[-1] != initial.shape[-2] or initial.shape[-1] < 4:
+        raise ValueError(f"initial must have shape (..., n, n) with n >= 4, got "
+                         f"{tuple(initial.shape)}")
+    length = check_positive("length", length)
+    nu = check_positive("viscosity", viscosity)
+    dt = check_positive("dt", dt)
+    check_count("steps", steps, low=0)
+    check_count("save_every", save_every)
+    check_bool("truncate_product", truncate_product)
+    if forcing is not None and not callable(forcing):
+        _forcing_field(forcing, initial)
+    return length, nu, dt
 
 
 def _forcing_field(f: object, initial: torch.Tensor) -> torch.Tensor:
