@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -322,6 +323,57 @@ def choose_conv_method(
     return min(costs, key=costs.get)
 
 
+def _check_kernel_arguments(input: torch.Tensor, kernel: torch.Tensor,
+                            bias: torch.Tensor | None, method: str, padding_mode: str) -> int:
+    """The tensors and choices of :func:`convolve`, named when wrong; the spatial ndim."""
+    check_one_of("method", method, CONV_METHODS)
+    check_one_of("padding_mode", padding_mode, PADDING_MODES)
+    real_floating_dtype("input", input, low_precision=True)
+    real_floating_dtype("kernel", kernel, low_precision=True)
+    check_same_dtype_device({"input": input, "kernel": kernel, "bias": bias})
+    ndim = kernel.ndim - 2
+    if ndim not in (1, 2, 3):
+        raise ValueError(f"kernel must have shape (C_out, C_in/groups, *k) with 1 to 3 spatial "
+                         f"dims, got {tuple(kernel.shape)}")
+    if bias is not None and tuple(bias.shape) != (kernel.shape[0],):
+        raise ValueError(f"bias must have shape (C_out,) = ({kernel.shape[0]},), "
+                         f"got {tuple(bias.shape)}")
+    return ndim
+
+
+def _checked_support(support: Any, kernel: torch.Tensor, method: str) -> torch.Tensor | None:
+    """The support mask of :func:`convolve`, checked; for ``method="shift"`` without one, the
+    offsets where a constant kernel is non-zero."""
+    if support is not None:
+        if not isinstance(support, torch.Tensor) or support.dtype != torch.bool:
+            raise TypeError(f"support must be a boolean tensor, got "
+                            f"{getattr(support, 'dtype', type(support).__name__)}")
+        if tuple(support.shape) != tuple(kernel.shape[2:]):
+            raise ValueError(f"support must have the kernel's spatial shape "
+                             f"{tuple(kernel.shape[2:])}, got {tuple(support.shape)}")
+    if method == "shift" and support is None:
+        if kernel.requires_grad:
+            raise ValueError("method='shift' on a kernel that requires grad needs a support "
+                             "mask (offsets with non-zero value or derivative)")
+        support = (kernel != 0).flatten(0, 1).any(0)
+    return support
+
+
+def _run_conv(method: str, x: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor | None,
+              stride: tuple[int, ...], padding: tuple[int, ...], dilation: tuple[int, ...],
+              groups: int, support: torch.Tensor | None) -> torch.Tensor:
+    """The chosen path on the padded input."""
+    if method == "fft" and x.dtype in (torch.bfloat16, torch.float16):
+        # torch.fft has no bfloat16 (and CPU no float16): transform in float32.
+        return fft_conv(x.float(), kernel.float(), None if bias is None else bias.float(),
+                        stride, padding, dilation, groups).to(x.dtype)
+    if method == "fft":
+        return fft_conv(x, kernel, bias, stride, padding, dilation, groups)
+    if method == "shift":
+        return shift_conv(x, kernel, bias, stride, padding, dilation, groups, support)
+    return dense_conv(x, kernel, bias, stride, padding, dilation, groups)
+
+
 def convolve(
     input: torch.Tensor,
     kernel: torch.Tensor,
@@ -354,18 +406,7 @@ def convolve(
         >>> torch.allclose(di.convolve(x, kernel, layer.bias, padding=3), layer(x), atol=1e-6)
         True
     """
-    check_one_of("method", method, CONV_METHODS)
-    check_one_of("padding_mode", padding_mode, PADDING_MODES)
-    real_floating_dtype("input", input, low_precision=True)
-    real_floating_dtype("kernel", kernel, low_precision=True)
-    check_same_dtype_device({"input": input, "kernel": kernel, "bias": bias})
-    ndim = kernel.ndim - 2
-    if ndim not in (1, 2, 3):
-        raise ValueError(f"kernel must have shape (C_out, C_in/groups, *k) with 1 to 3 spatial "
-                         f"dims, got {tuple(kernel.shape)}")
-    if bias is not None and tuple(bias.shape) != (kernel.shape[0],):
-        raise ValueError(f"bias must have shape (C_out,) = ({kernel.shape[0]},), "
-                         f"got {tuple(bias.shape)}")
+    ndim = _check_kernel_arguments(input, kernel, bias, method, padding_mode)
     stride_t = normalize_size("stride", stride, ndim)
     dilation_t = normalize_size("dilation", dilation, ndim)
     check_count("groups", groups, high=MAX_SIZE)
@@ -385,18 +426,7 @@ def convolve(
     check_finite("kernel", kernel)
     if bias is not None:
         check_finite("bias", bias)
-    if support is not None:
-        if not isinstance(support, torch.Tensor) or support.dtype != torch.bool:
-            raise TypeError(f"support must be a boolean tensor, got "
-                            f"{getattr(support, 'dtype', type(support).__name__)}")
-        if tuple(support.shape) != tuple(kernel.shape[2:]):
-            raise ValueError(f"support must have the kernel's spatial shape "
-                             f"{tuple(kernel.shape[2:])}, got {tuple(support.shape)}")
-    if method == "shift" and support is None:
-        if kernel.requires_grad:
-            raise ValueError("method='shift' on a kernel that requires grad needs a support "
-                             "mask (offsets with non-zero value or derivative)")
-        support = (kernel != 0).flatten(0, 1).any(0)
+    support = _checked_support(support, kernel, method)
     pads = conv_padding(padding, kernel.shape[2:], dilation_t, stride_t)
     check_padded_size(input.shape[2:], pads, padding_mode, kernel.shape[2:], dilation_t)
     x, sym = pad_input(input, pads, padding_mode)
@@ -410,16 +440,7 @@ def convolve(
         method = choose_conv_method([*map(int, x.shape[:2]), *padded],
                                     [*map(int, kernel.shape)], groups, stride_t,
                                     dilation_t, active)
-    if method == "fft" and x.dtype in (torch.bfloat16, torch.float16):
-        # torch.fft has no bfloat16 (and CPU no float16): transform in float32.
-        out = fft_conv(x.float(), kernel.float(), None if bias is None else bias.float(),
-                       stride_t, sym, dilation_t, groups).to(x.dtype)
-    elif method == "fft":
-        out = fft_conv(x, kernel, bias, stride_t, sym, dilation_t, groups)
-    elif method == "shift":
-        out = shift_conv(x, kernel, bias, stride_t, sym, dilation_t, groups, support)
-    else:
-        out = dense_conv(x, kernel, bias, stride_t, sym, dilation_t, groups)
+    out = _run_conv(method, x, kernel, bias, stride_t, sym, dilation_t, groups, support)
     if out.ndim in (4, 5):  # channels_last in, channels_last out, as nn.Conv2d/3d
         fmt = torch.channels_last if out.ndim == 4 else torch.channels_last_3d
         if input.is_contiguous(memory_format=fmt) and not input.is_contiguous():
