@@ -545,7 +545,24 @@ def _findings(label: str, rows: list[dict], reference_loss: float, baselines: li
               swaps: list[dict], scaling: dict[str, Any] | None) -> list[str]:
     """What the numbers say about the paper's claims, sentence by sentence."""
     soft, hard, moe = rows[:3]
-    out = []
+    out = [_loss_finding(rows, reference_loss, baselines)]
+    worst_start = max(hard["relative_l2_initial"], moe["relative_l2_initial"])
+    out.append(f"With the conditions eliminated, the hard-constrained predictions meet the "
+               f"reference at t = 0 to a relative {worst_start:.1e} (PI-SC: "
+               f"{soft['relative_l2_initial']:.1e}).")
+    out += _interface_finding(moe)
+    particular = next((b for b in baselines if b["method"].startswith("particular")), None)
+    if particular is not None:
+        own = next((r for r in rows[3:] if r["config"] == "moe"), None)
+        out.append(_particular_finding(particular, hard, moe, own))
+    out.append(_amplitude_finding(rows[:3], _row(baselines, "persistence")))
+    out.append(_swap_finding(hard, moe, swaps))
+    out.append(_span_finding(hard, moe, swaps[2:], _row(baselines, "persistence")))
+    return out + _variant_findings(rows) + _time_findings(hard, moe, scaling)
+
+
+def _loss_finding(rows: list[dict], reference_loss: float, baselines: list[dict]) -> str:
+    """The reference's own physics loss against the methods' and the loss minimizer's."""
     lowest = min(r["heldout_loss"] for r in rows[:3])
     minimizer = next((b for b in baselines if b["method"].startswith("loss minimizer")), None)
     if reference_loss > lowest:
@@ -561,7 +578,7 @@ def _findings(label: str, rows: list[dict], reference_loss: float, baselines: li
                      "time levels, and a method's loss below it says nothing by itself.")
         else:
             text += "; " + _rankings(rows[:3])
-        out.append(text)
+        return text
     else:
         text = (f"The reference solution's physics loss on this grid is {reference_loss:.3g}, "
                 f"below every method's held-out physics loss (lowest {lowest:.3g})")
@@ -573,11 +590,12 @@ def _findings(label: str, rows: list[dict], reference_loss: float, baselines: li
         else:
             text += (f", {lowest / reference_loss:.3g}× the reference's; "
                      + _rankings(rows[:3]))
-        out.append(text)
-    worst_start = max(hard["relative_l2_initial"], moe["relative_l2_initial"])
-    out.append(f"With the conditions eliminated, the hard-constrained predictions meet the "
-               f"reference at t = 0 to a relative {worst_start:.1e} (PI-SC: "
-               f"{soft['relative_l2_initial']:.1e}).")
+        return text
+
+
+def _interface_finding(moe: dict) -> list[str]:
+    """Whether the mixture's loss concentrates next to block interfaces."""
+    out: list[str] = []
     if moe.get("interface_share") is not None:
         loss_share, point_share = moe["interface_share"]
         if loss_share > 1.5 * point_share:
@@ -592,13 +610,13 @@ def _findings(label: str, rows: list[dict], reference_loss: float, baselines: li
                 f"The mixture's PDE loss is not concentrated at block interfaces "
                 f"({100 * loss_share:.0f} % of it at the {100 * point_share:.0f} % of points "
                 "next to one).")
-    particular = next((b for b in baselines if b["method"].startswith("particular")), None)
-    if particular is not None:
-        own = next((r for r in rows[3:] if r["config"] == "moe"), None)
-        out.append(_particular_finding(particular, hard, moe, own))
-    out.append(_amplitude_finding(rows[:3], _row(baselines, "persistence")))
-    out.append(_swap_finding(hard, moe, swaps))
-    out.append(_span_finding(hard, moe, swaps[2:], _row(baselines, "persistence")))
+    return out
+
+
+def _variant_findings(rows: list[dict]) -> list[str]:
+    """The mixture trained on its experts' own residuals, and PI-SC given u_p."""
+    soft, hard, moe = rows[:3]
+    out = []
     for variant in (r for r in rows[3:] if r["config"] == "moe"):
         better = variant["relative_l2_mean"] < moe["relative_l2_mean"]
         out.append(
@@ -617,6 +635,12 @@ def _findings(label: str, rows: list[dict], reference_loss: float, baselines: li
             + ("the hard constraint still does better than the prior alone gives a soft one."
                if hard["relative_l2_mean"] < lifted["relative_l2_mean"] else
                "with the prior, the soft constraint does as well or better."))
+    return out
+
+
+def _time_findings(hard: dict, moe: dict, scaling: dict[str, Any] | None) -> list[str]:
+    """LM iterations and step times, time vs M and its projection to one device per expert."""
+    out = []
     if hard["solver_steps_mean"] and moe["solver_steps_mean"]:
         out.append(
             f"Per solve the MoE took {moe['solver_steps_mean']:.1f} LM iterations against "
