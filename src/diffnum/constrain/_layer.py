@@ -730,9 +730,11 @@ def _expert_rows(layer: HardConstraint, pde, flat_basis: torch.Tensor, grid: Gri
     names = tuple(pde.terms)
     T = torch.stack([terms[n].gather(1, flat_rows.unsqueeze(-1).expand(-1, -1, N))
                      for n in names], dim=1)
-    T = T.unflatten(2, (stop - start, M_k)).transpose(1, 2)
+    # Contiguous once here: every evaluation of the fields multiplies T, and a transposed T
+    # would be copied by each of those products.
+    T = T.unflatten(2, (stop - start, M_k)).transpose(1, 2).contiguous()
     p = torch.stack([particular[n].gather(1, flat_rows) for n in names], dim=1)
-    p = p.unflatten(2, (stop - start, M_k)).transpose(1, 2)
+    p = p.unflatten(2, (stop - start, M_k)).transpose(1, 2).contiguous()
     if layer.constraints == "eliminate":
         C = flat_basis.new_zeros(b, stop - start, 0, N)
         c = flat_basis.new_zeros(b, stop - start, 0)
