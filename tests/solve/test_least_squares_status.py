@@ -46,3 +46,32 @@ def test_a_nonzero_residual_minimum_converges_on_the_gradient_test():
     r = torch.tanh(y @ B.mT) - rhs
     (g,) = torch.autograd.grad(0.5 * r.square().sum(), y)
     assert float(g.abs().max()) <= 1e-8 * float(r.norm())
+
+
+def _kink(y):
+    """r = (y − 2, 2 √(max(y − 1, 0) + 1e-6)): ½‖r‖² has its minimum on the kink at y = 1
+    (slope −1 on the left, +1 on the right), where it is not differentiable."""
+    return torch.stack([y[..., 0] - 2, 2 * torch.sqrt((y[..., 0] - 1).clamp(min=0) + 1e-6)], -1)
+
+
+@pytest.mark.parametrize("start", [0.0, 0.9, 1.5, 3.0])
+def test_a_minimum_on_a_kink_is_reported_diverged_instead_of_crawling(start):
+    # Measured before the stall test: MAX_STEPS after all 200 steps, y within 5e-15 of 1.
+    out = least_squares(_kink, torch.full((1, 1), start, dtype=DT), max_steps=200)
+    assert out.status.tolist() == [int(Status.DIVERGED)]
+    assert int(out.steps) < 50  # measured 10–32
+    assert abs(float(out.value) - 1.0) < 1e-6  # it got to the kink before stopping
+    assert "kink" in out.describe()
+
+
+def test_a_stalled_element_costs_the_others_nothing():
+    def fn(y):  # element 0 on the kink, element 1 a smooth nonlinear fit
+        smooth = torch.stack([torch.tanh(y[..., 0]) - 0.5, y[..., 0] - 0.6], -1)
+        return torch.where(torch.tensor([[True], [False]]), _kink(y), smooth)
+
+    out = least_squares(fn, torch.tensor([[3.0], [0.0]], dtype=DT), max_steps=200)
+    alone = least_squares(lambda y: torch.stack([torch.tanh(y[..., 0]) - 0.5, y[..., 0] - 0.6],
+                                                -1), torch.tensor([[0.0]], dtype=DT))
+    assert out.status.tolist() == [int(Status.DIVERGED), int(Status.CONVERGED)]
+    assert torch.equal(out.value[1], alone.value[0])
+    assert int(out.steps[1]) == int(alone.steps[0])

@@ -23,8 +23,9 @@ class Status(enum.IntEnum):
     - ``MAX_STEPS``: the step budget (``max_steps``, or a fixed ``steps``) ran out before
       the tolerance was met.
     - ``DIVERGED``: the solver can make no further progress (Levenberg–Marquardt damping
-      exceeded its bound, a line search failed, a singular linear system, or the iterate grew
-      without bound).
+      exceeded its bound or its steps keep failing without measurable progress — a kink or
+      cusp of the residual, or the rounding floor —, a line search failed, a singular linear
+      system, or the iterate grew without bound).
     - ``NONFINITE``: a residual, Jacobian, iterate or result became NaN or ±inf.
     - ``ILL_CONDITIONED``: the input is too ill-conditioned (or rank deficient) for the
       result to be determined to working precision: κ(A)·eps ≥ 1 for an inverse square root,
@@ -56,7 +57,8 @@ class Status(enum.IntEnum):
 _MESSAGES = {
     Status.CONVERGED: "met every test",
     Status.MAX_STEPS: "used up its steps (max_steps or steps) without meeting the tolerance",
-    Status.DIVERGED: "diverged (no step reduced the residual, or a singular system)",
+    Status.DIVERGED: ("diverged (no step reduced the residual measurably — a kink, a cusp or "
+                      "the rounding floor — or a singular system)"),
     Status.NONFINITE: "produced non-finite values",
     Status.ILL_CONDITIONED: ("the input is too ill-conditioned or rank deficient for the "
                              "result to hold to working precision"),

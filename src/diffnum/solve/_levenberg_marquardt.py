@@ -33,6 +33,14 @@ _ACCEPT_RATIO = 1e-4
 # Damping beyond this (relative to the scaling D) means no step of any length reduces the
 # residual: the element is reported DIVERGED instead of spinning until max_steps.
 _MAX_DAMPING = 1e16
+# An element that refuses this many steps without making progress in between — no step
+# lowered ½‖r‖² by more than √rtol of it, moved y by more than √rtol of it, or halved the
+# smallest gradient cosine it had reached — sits where ½‖r‖² is not differentiable (a kink or
+# cusp of r, where the linear model keeps promising a decrease that no step delivers) or at the
+# rounding floor. It is reported DIVERGED instead of crawling until max_steps. (A smooth
+# iteration converging linearly takes steps this small too, but its gradient keeps falling; a
+# heavily damped start takes tiny steps too, but they are accepted.)
+_STALL_STEPS = 5
 # Beyond 2^±400 (about 1e±120) squares of residuals and Jacobian entries leave the range.
 _RANGE_EXPONENT = 400
 
@@ -169,6 +177,8 @@ class LeastSquaresState:
     gives; the normal ``equations``. ``fresh``: the equations changed since the last step (the
     finiteness test and D are redone then, and at every step once an element is non-finite,
     ``all_finite`` False). ``finite``: elements whose numbers are all finite so far.
+    ``idle``: refused steps since the last progress, ``best_cosine`` the smallest gradient
+    cosine reached (see ``_STALL_STEPS``).
     """
 
     y: torch.Tensor
@@ -182,6 +192,8 @@ class LeastSquaresState:
     scale: torch.Tensor | None
     equations: NormalEquations | GramEquations
     finite: torch.Tensor
+    idle: torch.Tensor
+    best_cosine: torch.Tensor
     fresh: bool
     all_finite: bool
     function_evaluations: int
@@ -282,7 +294,10 @@ class _NormalEquationSolver:
             D=torch.zeros((*batch, n), dtype=dtype, device=device),
             scale=None if self._marquardt() else torch.ones((*batch, n), dtype=dtype,
                                                             device=device),
-            equations=equations, finite=finite, fresh=True, all_finite=True,
+            equations=equations, finite=finite,
+            idle=torch.zeros(batch, dtype=torch.int64, device=device),
+            best_cosine=torch.full(batch, torch.inf, dtype=dtype, device=device), fresh=True,
+            all_finite=True,
             function_evaluations=1, jacobian_evaluations=1, frame=frame)
 
     def terminate(self, state: LeastSquaresState) -> tuple[torch.Tensor, torch.Tensor]:
@@ -323,8 +338,11 @@ class _NormalEquationSolver:
         actual = fd - ftd
         finite_try = torch.isfinite(ftd)
         accept, decision = self._accept(moving, finite_try, fd, pd, actual)
+        cosine = self._gradient_cosine(s, fd)
+        gradient_small = (cosine <= frame.rtol) | (
+            s.equations.g.detach().abs().amax(-1) <= frame.rtol * frame.g_start)
         converged = active & (
-            (accept & self._small_step(s, delta, y_try, actual, ftd, fd))
+            (accept & gradient_small & self._small_step(s, delta, y_try, actual, ftd))
             | (torch.where(accept, ftd, fd) <= frame.exact_fit))
         y = batch_where(accept, y_try, s.y)
         # Elements that did not accept a step either finished (δ = 0, so r_try = r) or were
@@ -335,6 +353,9 @@ class _NormalEquationSolver:
         s.y, s.f = y, torch.where(accept, f_try, s.f)
         s.lam, s.nu = self._damp(s.lam, s.nu, accept, refused, decision)
         stuck, nonfinite = self._failed(active, converged, solved, finite_try, s.lam)
+        s.idle, s.best_cosine = self._idle(s, active & ~converged & ~gradient_small, accept,
+                                           actual, fd, delta, cosine)
+        stuck = stuck | (s.idle >= _STALL_STEPS)
         codes = frame.codes
         status = torch.where(converged, codes[Status.CONVERGED], s.status)
         status = torch.where(stuck, codes[Status.DIVERGED], status)
@@ -391,23 +412,45 @@ class _NormalEquationSolver:
             f_try = torch.where(ok_try, f_try, torch.full((), torch.nan, dtype=f_try.dtype))
         return r_try, J_try, f_try, (1, jevals)
 
+    @staticmethod
+    def _idle(s: LeastSquaresState, running: torch.Tensor, accept: torch.Tensor,
+              actual: torch.Tensor, fd: torch.Tensor, delta: torch.Tensor,
+              cosine: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(``idle``, ``best_cosine``) after this step. ``idle`` counts the refused steps of a
+        running element since it last made progress — lowered ½‖r‖² by more than √rtol of it,
+        tried a step longer than atol + √rtol·‖y‖, or halved its smallest gradient cosine.
+        Accepted steps without progress leave the count as it is: a heavily damped start
+        takes many tiny accepted steps while the damping falls, and is not stuck."""
+        root, atol = s.frame.rtol**0.5, s.frame.atol
+        lowered = accept & (actual > root * fd)
+        moved = torch.linalg.vector_norm(delta.detach(), dim=-1) > (
+            atol + root * torch.linalg.vector_norm(s.y.detach(), dim=-1))
+        progress = ~running | lowered | moved | (cosine < 0.5 * s.best_cosine)
+        idle = torch.where(progress, 0, s.idle + (~accept).long())
+        return idle, torch.minimum(s.best_cosine, cosine)
+
+    @staticmethod
+    def _gradient_cosine(s: LeastSquaresState, fd: torch.Tensor) -> torch.Tensor:
+        """MINPACK's scale-free gradient measure at y: max_j |J_jᵀ r| / (‖J_j‖ ‖r‖) (0 where
+        a column or r vanishes)."""
+        eqs = s.equations
+        cosine = (eqs.g.detach().abs() * s.frame.inv_S) / (
+            eqs.colsq.detach().sqrt() * torch.sqrt(2 * fd).unsqueeze(-1))
+        return torch.nan_to_num(cosine, nan=0.0).amax(-1)
+
     def _small_step(self, s: LeastSquaresState, delta: torch.Tensor, y_try: torch.Tensor,
-                    actual: torch.Tensor, ftd: torch.Tensor, fd: torch.Tensor
-                    ) -> torch.Tensor:
-        """The termination test of an accepted step. A small step and a small change of cost
-        are not enough (a heavily damped step barely moves): the gradient must vanish too, in
-        MINPACK's scale-free form — the cosine between r and every column of J at most rtol
-        (or ‖Jᵀr‖∞ <= rtol·‖Jᵀr₀‖∞, which a zero-residual problem meets at rounding)."""
-        frame, eqs = s.frame, s.equations
+                    actual: torch.Tensor, ftd: torch.Tensor) -> torch.Tensor:
+        """The step and cost half of the termination test of an accepted step. They are not
+        enough alone (a heavily damped step barely moves): ``step`` also asks the gradient to
+        vanish, in MINPACK's scale-free form — the cosine between r and every column of J at
+        most rtol (or ‖Jᵀr‖∞ <= rtol·‖Jᵀr₀‖∞, which a zero-residual problem meets at
+        rounding)."""
+        frame = s.frame
         rtol, atol = frame.rtol, frame.atol
         step_small = torch.linalg.vector_norm(delta.detach(), dim=-1) <= (
             atol + rtol * torch.linalg.vector_norm(y_try.detach(), dim=-1))
         cost_small = actual.abs() <= rtol * ftd + 0.5 * (atol / frame.S) ** 2
-        cosine = (eqs.g.detach().abs() * frame.inv_S) / (
-            eqs.colsq.detach().sqrt() * torch.sqrt(2 * fd).unsqueeze(-1))
-        gradient_small = (torch.nan_to_num(cosine, nan=0.0).amax(-1) <= rtol) | (
-            eqs.g.detach().abs().amax(-1) <= rtol * frame.g_start)
-        return step_small & cost_small & gradient_small
+        return step_small & cost_small
 
     def _relinearize(self, s: LeastSquaresState, accept: torch.Tensor, refused: torch.Tensor,
                      rejected: bool, J_try: torch.Tensor | None) -> None:
@@ -466,9 +509,13 @@ class LevenbergMarquardt(_NormalEquationSolver):
     test ``max_j |J_jᵀ r| / (‖J_j‖ ‖r‖) <= rtol`` (MINPACK's gradient cosine: a heavily damped
     step that barely moves is not convergence; or ‖Jᵀr‖∞ <= rtol·‖Jᵀr₀‖∞, which a
     zero-residual problem meets at the rounding floor), or when ``‖r‖ <= atol + rtol·‖r₀‖``
-    (an exact fit, relative to the starting residual). Costs are computed as ½‖r/S‖²,
-    S = max|r₀| per element, and residuals beyond 2^±400 are divided by an exact power of two,
-    so residuals of any magnitude neither overflow nor underflow.
+    (an exact fit, relative to the starting residual). An element whose steps keep being
+    refused without measurable progress (5 refusals with no step lowering ½‖r‖² or moving y
+    by more than √rtol of them and no halving of the gradient cosine in between) is reported
+    ``DIVERGED``: it sits on a kink or cusp of r, where ½‖r‖² is not differentiable, or at
+    the rounding floor, and would otherwise crawl until ``max_steps``. Costs are computed as
+    ½‖r/S‖², S = max|r₀| per element, and residuals beyond 2^±400 are divided by an exact
+    power of two, so residuals of any magnitude neither overflow nor underflow.
 
     A solver object of the driver (``init``, ``step``, ``terminate``, ``postprocess``; see
     :mod:`diffnum.solve`): ``least_squares`` runs it, and the state it iterates is a
