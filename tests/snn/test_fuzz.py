@@ -67,6 +67,12 @@ def _delayed_conv(**kw):
                              args.pop("kernel_size"), args.pop("max_delay"), **args)
 
 
+def _recurrent(**kw):
+    args = dict(num_neurons=3, max_delay=5)
+    args.update(kw)
+    return snn.DelayedRecurrentLIF(args.pop("num_neurons"), args.pop("max_delay"), **args)
+
+
 def _coincidence(**kw):
     args = dict(n_samples=4, n_channels=3, n_classes=2, length=12, max_delay=5)
     args.update(kw)
@@ -213,6 +219,36 @@ def _cases() -> list[Case]:
                   ok=finite((0, 2, 4, 4, 6))))
     c.append(Case("nonfinite", "DelayedConv2d.set_delays(delays=·)",
                   lambda v: _delayed_conv().set_delays(torch.full((2, 2, 3, 3), v)),
+                  [NAN, INF, -1.0, 5.0], ("delays",)))
+    # DelayedRecurrentLIF
+    for arg in ("num_neurons", "max_delay"):
+        c.append(bad_count(f"DelayedRecurrentLIF({arg}=·)", lambda v, a=arg: _recurrent(**{a: v}),
+                           (arg,)))
+    c.append(Case("count", "DelayedRecurrentLIF(max_delay=even)",
+                  lambda v: _recurrent(max_delay=v), [4], ("max_delay",)))
+    c.append(Case("float", "DelayedRecurrentLIF(sigma=·)", lambda v: _recurrent(sigma=v),
+                  [NAN, INF, -1.0, 0.1, True, "1"], ("sigma",)))
+    c.append(Case("float", "DelayedRecurrentLIF(beta=·)", lambda v: _recurrent(beta=v),
+                  BAD_OPEN_UNIT, ("beta",), BAD_UNIT_X))
+    for arg, bad in (("version", ["max", "nope"]), ("reset", ["nope"]),
+                     ("surrogate", ["nope"]), ("dtype", [torch.int64, torch.bfloat16])):
+        c.append(Case("other", f"DelayedRecurrentLIF({arg}=·)",
+                      lambda v, a=arg: _recurrent(**{a: v}), bad, (arg,)))
+    c.append(nonfinite("DelayedRecurrentLIF.forward(current=·)",
+                       lambda v: _recurrent()(inject(_current(2, 3, 8), v)), ("current",)))
+    c.append(Case("dtype", "DelayedRecurrentLIF.forward(current=·)", lambda v: _recurrent()(v),
+                  [_current(2, 3, 8, dtype=F64), torch.ones(2, 3, 8, dtype=torch.int64),
+                   [[0.0]]], ("current",)))
+    c.append(Case("other", "DelayedRecurrentLIF.forward(current with wrong neurons)",
+                  lambda v: _recurrent()(_current(2, v, 8)), [2, 4], ("current",)))
+    c.append(Case("empty", "DelayedRecurrentLIF.forward(current with T = 0)",
+                  lambda v: _recurrent()(torch.ones(2, 3, v)), [0], ("current",),
+                  ok=finite((2, 3, 0))))
+    c.append(Case("empty", "DelayedRecurrentLIF.forward(current with batch = 0)",
+                  lambda v: _recurrent()(torch.ones(v, 3, 8)), [0], ("current",),
+                  ok=finite((0, 3, 8))))
+    c.append(Case("nonfinite", "DelayedRecurrentLIF.set_delays(delays=·)",
+                  lambda v: _recurrent().set_delays(torch.full((3, 3), v)),
                   [NAN, INF, -1.0, 5.0], ("delays",)))
     # Readout / readout_logits
     for arg in ("in_features", "out_features"):

@@ -17,6 +17,11 @@ Map of the pillar:
   ``(batch, channels, *space, time)``: a causal :class:`~diffnum.interp.Dcls2_1d` /
   :class:`~diffnum.interp.Dcls3_1d` (dense over space, one tap over time);
   :class:`DelayedConvStream` (``layer.stream()``) runs it one step at a time.
+- :class:`DelayedRecurrentLIF` — LIF neurons with learnable delays on their recurrent
+  synapses, I_i[t] = X_i[t] + Σ_j v_ij S_j[t − 1 − e_ij] (at least one step: causal); the
+  recurrent kernel is a one-tap :class:`~diffnum.interp.Dcls1d` as in
+  :class:`DelayedLinear` (same versions, σ annealing, rounding), the time loop a ring of
+  the input due over the next ``max_delay`` steps.
 - :class:`Readout` and :func:`readout_logits` — potentials to logits (time sum / mean / max).
 - :func:`delayed_coincidence` — synthetic spike trains whose class is set by inter-channel
   delays only.
@@ -37,6 +42,7 @@ from diffnum.snn._delays import (
     readout_logits,
 )
 from diffnum.snn._neurons import LIF, leaky_integrate, lif, spike
+from diffnum.snn._recurrent import DelayedRecurrentLIF
 
 __all__ = [
     "LIF",
@@ -45,6 +51,7 @@ __all__ = [
     "DelayedConv2d",
     "DelayedConvStream",
     "DelayedLinear",
+    "DelayedRecurrentLIF",
     "Readout",
     "delayed_coincidence",
     "leaky_integrate",

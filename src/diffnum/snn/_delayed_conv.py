@@ -13,10 +13,15 @@ from diffnum._core.validation import (
     check_one_of,
     real_floating_dtype,
 )
-from diffnum.interp import Dcls2_1d, Dcls3_1d, set_sigma
+from diffnum.interp import Dcls2_1d, Dcls3_1d
 from diffnum.interp._construct import normalize_size
 from diffnum.interp._conv import PADDING_MODES, check_padded_size, conv_padding
-from diffnum.snn._delays import check_delay_arguments, set_delay_positions
+from diffnum.snn._delays import (
+    check_delay_arguments,
+    delay_values,
+    one_tap_dcls,
+    set_delay_positions,
+)
 
 _CONV = {2: F.conv2d, 3: F.conv3d}
 
@@ -53,14 +58,11 @@ class _DelayedConvNd(nn.Module):
             raise TypeError(f"dtype must be None, torch.float32 or torch.float64, got {dtype}")
         self.padding_mode = padding_mode
         self.max_delay = max_delay
-        self.conv = self._dcls(in_channels, out_channels, 1, stride=(*self.stride, 1),
-                               padding=0, dense_kernel_size=self.kernel_size,
-                               dilated_kernel_size=max_delay, groups=groups, bias=bias,
-                               version=version, dilation=(*self.dilation, 1),
-                               conv_method=conv_method, position_init="uniform",
-                               device=device, dtype=dtype)  # delays uniform over the range
-        if version == "gauss":
-            set_sigma(self, sigma if sigma is not None else max_delay / 2, learnable=False)
+        self.conv = one_tap_dcls(self._dcls, in_channels, out_channels, max_delay, version,
+                                 sigma, stride=(*self.stride, 1), padding=0,
+                                 dense_kernel_size=self.kernel_size, groups=groups, bias=bias,
+                                 dilation=(*self.dilation, 1), conv_method=conv_method,
+                                 device=device, dtype=dtype)
 
     @property
     def in_channels(self) -> int:
@@ -90,8 +92,7 @@ class _DelayedConvNd(nn.Module):
     def delays(self) -> torch.Tensor:
         """Current (real) delays d = s − 1 − (P + ⌊s/2⌋), shape ``(out, in/groups,
         *kernel_size)``."""
-        q = self.conv.P.detach()[0, ..., 0] + self.max_delay // 2
-        return (self.max_delay - 1) - q
+        return delay_values(self.conv.P, self.max_delay)
 
     def set_delays(self, delays: torch.Tensor) -> None:
         """Set positions from finite delays ``(out, in/groups, *kernel_size)`` in

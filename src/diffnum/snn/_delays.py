@@ -20,17 +20,18 @@ from diffnum.snn._neurons import leaky_integrate
 MAX_SAMPLES_ELEMENTS = 2**31  # n_samples · n_channels · length of a synthetic data set
 
 
-def _check_spikes(spikes: torch.Tensor, features: int, like: torch.Tensor) -> None:
-    """``spikes`` is a finite ``(batch, features, time)`` or ``(features, time)`` tensor with
-    the dtype and device of the layer's parameter ``like``."""
-    real_floating_dtype("spikes", spikes)
+def _check_spikes(spikes: torch.Tensor, features: int, like: torch.Tensor,
+                  name: str = "spikes") -> None:
+    """``spikes`` (called ``name`` in errors) is a finite ``(batch, features, time)`` or
+    ``(features, time)`` tensor with the dtype and device of the layer's parameter ``like``."""
+    real_floating_dtype(name, spikes)
     if spikes.ndim not in (2, 3) or spikes.shape[-2] != features:
-        raise ValueError(f"spikes must have shape (batch, {features}, time) or ({features}, "
+        raise ValueError(f"{name} must have shape (batch, {features}, time) or ({features}, "
                          f"time), got {tuple(spikes.shape)}")
     if spikes.dtype != like.dtype or spikes.device != like.device:
-        raise TypeError(f"spikes must have the layer's dtype and device ({like.dtype}, "
+        raise TypeError(f"{name} must have the layer's dtype and device ({like.dtype}, "
                         f"{like.device}), got {spikes.dtype}, {spikes.device}")
-    check_finite("spikes", spikes)
+    check_finite(name, spikes)
 
 
 def check_delay_arguments(max_delay: object, version: object, versions: tuple[str, ...],
@@ -66,6 +67,25 @@ def set_delay_positions(P: torch.Tensor, delays: torch.Tensor, max_delay: int) -
         P[0, ..., 0] = (max_delay - 1) - delays.to(P) - max_delay // 2
 
 
+def delay_values(P: torch.Tensor, max_delay: int) -> torch.Tensor:
+    """The (real) delays d = s − 1 − (P + ⌊s/2⌋) of a one-tap DCLS layer's time positions
+    ``P[0, ..., 0]`` (detached), for support s = ``max_delay``: the inverse of
+    :func:`set_delay_positions`."""
+    return (max_delay - 1) - (P.detach()[0, ..., 0] + max_delay // 2)
+
+
+def one_tap_dcls(dcls: type[nn.Module], in_channels: int, out_channels: int, max_delay: int,
+                 version: str, sigma: float | None, **options) -> nn.Module:
+    """A DCLS layer ``dcls`` with one tap per synapse over a support of ``max_delay`` steps,
+    the delays drawn uniformly over the whole range, and σ = ``sigma`` (default
+    max_delay / 2, frozen) for ``version="gauss"``: the synapses of every delay layer."""
+    layer = dcls(in_channels, out_channels, 1, dilated_kernel_size=max_delay, version=version,
+                 position_init="uniform", **options)
+    if version == "gauss":
+        set_sigma(layer, sigma if sigma is not None else max_delay / 2, learnable=False)
+    return layer
+
+
 class DelayedLinear(nn.Module):
     r"""Fully connected layer with one learnable delay per synapse:
     I_i[t] = Σ_j w_ij S_j[t − d_ij], d_ij ∈ [0, max_delay − 1].
@@ -93,12 +113,8 @@ class DelayedLinear(nn.Module):
         check_count("out_features", out_features)
         sigma = check_delay_arguments(max_delay, version, ("v1", "gauss"), sigma)
         self.max_delay = max_delay
-        self.conv = Dcls1d(in_features, out_features, 1, dilated_kernel_size=max_delay,
-                           bias=bias, version=version, conv_method=conv_method,
-                           position_init="uniform",  # delays spread over the whole range
-                           device=device, dtype=dtype)
-        if version == "gauss":
-            set_sigma(self, sigma if sigma is not None else max_delay / 2, learnable=False)
+        self.conv = one_tap_dcls(Dcls1d, in_features, out_features, max_delay, version, sigma,
+                                 bias=bias, conv_method=conv_method, device=device, dtype=dtype)
 
     @property
     def P(self) -> torch.Tensor:
@@ -106,8 +122,7 @@ class DelayedLinear(nn.Module):
 
     def delays(self) -> torch.Tensor:
         """Current (real) delays d = s − 1 − (P + ⌊s/2⌋), shape (out, in)."""
-        q = self.conv.P.detach()[0, :, :, 0] + self.max_delay // 2
-        return (self.max_delay - 1) - q
+        return delay_values(self.conv.P, self.max_delay)
 
     def set_delays(self, delays: torch.Tensor) -> None:
         """Set positions from finite delays ``(out, in)`` in [0, max_delay − 1]."""

@@ -134,11 +134,20 @@ def lif(
     u = torch.zeros_like(current[..., 0])
     spikes = []
     for t in range(current.shape[-1]):
-        u = beta * u + current[..., t]
-        s = _Spike.apply(u - threshold, surrogate, alpha)
-        u = u * (1 - s) if reset == "hard" else u - threshold * s
+        s, _, u = lif_step(u, current[..., t], beta, threshold, reset, surrogate, alpha)
         spikes.append(s)
     return torch.stack(spikes, dim=-1)
+
+
+def lif_step(u: torch.Tensor, current: torch.Tensor, beta: float | torch.Tensor,
+             threshold: float, reset: str, surrogate: str, alpha: float
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One step of :func:`lif` on checked arguments: v = β u + I, S = Θ(v − ϑ), then the
+    reset; returns ``(S, v, u after the reset)``. The loop of :func:`lif` and of the
+    recurrent layers, so that they stay one neuron model."""
+    v = beta * u + current
+    s = _Spike.apply(v - threshold, surrogate, alpha)
+    return s, v, (v * (1 - s) if reset == "hard" else v - threshold * s)
 
 
 class LIF(nn.Module):
