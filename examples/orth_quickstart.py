@@ -16,6 +16,7 @@ from diffnum.orth import (
     givens,
     merge_adapters,
     orthogonal,
+    orthogonality_penalty,
     trainable_parameters,
 )
 
@@ -64,7 +65,10 @@ for map_name in MAPS:
 #    with the inputs of its first layer rotated (W R*). Each adapter starts at the pretrained
 #    outputs, trains only its own tensors, and merges into a plain nn.Linear afterwards.
 #    Orthogonal adapters (W' = W R) keep the angles between the first layer's neurons;
-#    Cayley–Neumann only approximately (its R is orthogonal to ‖A‖^{2·terms}), LoRA/PiSSA not.
+#    Cayley–Neumann only approximately (its R is orthogonal to ‖A‖^{2·terms}). qGOFT's
+#    quasi-Givens blocks (the default; relax=False is the strict GOFT) trade that for free
+#    norms and angles, held near orthogonal by λ·orthogonality_penalty in the loss;
+#    LoRA/PiSSA/SVFT are additive.
 pretrained = torch.nn.Sequential(torch.nn.Linear(d, 32, dtype=f64), torch.nn.Tanh(),
                                  torch.nn.Linear(32, 1, dtype=f64))
 teacher = copy.deepcopy(pretrained)
@@ -80,24 +84,25 @@ def neuron_cosines(W):
 
 
 W0 = pretrained[0].weight.detach()
-methods = [("oft", {"block_size": 4}), ("oft", {"block_size": 4, "map": "cayley_neumann"}),
-           ("hra", {"r": 4}), ("boft", {"block_size": 2}), ("qgoft", {}), ("lora", {"r": 2}),
-           ("pissa", {"r": 2})]
-for method, options in methods:
+methods = [("oft", "oft", {"block_size": 4}),
+           ("oft-neumann", "oft", {"block_size": 4, "map": "cayley_neumann"}),
+           ("hra", "hra", {"r": 4}), ("boft", "boft", {"block_size": 2}),
+           ("goft", "qgoft", {"relax": False}), ("qgoft", "qgoft", {}), ("lora", "lora", {"r": 2}),
+           ("pissa", "pissa", {"r": 2}), ("svft", "svft", {"pattern": "banded", "width": 1})]
+for name, method, options in methods:
     model = adapt(copy.deepcopy(pretrained), ["0"], method, **options)
     start = (model(x) - pretrained(x)).abs().max()  # 0, or rounding for hra and pissa
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.02)
     for _ in range(200):
         loss = (model(x) - y).square().mean()
         opt.zero_grad()
-        loss.backward()
+        (loss + 0.01 * orthogonality_penalty(model)).backward()  # 0 but for qGOFT
         opt.step()
     y_adapted = model(x).detach()
     merge_adapters(model)
     merged = (model(x) - y_adapted).abs().max()
     W = model[0].base_layer.weight.detach()
     angles = (neuron_cosines(W) - neuron_cosines(W0)).abs().max()
-    name = method + ("-neumann" if options.get("map") else "")
     print(f"{name:11s} {trainable_parameters(model):3d} params  |start − pretrained| "
           f"{start:.0e}  loss {loss.item():.1e}  merged − unmerged {merged:.0e}  "
           f"neuron angles moved {angles:.0e}")

@@ -1,6 +1,7 @@
 """Tests for diffnum.orth.adapt: zero change at initialization, merge/unmerge round trips,
 input-centric = weight-centric, orthogonality and neuron angles kept in training, frozen base,
-adapter state dicts, bad arguments, and PEFT parity where PEFT is installed."""
+adapter state dicts, batched and float32 inputs, qGOFT's relaxation and penalty, SVFT's
+patterns, gradcheck, bad arguments, and PEFT parity where PEFT is installed."""
 
 from __future__ import annotations
 
@@ -17,12 +18,15 @@ from diffnum.orth import (
     Adapter,
     adapt,
     adapter_state_dict,
+    givens,
     load_adapter_state_dict,
     merge_adapters,
+    orthogonality_penalty,
     trainable_parameters,
     unmerge_adapters,
 )
 from diffnum.orth._adapters import _skew_from_vector
+from diffnum.orth._maps import _rotations
 
 F64 = torch.float64
 # Float64 products of O(1) matrices of side 16 round to ~1e-15; 1e-12 (the issue's bar for
@@ -42,10 +46,14 @@ CASES = {
     "hra": ("hra", {"r": 4}),
     "boft": ("boft", {"block_size": 4}),
     "qgoft": ("qgoft", {}),
+    "qgoft-strict": ("qgoft", {"relax": False}),
     "lora": ("lora", {"r": 3, "alpha": 6.0}),
     "pissa": ("pissa", {"r": 3}),
+    "svft": ("svft", {}),
+    "svft-banded": ("svft", {"pattern": "banded", "width": 2}),
+    "svft-random": ("svft", {"pattern": "random", "entries": 20}),
 }
-ORTHOGONAL_CASES = ["oft", "oft-weight-centric", "hra", "boft", "qgoft"]
+ORTHOGONAL_CASES = ["oft", "oft-weight-centric", "hra", "boft", "qgoft-strict"]
 
 
 def _mlp(seed=0):
@@ -138,7 +146,8 @@ def test_merge_unmerge_round_trip(case, kind):
     torch.testing.assert_close(model(x), y, rtol=0, atol=ROUND_TRIP_TOL)
 
 
-@pytest.mark.parametrize("case", ["oft", "oft-neumann", "hra", "boft", "qgoft"])
+@pytest.mark.parametrize("case", ["oft", "oft-neumann", "hra", "boft", "qgoft",
+                                  "qgoft-strict"])
 def test_input_centric_forward_equals_weight_centric(case):
     _, model = _adapted(case)
     _perturb(model)
@@ -213,9 +222,13 @@ def test_only_adapter_parameters_train(case):
 
 def test_trainable_parameter_counts():
     # Per layer with d = 16 inputs: OFT (16/4)·6, HRA 16·r, BOFT 3 factors·(16/4)·6,
-    # qGOFT ⌈log₂ 16⌉ = 4 rounds of 8 angles, LoRA/PiSSA r·(16 + out); two layers (out 16, 8).
-    expected = {"oft": 2 * 24, "hra": 2 * 64, "boft": 2 * 72, "qgoft": 2 * 32,
-                "lora": 3 * 32 + 3 * 24, "pissa": 3 * 32 + 3 * 24}
+    # GOFT ⌈log₂ 16⌉ = 4 rounds of 8 angles, qGOFT 4 numbers per 2×2 block of them,
+    # LoRA/PiSSA r·(16 + out); two layers (out 16, 8). SVFT at full rank r = min(out, 16):
+    # plain r, banded r(2w + 1) − w(w + 1) (w = 2), random ``entries``.
+    expected = {"oft": 2 * 24, "hra": 2 * 64, "boft": 2 * 72, "qgoft-strict": 2 * 32,
+                "qgoft": 2 * 4 * 32, "lora": 3 * 32 + 3 * 24, "pissa": 3 * 32 + 3 * 24,
+                "svft": 16 + 8, "svft-banded": (16 * 5 - 6) + (8 * 5 - 6),
+                "svft-random": 2 * 20}
     for case, count in expected.items():
         assert trainable_parameters(_adapted(case)[1]) == count, case
 
@@ -275,6 +288,238 @@ def test_pissa_factors_are_the_principal_triplets():
                                rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("case", CASES)
+def test_batched_inputs_and_float32(case):
+    base, model = _adapted(case)
+    _perturb(model)
+    x = _inputs("mlp")
+    batched = torch.randn(2, 3, 16, dtype=F64, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(model(batched), model(batched.reshape(6, 16)).reshape(2, 3, 8),
+                               rtol=0, atol=1e-14)
+    # The same adapter built on float32 weights, loaded with the float64 adapter values,
+    # computes the float64 outputs to float32 rounding and round-trips merge/unmerge.
+    method, options = CASES[case]
+    model32 = adapt(copy.deepcopy(base).float(), ["fc1", "fc2"], method, **options)
+    x32 = x.float()
+    start = model32(x32)
+    torch.testing.assert_close(start, base.float()(x32), rtol=0, atol=1e-5)
+    load_adapter_state_dict(model32, adapter_state_dict(model))
+    assert all(p.dtype == torch.float32 for p in model32.parameters())
+    y32 = model32(x32)
+    assert y32.dtype == torch.float32
+    torch.testing.assert_close(y32.double(), model(x), rtol=0, atol=1e-5)
+    weights = [a.base_layer.weight.detach().clone() for a in _adapters(model32)]
+    unmerge_adapters(merge_adapters(model32))
+    for w, a in zip(weights, _adapters(model32)):
+        torch.testing.assert_close(a.base_layer.weight.detach(), w, rtol=0, atol=1e-5)
+
+
+# qGOFT's quasi-Givens relaxation (Ma et al., ICML 2024, Sec. 4.2, Eqs. 5–6).
+
+
+@pytest.mark.parametrize("d", [16, 7])
+def test_relaxed_qgoft_with_rotation_blocks_is_strict_qgoft(d):
+    # Blocks set to [[cos θ, −sin θ], [sin θ, cos θ]] give GOFT's R = givens(θ): the two forms
+    # share the schedule, the block positions and the order of the rounds (odd d: a bye).
+    torch.manual_seed(0)
+    base = nn.Sequential(nn.Linear(d, 5, dtype=F64))
+    relaxed = adapt(copy.deepcopy(base), ["0"], "qgoft")
+    strict = adapt(copy.deepcopy(base), ["0"], "qgoft", relax=False)
+    assert relaxed[0].relax and not strict[0].relax
+    theta = torch.randn(strict[0].angles.shape, dtype=F64, generator=torch.Generator()
+                        .manual_seed(5))
+    with torch.no_grad():
+        strict[0].angles.copy_(theta)
+        relaxed[0].blocks.copy_(_rotations(theta))
+    R = relaxed[0].rotation().detach()
+    torch.testing.assert_close(R, givens(theta, d), rtol=0, atol=1e-14)
+    x = torch.randn(4, d, dtype=F64)
+    torch.testing.assert_close(relaxed(x), strict(x), rtol=0, atol=1e-13)
+    assert float(orthogonality_penalty(relaxed).detach()) <= 1e-30  # rotation rows are orthogonal
+
+
+def test_relaxed_qgoft_blocks_set_norms_and_angles():
+    # One round on d = 4 (pairs (0, 3) and (1, 2)): a neuron w becomes w P, and
+    # ‖w P‖² = w (P Pᵀ) wᵀ with P Pᵀ = [[‖α‖², ⟨α, β⟩], [⟨α, β⟩, ‖β‖²]] on each pair's
+    # coordinates (Eq. 6; α, β the rows of a block here, the columns of the paper's G̃).
+    torch.manual_seed(0)
+    model = adapt(nn.Sequential(nn.Linear(4, 3, dtype=F64)), ["0"], "qgoft", rounds=1)
+    adapter = model[0]
+    blocks = torch.tensor([[[1.5, 0.4], [-0.2, 0.7]], [[0.9, 0.0], [0.0, 1.2]]], dtype=F64)
+    with torch.no_grad():
+        adapter.blocks.copy_(blocks[None])
+    R = adapter.rotation().detach()
+    G = R @ R.mT
+    for (i, j), B in zip([(0, 3), (1, 2)], blocks):
+        alpha, beta = B
+        expected = torch.stack([torch.stack([alpha @ alpha, alpha @ beta]),
+                                torch.stack([alpha @ beta, beta @ beta])])
+        torch.testing.assert_close(G[[i, j]][:, [i, j]], expected, rtol=0, atol=1e-15)
+    assert float(G[[0, 0, 3, 3], [1, 2, 1, 2]].abs().max()) == 0.0  # pairs do not mix
+    W = _matrix(adapter.base_layer)
+    W_adapted = adapter.adapted_weight().detach()
+    torch.testing.assert_close(W_adapted.square().sum(1), torch.diag(W @ G @ W.mT),
+                               rtol=0, atol=1e-14)
+    # ⟨α, β⟩² = (1.5·(−0.2) + 0.4·0.7)² for the first block, 0 for the diagonal one.
+    torch.testing.assert_close(orthogonality_penalty(model),
+                               torch.tensor(0.02 ** 2, dtype=F64), rtol=1e-12, atol=0)
+
+
+def test_relaxed_qgoft_leaves_orthogonality_and_the_penalty_pulls_it_back():
+    _, model = _adapted("qgoft")
+    _train(model, _inputs("mlp"), train_steps=10, lr=0.2)
+    for adapter in _adapters(model):
+        R = adapter.rotation().detach()
+        eye = torch.eye(16, dtype=F64)
+        assert float((R.mT @ R - eye).abs().max()) > 1e-3  # no longer orthogonal
+        W, W_adapted = _matrix(adapter.base_layer), adapter.adapted_weight().detach()
+        assert float((_angles(W_adapted) - _angles(W)).abs().max()) > 1e-4
+    # Gradient of Σ⟨α, β⟩²: 2⟨α, β⟩β for α and 2⟨α, β⟩α for β.
+    _perturb(model, scale=0.3)
+    model.zero_grad()
+    penalty = orthogonality_penalty(model)
+    penalty.backward()
+    for adapter in _adapters(model):
+        B = adapter.blocks.detach()
+        inner = (B[..., 0, :] * B[..., 1, :]).sum(-1, keepdim=True)
+        expected = torch.stack([2 * inner * B[..., 1, :], 2 * inner * B[..., 0, :]], dim=-2)
+        torch.testing.assert_close(adapter.blocks.grad, expected, rtol=0, atol=1e-14)
+    opt = torch.optim.SGD([a.blocks for a in _adapters(model)], lr=0.05)
+    for _ in range(30):
+        opt.zero_grad()
+        orthogonality_penalty(model).backward()
+        opt.step()
+    assert float(orthogonality_penalty(model).detach()) < 0.01 * float(penalty.detach())
+
+
+def test_orthogonality_penalty_counts_relaxed_qgoft_only():
+    for case in ("oft", "qgoft-strict", "lora", "svft"):
+        _, model = _adapted(case)
+        _perturb(model)
+        assert float(orthogonality_penalty(model)) == 0.0
+    model = adapt(adapt(_mlp(), ["fc1"], "qgoft"), ["fc2"], "lora", r=2)  # mixed
+    _perturb(model)
+    torch.testing.assert_close(orthogonality_penalty(model), model.fc1.orthogonality_penalty(),
+                               rtol=0, atol=0)
+    assert float(orthogonality_penalty(model).detach()) > 0
+    with pytest.raises(TypeError, match="model"):
+        orthogonality_penalty(torch.ones(2))
+
+
+def test_relaxed_qgoft_unmerge_refuses_a_singular_block():
+    _, model = _adapted("qgoft")
+    with torch.no_grad():
+        model.fc1.blocks[1, 3] = torch.tensor([[1.0, 2.0], [0.5, 1.0]], dtype=F64)
+    model.fc1.merge()
+    with pytest.raises(RuntimeError, match="singular"):
+        model.fc1.unmerge()
+
+
+# SVFT (Lingam et al. 2024, Sec. 3.1).
+
+
+def test_svft_is_a_sparse_combination_of_singular_vector_pairs():
+    base, model = _adapted("svft-banded")
+    _perturb(model)
+    for name in ("fc1", "fc2"):
+        W = getattr(base, name).weight.detach()
+        U, _, Vh = torch.linalg.svd(W, full_matrices=False)
+        adapter = getattr(model, name)
+        r = min(W.shape)
+        assert adapter.U.shape == (W.shape[0], r) and adapter.V.shape == (16, r)
+        # The pairs of torch.linalg.svd with one sign per pair: the largest-magnitude entry of
+        # every u_i positive (the coefficients then do not depend on LAPACK's sign choice).
+        sign = adapter.U.gather(0, U.abs().argmax(0, keepdim=True)).sign()
+        assert bool((sign > 0).all())
+        sign = torch.where(U.gather(0, U.abs().argmax(0, keepdim=True)) < 0, -1.0, 1.0)
+        U, Vh = U * sign, Vh * sign.mT
+        torch.testing.assert_close(adapter.U, U, rtol=0, atol=0)
+        torch.testing.assert_close(adapter.V, Vh.mT, rtol=0, atol=0)
+        pairs = set(zip(adapter.rows.tolist(), adapter.cols.tolist()))
+        assert pairs == {(i, j) for i in range(r) for j in range(r) if abs(i - j) <= 2}
+        # ΔW = Σ_{(i,j)∈Ω} m_ij u_i v_jᵀ (Eq. 2).
+        m = adapter.coefficients.detach()
+        delta = sum(c * torch.outer(U[:, i], Vh[j]) for c, i, j in
+                    zip(m, adapter.rows.tolist(), adapter.cols.tolist()))
+        torch.testing.assert_close(adapter.delta().detach(), delta, rtol=0, atol=1e-14)
+        torch.testing.assert_close(adapter.adapted_weight().detach(), W + delta, rtol=0,
+                                   atol=1e-14)
+
+
+def test_svft_plain_changes_only_the_singular_values():
+    # Lemma (a): a diagonal M keeps U and V; the singular values become |σ_i + m_i|.
+    base, model = _adapted("svft")
+    _perturb(model, scale=0.1)
+    W = base.fc1.weight.detach()
+    S = torch.linalg.svdvals(W)
+    m = model.fc1.coefficients.detach()
+    W_adapted = model.fc1.adapted_weight().detach()
+    torch.testing.assert_close(torch.linalg.svdvals(W_adapted),
+                               (S + m).abs().sort(descending=True).values, rtol=0, atol=1e-13)
+    U = model.fc1.U
+    torch.testing.assert_close(U.mT @ W_adapted @ model.fc1.V, torch.diag(S + m), rtol=0,
+                               atol=1e-13)
+
+
+def test_svft_random_and_topk_patterns():
+    base = _square_mlp()
+    a = adapt(copy.deepcopy(base), ["fc1"], "svft", pattern="random", entries=30, seed=1)
+    b = adapt(copy.deepcopy(base), ["fc1"], "svft", pattern="random", entries=30, seed=1)
+    c = adapt(copy.deepcopy(base), ["fc1"], "svft", pattern="random", entries=30, seed=2)
+    flat = a.fc1.rows * 16 + a.fc1.cols
+    assert flat.numel() == 30 and flat.unique().numel() == 30
+    assert torch.equal(flat, b.fc1.rows * 16 + b.fc1.cols)
+    assert not torch.equal(flat, c.fc1.rows * 16 + c.fc1.cols)
+    top = adapt(copy.deepcopy(base), ["fc1"], "svft", pattern="topk", entries=12)
+    align = (top.fc1.U.mT @ top.fc1.V).abs()
+    chosen = torch.zeros(16, 16, dtype=torch.bool)
+    chosen[top.fc1.rows, top.fc1.cols] = True
+    assert int(chosen.sum()) == 12
+    assert float(align[chosen].min()) >= float(align[~chosen].max())
+
+
+def test_svft_truncated_and_randomized():
+    # r < min(out, d) keeps the top-r pairs (App. C.3); svd="randomized" (factor.rsvd, drawn
+    # with ``seed``) is reproducible and agrees with the exact SVD on a decaying spectrum, up
+    # to the signs of the pairs, which u_i v_iᵀ does not see.
+    base = _square_mlp()
+    U, _, Vh = torch.linalg.svd(base.fc1.weight.detach())
+    with torch.no_grad():
+        base.fc1.weight.copy_((U * 0.5 ** torch.arange(16, dtype=F64)) @ Vh)
+    exact = adapt(copy.deepcopy(base), ["fc1"], "svft", r=4)
+    first = adapt(copy.deepcopy(base), ["fc1"], "svft", r=4, svd="randomized", seed=3)
+    again = adapt(copy.deepcopy(base), ["fc1"], "svft", r=4, svd="randomized", seed=3)
+    assert exact.fc1.U.shape == (16, 4) and trainable_parameters(exact) == 4
+    assert torch.equal(first.fc1.U, again.fc1.U) and torch.equal(first.fc1.V, again.fc1.V)
+    values = torch.tensor([0.3, -0.2, 0.1, 0.4], dtype=F64)
+    with torch.no_grad():
+        for model in (exact, first):
+            model.fc1.coefficients.copy_(values)
+    torch.testing.assert_close(first.fc1.delta(), exact.fc1.delta(), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("layer", ["linear", "conv"])
+@pytest.mark.parametrize(("method", "options", "name"), [
+    ("qgoft", {}, "blocks"),
+    ("qgoft", {"input_centric": False}, "blocks"),
+    ("svft", {"pattern": "banded", "width": 1}, "coefficients"),
+])
+def test_gradcheck_relaxed_qgoft_and_svft(layer, method, options, name):
+    torch.manual_seed(0)
+    if layer == "linear":  # d = 5: odd, a bye in every round
+        module, x = nn.Linear(5, 3, dtype=F64), torch.randn(4, 5, dtype=F64)
+    else:  # the weight as a matrix (3, 2·2·2 = 8)
+        module, x = nn.Conv2d(2, 3, 2, dtype=F64), torch.randn(1, 2, 3, 3, dtype=F64)
+    model = adapt(nn.Sequential(module), ["0"], method, **options)
+    start = getattr(model[0], name).detach()
+    p = (start + 0.1 * torch.randn_like(start)).requires_grad_()
+
+    def f(value):
+        return torch.func.functional_call(model, {f"0.{name}": value}, (x,))
+
+    assert torch.autograd.gradcheck(f, (p,), eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
 def test_adapting_twice_and_suffix_targets():
     model = nn.Sequential(OrderedDict(block=nn.Sequential(OrderedDict(
         fc=nn.Linear(4, 4, dtype=F64))), fc=nn.Linear(4, 4, dtype=F64)))
@@ -300,6 +545,18 @@ def test_adapting_twice_and_suffix_targets():
     ("hra", {"r": 18}, ValueError, "r"),
     ("hra", {"r": 0}, ValueError, "r"),
     ("qgoft", {"rounds": 16}, ValueError, "rounds"),
+    ("qgoft", {"relax": 1}, TypeError, "relax"),
+    ("svft", {"r": 9}, ValueError, "r"),  # fc2 is (8, 16): r <= 8
+    ("svft", {"pattern": "diagonal"}, ValueError, "pattern"),
+    ("svft", {"width": 2}, TypeError, "width"),
+    ("svft", {"pattern": "banded", "width": 8}, ValueError, "width"),  # fc2: r = 8, w <= 7
+    ("svft", {"pattern": "banded", "width": 0}, ValueError, "width"),
+    ("svft", {"entries": 3}, TypeError, "entries"),
+    ("svft", {"pattern": "random", "entries": 0}, ValueError, "entries"),
+    ("svft", {"pattern": "random", "entries": 65}, ValueError, "entries"),  # fc2: 8·8
+    ("svft", {"pattern": "topk"}, ValueError, "pattern='topk'"),  # fc2 is not square
+    ("svft", {"seed": -1}, ValueError, "seed"),
+    ("svft", {"svd": "lanczos"}, ValueError, "svd"),
     ("lora", {"r": 0}, ValueError, "r"),
     ("lora", {"r": 9}, ValueError, "r"),  # fc2 is (8, 16): r <= 8
     ("lora", {"r": 2, "alpha": -1.0}, ValueError, "alpha"),

@@ -56,6 +56,33 @@ def test_every_method_starts_at_the_pretrained_features_with_near_equal_counts()
             assert abs(counts[method]["adapter"] / budget - 1) <= 0.05, method
 
 
+def test_qgoft_is_relaxed_and_trains_with_its_penalty_goft_is_strict(monkeypatch):
+    pretrained = orth.DigitsNet(torch.Generator().manual_seed(0))
+    calls = []
+
+    def counted(model):
+        value = orth_penalty(model)
+        calls.append(float(value.detach()))
+        return value
+
+    orth_penalty = orth.orthogonality_penalty
+    monkeypatch.setattr(orth, "orthogonality_penalty", counted)
+    g = torch.Generator().manual_seed(1)
+    train = (torch.rand(8, 1, 8, 8, generator=g), torch.randint(0, 5, (8,), generator=g))
+    sizes = dict(epochs=2, batch=4)
+    for method, relaxed in (("qgoft", True), ("goft", False)):
+        calls.clear()
+        model, _ = orth.adapt_run(pretrained, method, 0.05, 0, train, sizes,
+                                  torch.Generator().manual_seed(2),
+                                  torch.Generator().manual_seed(3))
+        adapters = [m for m in model.modules() if isinstance(m, orth.Adapter)]
+        assert len(adapters) == 2 and all(a.relax is relaxed for a in adapters)
+        if relaxed:  # λ Σ⟨α, β⟩² in every step's loss: 0 at the identity start, then > 0
+            assert len(calls) == 4 and calls[0] == 0.0 and calls[-1] > 0.0
+        else:
+            assert calls == []
+
+
 def test_geometry_change_is_zero_for_a_rotation_and_not_for_a_perturbation():
     g = torch.Generator().manual_seed(0)
     W = torch.randn(16, 24, generator=g, dtype=torch.float64)
@@ -165,7 +192,7 @@ def test_findings_follow_the_numbers():
     assert "1 of the 4 orthogonal adapters keeps more of 0–4 than LoRA by more than the " \
         "seed spread (HRA)." in text
     assert "Every chosen lr is inside its sweep." in text
-    assert text.startswith("Ranked by target accuracy: qGOFT 0.970 > HRA 0.960")
+    assert text.startswith("Ranked by target accuracy: qGOFT 0.990 > GOFT 0.980 > HRA 0.970")
     _check_findings(r, text)
     r["chosen_lr"]["lora"] = 3e-2
     assert "edge of its sweep for LoRA" in " ".join(orth.findings(r))

@@ -19,10 +19,11 @@ Map of the pillar:
   names it accepts.
 - :func:`adapt` — ``adapt(model, ["q_proj", ...], method="oft", **options)`` wraps frozen
   ``nn.Linear`` / ``nn.Conv2d`` layers in fine-tuning adapters (``ADAPTERS``: OFT with Cayley or
-  Cayley–Neumann blocks and an input-centric forward, HRA, BOFT, qGOFT's Givens rounds, LoRA,
-  PiSSA), each an :class:`Adapter` with ``merge()`` / ``unmerge()``;
-  :func:`adapter_state_dict`, :func:`load_adapter_state_dict`, :func:`merge_adapters`,
-  :func:`unmerge_adapters`, :func:`trainable_parameters`.
+  Cayley–Neumann blocks and an input-centric forward, HRA, BOFT, qGOFT's quasi-Givens rounds
+  (or strict Givens, GOFT), LoRA, PiSSA, SVFT), each an :class:`Adapter` with ``merge()`` /
+  ``unmerge()``; :func:`adapter_state_dict`, :func:`load_adapter_state_dict`,
+  :func:`merge_adapters`, :func:`unmerge_adapters`, :func:`trainable_parameters`,
+  :func:`orthogonality_penalty` (qGOFT's soft orthogonality regularizer).
 """
 
 from diffnum.orth._adapters import (
@@ -32,6 +33,7 @@ from diffnum.orth._adapters import (
     adapter_state_dict,
     load_adapter_state_dict,
     merge_adapters,
+    orthogonality_penalty,
     trainable_parameters,
     unmerge_adapters,
 )
@@ -63,6 +65,7 @@ __all__ = [
     "matrix_exp",
     "merge_adapters",
     "orthogonal",
+    "orthogonality_penalty",
     "polar",
     "trainable_parameters",
     "unmerge_adapters",

@@ -24,7 +24,7 @@ from torch import nn
 import diffnum
 from diffnum._core.files import atomic_write
 from diffnum._core.markdown import markdown_table
-from diffnum.orth import Adapter, adapt, trainable_parameters
+from diffnum.orth import Adapter, adapt, orthogonality_penalty, trainable_parameters
 from diffnum.reproduce._harness import Context, Experiment, Section
 from diffnum.reproduce._plot import pyplot, save_figure
 from diffnum.reproduce.experiments._digits import load_digits_data
@@ -37,21 +37,32 @@ TRAIN_FRACTION = 0.75
 VALIDATION_FRACTION = 0.2  # of the target training images, held out for the lr sweep
 SOURCE, TARGET = (0, 1, 2, 3, 4), (5, 6, 7, 8, 9)
 ADAPTED = ("conv2", "fc")  # the layers every adapter wraps
-ORTHOGONAL = ("oft", "boft", "hra", "qgoft")
+ORTHOGONAL = ("oft", "boft", "hra", "goft")
+ADDITIVE = ("lora", "pissa", "svft")
 # Per adapted layer (conv2: W 32 × 64, fc: W 64 × 128) the options of each method, chosen so
-# that the totals are within 5 % of OFT's with block size 8 (672 adapter parameters).
+# that the totals are within 5 % of OFT's with block size 8 (672 adapter parameters): SVFT
+# banded w = 3 at full rank 32(2·3 + 1) − 12 + 64(2·3 + 1) − 12 = 648, qGOFT's 2×2 blocks
+# 4·32 (1 round) + 4·2·64 (2 rounds) = 640.
 METHODS: dict[str, dict[str, dict[str, Any]] | None] = {
     "head only": None,
     "full": None,
     "lora": {"conv2": {"r": 3}, "fc": {"r": 2}},
     "pissa": {"conv2": {"r": 3}, "fc": {"r": 2}},
+    "svft": {"conv2": {"pattern": "banded", "width": 3}, "fc": {"pattern": "banded", "width": 3}},
     "oft": {"conv2": {"block_size": 8}, "fc": {"block_size": 8}},
     "boft": {"conv2": {"block_size": 2, "factors": 6}, "fc": {"block_size": 2, "factors": 7}},
     "hra": {"conv2": {"r": 2}, "fc": {"r": 4}},
-    "qgoft": {"conv2": {"rounds": 7}, "fc": {"rounds": 7}},
+    "goft": {"conv2": {"rounds": 7, "relax": False}, "fc": {"rounds": 7, "relax": False}},
+    "qgoft": {"conv2": {"rounds": 1}, "fc": {"rounds": 2}},
 }
+#: The ``adapt`` method of each entry of ``METHODS`` whose name is not one.
+ADAPT_METHOD = {"goft": "qgoft"}
+#: λ of qGOFT's soft orthogonality penalty λ Σ⟨α, β⟩² in the loss (Ma et al. 2024 used
+#: 0.001–0.05; not swept here).
+QGOFT_LAMBDA = 0.01
 LABELS = {"head only": "head only", "full": "full FT", "lora": "LoRA", "pissa": "PiSSA",
-          "oft": "OFT", "boft": "BOFT", "hra": "HRA", "qgoft": "qGOFT"}
+          "svft": "SVFT", "oft": "OFT", "boft": "BOFT", "hra": "HRA", "goft": "GOFT",
+          "qgoft": "qGOFT"}
 BUDGET_METHOD = "oft"
 #: A pairwise-angle change (degrees) up to which a method counts as keeping the neurons'
 #: geometry: far above float32 rounding of an exact rotation, far below a learned change.
@@ -220,7 +231,7 @@ def prepare(pretrained: DigitsNet, method: str, head_generator: torch.Generator,
         with torch.random.fork_rng():  # HRA draws its start vectors from torch's generator
             torch.manual_seed(seed)
             for layer in ADAPTED:
-                adapt(model, [layer], method, **options[layer])
+                adapt(model, [layer], ADAPT_METHOD.get(method, method), **options[layer])
         for m in model.modules():  # each adapt() freezes the whole model, earlier adapters too
             if isinstance(m, Adapter):
                 m.requires_grad_(False)
@@ -234,9 +245,11 @@ def adapt_run(pretrained: DigitsNet, method: str, lr: float, seed: int,
               train: tuple[torch.Tensor, torch.Tensor], s: dict[str, Any],
               head_generator: torch.Generator, order: torch.Generator) -> tuple[DigitsNet,
                                                                                 list[float]]:
-    """Train ``method`` on the target task (Adam, ``lr``); returns the model (with the new
-    head) and the seconds of every step (forward, backward, optimizer step)."""
+    """Train ``method`` on the target task (Adam, ``lr``; qGOFT adds ``QGOFT_LAMBDA`` times
+    its orthogonality penalty to the loss); returns the model (with the new head) and the
+    seconds of every step (forward, backward, optimizer step)."""
     model = prepare(pretrained, method, head_generator, seed)
+    penalty = QGOFT_LAMBDA if method == "qgoft" else 0.0
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr)
     x, y = train
@@ -245,6 +258,8 @@ def adapt_run(pretrained: DigitsNet, method: str, lr: float, seed: int,
         for idx in torch.randperm(len(y), generator=order).split(s["batch"]):
             start = time.perf_counter()
             loss = F.cross_entropy(model(x[idx]), y[idx])
+            if penalty:
+                loss = loss + penalty * orthogonality_penalty(model)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -313,7 +328,7 @@ def _experiment(ctx: Context, s: dict[str, Any]) -> dict[str, Any]:
                 "reason": "scikit-learn is not installed (pip install scikit-learn)"}
     parts = split_digits(*data)
     key = {"sizes": s, "images": len(data[1]), "split_seed": SPLIT_SEED,
-           "methods": {m: o for m, o in METHODS.items()}}
+           "methods": {m: o for m, o in METHODS.items()}, "qgoft_lambda": QGOFT_LAMBDA}
     xt, yt = parts["target_train"]
     cut = len(yt) - int(VALIDATION_FRACTION * len(yt))
     fit, held = (xt[:cut], yt[:cut]), (xt[cut:], yt[cut:])
@@ -456,7 +471,8 @@ def _figure(ctx: Context, r: dict[str, Any]) -> list[str]:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for m in r["target"]:
         t, k = r["target"][m], r["kept"][m]
-        marker = "o" if m in ORTHOGONAL else ("s" if m in ("lora", "pissa") else "^")
+        marker = ("o" if m in ORTHOGONAL else "s" if m in ADDITIVE
+                  else "D" if m == "qgoft" else "^")
         axes[0].errorbar(k["mean"], t["mean"], xerr=_std(k), yerr=_std(t), fmt=marker,
                          capsize=3, label=LABELS[m])
         axes[0].annotate(LABELS[m], (k["mean"], t["mean"]), textcoords="offset points",
@@ -493,8 +509,10 @@ def describe(r: dict[str, Any]) -> str:
         "gets a fresh 5-way head (the same initial head for every method of a seed) that "
         "trains with it; forgetting is measured by putting the pretrained source head back "
         "on the adapted network and scoring the source test images. The adapters wrap conv2 "
-        f"(W 32×64) and fc (W 64×128): {opts}; OFT uses exact Cayley blocks, qGOFT exact "
-        "Givens rotations (no quasi-Givens relaxation), LoRA α = r. Full fine-tuning trains "
+        f"(W 32×64) and fc (W 64×128): {opts}; OFT uses exact Cayley blocks, GOFT exact "
+        "Givens rotations, qGOFT free 2×2 blocks (quasi-Givens) with "
+        f"{QGOFT_LAMBDA:g} Σ⟨α, β⟩² added to the loss, SVFT a banded M on all singular "
+        "vectors (full rank), LoRA α = r. Full fine-tuning trains "
         "every weight, head only trains the head alone. Each method trains "
         f"{s['epochs']} epochs of batch {s['batch']} with Adam at the lr chosen on seed 0 by "
         f"the validation loss (trained on {r['sweep_fit']} of the target training images, "
