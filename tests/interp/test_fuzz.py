@@ -437,6 +437,17 @@ def _cases() -> list[Case]:
                        ("steps",)))
     c.append(Case("other", "SigmaSchedule(kind=·)",
                   lambda v: interp.SigmaSchedule(4.0, 0.5, 10, v), ["step", None], ("kind",)))
+    c.append(Case("float", "SigmaSchedule.for_rounding(start=·)",
+                  lambda v: interp.SigmaSchedule.for_rounding(v, 100),
+                  [NAN, INF, 0.0, 0.27, True, "4"], ("start",),
+                  st.one_of(st.floats(max_value=0.2799), st.just(NAN), st.just(INF))))
+    c.append(bad_count("SigmaSchedule.for_rounding(total_steps=·)",
+                       lambda v: interp.SigmaSchedule.for_rounding(4.0, v), ("total_steps",)))
+    c.append(Case("float", "SigmaSchedule.for_rounding(fraction=·)",
+                  lambda v: interp.SigmaSchedule.for_rounding(4.0, 100, fraction=v),
+                  [NAN, INF, 0.0, -0.5, 1.5, True, "0.5"], ("fraction",),
+                  st.one_of(st.floats(max_value=0.0), st.floats(min_value=1.0001),
+                            st.just(NAN))))
     c.append(Case("count", "SigmaSchedule.__call__(step=·)",
                   lambda v: interp.SigmaSchedule(4.0, 0.5, 10)(v), [NAN, INF, 2.5, True, "3"],
                   ("step",), st.one_of(st.floats(allow_infinity=True).filter(

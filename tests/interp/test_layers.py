@@ -251,6 +251,24 @@ def test_sigma_schedules():
         interp.set_sigma(model, 0.1)
 
 
+def test_sigma_schedule_for_rounding():
+    schedule = interp.SigmaSchedule.for_rounding(12.5, 640)
+    assert (schedule.start, schedule.end, schedule.steps, schedule.kind) == (
+        12.5, 0.28, 160, "linear")
+    assert schedule(80) == pytest.approx(12.5 - (12.5 - 0.28) / 2) and schedule(10**6) == 0.28
+    assert interp.SigmaSchedule.for_rounding(2.0, 630, fraction=0.5).steps == 315
+    assert interp.SigmaSchedule.for_rounding(2.0, 1).steps == 1  # never zero steps
+    assert interp.SigmaSchedule.for_rounding(0.28, 10)(0) == 0.28  # already there: constant
+    model = nn.Sequential(interp.Dcls1d(2, 2, 1, dilated_kernel_size=9, version="gauss"))
+    schedule.apply(model, 160)  # the end is above the floor: SIG stays positive
+    assert torch.allclose(model[0].SIG, torch.full_like(model[0].SIG, 0.01))
+    for kwargs, name in (({"start": 0.2}, "start"), ({"fraction": 0.0}, "fraction"),
+                         ({"fraction": 1.5}, "fraction"), ({"total_steps": 0}, "total_steps")):
+        args = {"start": 4.0, "total_steps": 100, **kwargs}
+        with pytest.raises(ValueError, match=name):
+            interp.SigmaSchedule.for_rounding(**args)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [

@@ -459,16 +459,27 @@ class _DclsBase(nn.Module):
         """Round positions in place to the nearest integers (exact delays / taps).
 
         Rounding moves every tap and, for ``gauss``, drops the widths (the σ → 0 limit), so a
-        trained model loses accuracy until its weights are trained at the new taps. Measured
-        on ``diffnum reproduce dcls``'s digits canvas (part (d), full run, 3 seeds): the six
-        DCLS models average 0.863 → 0.692 after rounding (gauss with the ``"dcls"`` init
-        0.839 → 0.323; v1 with ``"spread"`` 0.879 → 0.847), and one epoch of training the
-        weights in integer-tap mode brings them to 0.781 on average. On the spiking
-        delayed-coincidence task (part (c), full run) rounding the learned delays took one
-        seed from 1.000 to 0.273, while another draw of the initial delays kept 1.000: with σ
-        frozen at 0.5 the cost depends on where the delays end between integers. One epoch of
-        the weights at the rounded delays brought it back to 1.000. The recipe: round,
-        :meth:`use_integer_taps`, train the weights a few steps, then export."""
+        trained model can lose accuracy until its weights are trained at the new taps. How
+        much depends on the σ the positions were trained at, measured over seeds by
+        ``PYTHONPATH=src OMP_NUM_THREADS=1 python benchmarks/sweep_dcls_defaults.py``
+        (``benchmarks/results/dcls_defaults.md``) on ``diffnum reproduce dcls``'s tasks:
+
+        - Spiking delays (part (c), 5 seeds, 1.000 before rounding): σ annealed to 0.5 over
+          the first quarter and frozen, rounding keeps 0.721 ± 0.326 (per seed 0.560, 1, 1,
+          0.236, 0.812) and one epoch of the weights at the rounded delays 0.847 (the 0.236
+          seed does not recover); annealed to 0.28 instead (``SigmaSchedule.for_rounding``),
+          rounding keeps 1.000 in every seed. Sharpening to 0.28 only over the last quarter
+          does not help (same numbers as ending at 0.5). The thesis's spiking code
+          (Thvnvtos/SNN-delays) ends its σ at 0.5 and rounds (``round_pos``); its schedule and
+          position rate here keep 0.291 ± 0.198, 0.891 ± 0.151 annealed to 0.28.
+        - Digits canvas (part (d), 9 taps in 7×7, 3 seeds): ``v1`` at positions ×5,
+          0.881 → 0.845; ``gauss`` with σ learned 0.904 → 0.644, frozen at 0.5
+          0.904 → 0.852, annealed from 2 to 0.28 0.816 → 0.802; the faster the positions
+          train, the more rounding costs (``gauss`` at ×1 / ×5 / ×25: 0.761 / 0.644 / 0.259).
+
+        The recipe: train ``gauss`` delays with ``SigmaSchedule.for_rounding`` (a short
+        convolutional run like the canvas: σ frozen at 0.5), round, :meth:`use_integer_taps`,
+        train the weights a few steps, then export."""
         with torch.no_grad():
             self.P.round_()
 
@@ -1001,11 +1012,27 @@ def parameter_groups(
     """Optimizer groups: positions and widths of DCLS layers at ``lr · position_lr_scale``
     with no weight decay; every other parameter at ``lr`` with ``weight_decay``.
 
-    The DCLS recipes train positions faster than weights (e.g. ×100 for spiking delays) and
-    never decay them (decay would pull taps toward the kernel centre). The spacing group
-    carries ``"algorithm": "adamw"``, so ``diffnum.optim.Muon(parameter_groups(model, lr))``
-    orthogonalizes the DCLS weights (as (out, in·taps) matrices) and trains the positions
-    with AdamW; torch's optimizers ignore the key.
+    Why these defaults (measured by ``PYTHONPATH=src OMP_NUM_THREADS=1 python
+    benchmarks/sweep_dcls_defaults.py``, numbers in ``benchmarks/results/dcls_defaults.md``):
+    on the digits canvas of ``diffnum reproduce dcls`` (part (d): 630 AdamW steps at lr 1e-2,
+    spread init, 3 seeds) ``position_lr_scale`` 1 / 5 / 25 gives test accuracy
+    0.867 / 0.904 / 0.891 for ``gauss`` and 0.870 / 0.881 / 0.851 for ``v1`` (seed std
+    0.01–0.04). ×5 helps ``gauss`` in a run this short (+0.037, 2.4 pooled seed stds) and
+    ``v1`` only within the noise (+0.011); ×25 helps neither, and the further the taps travel
+    the more rounding them costs (``gauss``: 0.761 / 0.644 / 0.259 once rounded). Adam moves a
+    position by about its learning rate per step, so the multiplier that pays depends on how
+    many steps a run has: the default stays 1, the value of the thesis's vision code
+    (K-H-Ismail/ConvNeXt-dcls trains positions at the base learning rate), and short runs pass
+    their own (part (d) uses 5, the spiking delays of part (c) 50; the thesis's spiking code,
+    Thvnvtos/SNN-delays, 150 × a weight learning rate of 1e-3). Positions never get weight
+    decay, as in both codes: decay pulls the taps toward the kernel centre, and 0.01 of it on
+    the canvas's positions changed nothing measurable (0.900 ± 0.023 against
+    0.904 ± 0.019 without).
+
+    The spacing group carries ``"algorithm": "adamw"``, so
+    ``diffnum.optim.Muon(parameter_groups(model, lr))`` orthogonalizes the DCLS weights (as
+    (out, in·taps) matrices) and trains the positions with AdamW; torch's optimizers ignore
+    the key.
 
     Example::
 
