@@ -105,3 +105,19 @@ def test_findings_and_readme_of_part_e_from_fake_numbers():
     assert dcls.rows_findings({"available": False, "reason": "no sklearn"}) == \
         "Not run: no sklearn."
     assert dcls._rows_summary(rows)[0][1].endswith("(50%)")
+
+
+def test_readme_block_includes_part_e_only_when_stored():
+    base = {
+        "recovery": {"DCLS v1": {"median_mse": 0.1, "median_kernel_error": 0.2,
+                                 "median_targets_hit": 2, "recovered": 1, "runs": 2}},
+        "iso_parameter": {"DCLS v1 m=3, s=15": {"weights": 64, "positions": 48,
+                                                "test_accuracy": 0.9, "seconds": 2.0}},
+        "delays": {"learned delays": {"test_accuracy": 0.9, "integer_delay_accuracy": 0.85},
+                   "zero delays": {"test_accuracy": 0.3}},
+    }
+    assert "spike trains" not in dcls.readme(base, "quick")
+    missing = {"available": False, "reason": "no sklearn", "steps_per_row": 4,
+               "threshold": 0.5, **dcls.ROWS_NET}
+    block = dcls.readme({**base, "digit_rows": missing}, "quick")
+    assert "(e) digits as spike trains" in block and "Not run: no sklearn." in block
