@@ -1,5 +1,6 @@
 """DCLS: planted-kernel recovery, an iso-parameter long-range task, learned spiking delays, real
-digits on a canvas (iso-parameter, and which position init lets the taps learn)."""
+digits on a canvas (iso-parameter, and which position init lets the taps learn), and the digits
+read row by row as spike trains (learned vs zero vs fixed random delays)."""
 
 from __future__ import annotations
 
@@ -23,9 +24,11 @@ from diffnum.reproduce.experiments._digits import load_digits_data
 def _sizes(quick: bool) -> dict[str, int]:
     if quick:
         return dict(recover_steps=300, restarts=8, cls_steps=400, snn_epochs=16,
-                    snn_train=1024, canvas_epochs=3, canvas_seeds=2, canvas_versions=("gauss",))
+                    snn_train=1024, canvas_epochs=3, canvas_seeds=2, canvas_versions=("gauss",),
+                    rows_epochs=15, rows_seeds=2)
     return dict(recover_steps=500, restarts=10, cls_steps=800, snn_epochs=20, snn_train=2048,
-                canvas_epochs=15, canvas_seeds=3, canvas_versions=("gauss", "v1"))
+                canvas_epochs=15, canvas_seeds=3, canvas_versions=("gauss", "v1"),
+                rows_epochs=50, rows_seeds=3)
 
 
 # ---------------------------------------------------------------- (a) planted-kernel recovery
@@ -181,15 +184,22 @@ def _iso_parameter(ctx: Context, steps: int) -> tuple[list, dict]:
 SNN = dict(n_channels=5, n_classes=4, length=60, max_delay=25, hidden=32)
 
 
-def _snn_model(zero_delays: bool, seed: int) -> nn.Sequential:
+def _snn_model(zero_delays: bool, seed: int, net: dict[str, int] = SNN,
+               fixed_delays: torch.Tensor | None = None) -> nn.Sequential:
+    """DelayedLinear → LIF → Readout of the sizes in ``net`` (``n_channels``, ``hidden``,
+    ``n_classes``, ``max_delay``), initialized from ``seed``. ``zero_delays`` freezes every
+    delay at 0, ``fixed_delays`` (hidden, n_channels) at those values: positions without
+    gradient, σ at the Gaussian's floor 0.27 (frozen)."""
     torch.manual_seed(seed)
     model = nn.Sequential(
-        snn.DelayedLinear(SNN["n_channels"], SNN["hidden"], SNN["max_delay"]),
+        snn.DelayedLinear(net["n_channels"], net["hidden"], net["max_delay"]),
         snn.LIF(0.3, surrogate="atan", alpha=5.0),
-        snn.Readout(SNN["hidden"], SNN["n_classes"], beta=0.8),
+        snn.Readout(net["hidden"], net["n_classes"], beta=0.8),
     )
     if zero_delays:
-        model[0].set_delays(torch.zeros(SNN["hidden"], SNN["n_channels"]))
+        fixed_delays = torch.zeros(net["hidden"], net["n_channels"])
+    if fixed_delays is not None:
+        model[0].set_delays(fixed_delays)
         model[0].P.requires_grad_(False)
         interp.set_sigma(model, 0.27)
     return model
@@ -212,13 +222,13 @@ def _delay_data(n_train: int, g: torch.Generator) -> tuple[torch.Tensor, ...]:
     return xtr, ytr, xte, yte
 
 
-def _delay_sigma(steps: int) -> interp.SigmaSchedule:
+def _delay_sigma(steps: int, max_delay: int = SNN["max_delay"]) -> interp.SigmaSchedule:
     """Part (c)'s σ: linear from T_d/2 to 0.28 (just above the Gaussian's floor 0.27) over
     the first quarter of ``steps``, then held, SIG frozen (``SigmaSchedule.for_rounding``).
     Ending at 0.5 instead (this part's schedule before), rounding the delays cost accuracy in
     3 of 5 seeds, 1.000 → 0.721 ± 0.326 on average; ending at 0.28, in none
     (``benchmarks/sweep_dcls_defaults.py``, ``benchmarks/results/dcls_defaults.md``)."""
-    return interp.SigmaSchedule.for_rounding(SNN["max_delay"] / 2, steps)
+    return interp.SigmaSchedule.for_rounding(max_delay / 2, steps)
 
 
 def _train_delays(model: nn.Sequential, data: tuple[torch.Tensor, ...], epochs: int,
@@ -662,6 +672,182 @@ def _canvas_figure(ctx: Context, canvas: dict[str, Any]) -> list[str]:
     return [save_figure(ctx, fig, "dcls_canvas_digits.png")]
 
 
+# ------------------------------------------------- (e) digits read row by row as spike trains
+ROWS_SEED = 20_261_203  # the split is fixed, whatever the run's seed
+ROWS_TRAIN = 1347  # of 1797: 450 test images
+ROW_STEPS, ROW_THRESHOLD = 4, 0.5  # each row lasts 4 steps; a pixel ≥ 0.5 spikes at its start
+ROWS_NET = dict(n_channels=8, n_classes=10, max_delay=25, hidden=64)
+ROWS_MODELS = ("learned delays", "zero delays", "fixed random delays")
+
+
+def row_spikes(images: torch.Tensor, steps_per_row: int = ROW_STEPS,
+               threshold: float = ROW_THRESHOLD) -> torch.Tensor:
+    """Images ``(N, 1, rows, cols)`` in [0, 1] read row by row as spike trains
+    ``(N, cols, rows · steps_per_row)``: channel j is pixel column j, and row r occupies steps
+    ``r · steps_per_row`` to ``(r + 1) · steps_per_row − 1``, with one spike at its first step
+    where the pixel is ≥ ``threshold`` and silence otherwise.
+
+    Deterministic (no rate coding): the data do not depend on the run's seed, so the models
+    differ only by what they learn; and one spike per row onset puts the row's identity in the
+    spike's time alone, so a neuron can combine rows only through its leak (β = 0.3: it
+    forgets within a row) or through its delays — what this part measures.
+
+    Example::
+
+        >>> import torch
+        >>> image = torch.zeros(1, 1, 2, 3)
+        >>> image[0, 0, 1, 2] = 0.9  # row 1, column 2
+        >>> row_spikes(image, steps_per_row=2)[0].tolist()
+        [[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]]
+    """
+    above = (images[:, 0] >= threshold).to(images.dtype)  # (N, rows, cols)
+    n, rows, cols = above.shape
+    spikes = images.new_zeros(n, cols, rows * steps_per_row)
+    spikes[..., ::steps_per_row] = above.transpose(1, 2)
+    return spikes
+
+
+def _rows_data(images: torch.Tensor, labels: torch.Tensor, n_train: int = ROWS_TRAIN
+               ) -> tuple[torch.Tensor, ...]:
+    """``(x_train, y_train, x_test, y_test)``: the spike trains split at random by the fixed
+    ``ROWS_SEED``, the first ``n_train`` for training."""
+    x = row_spikes(images)
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(ROWS_SEED))
+    train, test = order[:n_train], order[n_train:]
+    return x[train], labels[train], x[test], labels[test]
+
+
+def random_delays(generator: torch.Generator, net: dict[str, int] = ROWS_NET) -> torch.Tensor:
+    """Integer delays drawn uniformly from {0, …, max_delay − 1}, one per synapse
+    ``(hidden, n_channels)`` (float)."""
+    return torch.randint(0, net["max_delay"], (net["hidden"], net["n_channels"]),
+                         generator=generator).float()
+
+
+def gain_share(learned: float, zero: float, random: float) -> float | None:
+    """The share of the learned delays' gain over zero delays that fixed random delays
+    recover, (random − zero) / (learned − zero); None when learned delays gain nothing."""
+    if learned <= zero:
+        return None
+    return (random - zero) / (learned - zero)
+
+
+def _rows_run(name: str, seed: int, data: tuple[torch.Tensor, ...], epochs: int,
+              order: torch.Generator, tune: torch.Generator, draw: torch.Generator
+              ) -> dict[str, float]:
+    """One model of part (e): ``name`` in ``ROWS_MODELS``, weights from ``seed``, batches
+    from ``order``, the rounded model's weight tune from ``tune``, random delays from
+    ``draw``."""
+    learned = name == "learned delays"
+    fixed = random_delays(draw) if name == "fixed random delays" else None
+    model = _snn_model(name == "zero delays", seed, ROWS_NET, fixed)
+    steps = epochs * (len(data[1]) // SNN_BATCH)
+    sigma = _delay_sigma(steps, ROWS_NET["max_delay"]) if learned else None
+    out = {"test_accuracy": _train_delays(model, data, epochs, order, sigma=sigma)[-1]}
+    if learned:
+        out.update(_round_delays(model, data, tune))
+    return out
+
+
+def _rows(ctx: Context, epochs: int, seeds: int, n_train: int = ROWS_TRAIN,
+          data: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, Any]:
+    """Part (e): every model of ``ROWS_MODELS`` from ``seeds`` seeds (each seed: the same
+    batches for every model). ``data``: images and labels (default: scikit-learn's
+    digits)."""
+    data = load_digits_data() if data is None else data
+    settings = {"epochs": epochs, "seeds": seeds, "steps_per_row": ROW_STEPS,
+                "threshold": ROW_THRESHOLD, "lr": SNN_LR,
+                "position_lr_scale": SNN_POSITION_LR_SCALE, "batch": SNN_BATCH, **ROWS_NET}
+    if data is None:
+        return {"available": False, **settings,
+                "reason": "scikit-learn is not installed (pip install scikit-learn)"}
+    split = _rows_data(*data, n_train=n_train)
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in ROWS_MODELS}
+    jobs = [(name, s) for s in range(seeds) for name in ROWS_MODELS]
+    for name, s in ctx.progress(jobs, desc="dcls (e): digits as spike trains"):
+        runs[name].append(_rows_run(name, ctx.seed * 1_000_003 + 900 + s, split, epochs,
+                                    ctx.generator(900 + s), ctx.generator(950 + s),
+                                    ctx.generator(980 + s)))
+    models = {name: {key: _mean_std([r[key] for r in rs]) for key in rs[0]}
+              for name, rs in runs.items()}
+    means = [models[n]["test_accuracy"]["mean"] for n in ROWS_MODELS]
+    return {"available": True, **settings, "train": len(split[1]), "test": len(split[3]),
+            "length": split[0].shape[-1], "models": models,
+            "random_gain_share": gain_share(*means)}
+
+
+def rows_table(rows: dict[str, Any]) -> str:
+    """The (e) table from the stored results ('' when the data was unavailable)."""
+    if not rows.get("available"):
+        return ""
+    n = rows["seeds"]
+    models = rows["models"]
+    return markdown_table(
+        ["model", f"test accuracy ({n} seed{'s' if n > 1 else ''})",
+         "delays rounded to integers", "rounded + 1 epoch (weights)"],
+        [[name, _pm(m["test_accuracy"]),
+          _pm(m["integer_delay_accuracy"]) if "integer_delay_accuracy" in m else "—",
+          (_pm(m["integer_delay_finetuned_accuracy"])
+           if "integer_delay_finetuned_accuracy" in m else "—")]
+         for name, m in models.items()])
+
+
+def rows_findings(rows: dict[str, Any]) -> str:
+    """The (e) verdicts, every one computed from the stored numbers."""
+    if not rows.get("available"):
+        return f"Not run: {rows.get('reason', 'no data')}."
+    acc = {n: m["test_accuracy"]["mean"] for n, m in rows["models"].items()}
+    learned, zero, random = (acc[n] for n in ROWS_MODELS)
+    sentences = [f"Mean test accuracy: learned delays {learned:.3f}, zero delays {zero:.3f}, "
+                 f"fixed random delays {random:.3f} (chance 0.100)"]
+    share = rows.get("random_gain_share")
+    if share is None:
+        sentences.append(f"Learned delays gain nothing over zero delays here "
+                         f"({learned - zero:+.3f}), so no share of a gain is defined")
+    else:
+        sentences.append(f"Learned delays gain {learned - zero:+.3f} over zero delays; fixed "
+                         f"random delays gain {random - zero:+.3f}, i.e. {share:.0%} of that "
+                         f"gain (the delay-learning paper reports about 95 % on its tasks)")
+    on = rows["models"]["learned delays"]
+    if "integer_delay_accuracy" in on:
+        rounded = on["integer_delay_accuracy"]["mean"]
+        tuned = on["integer_delay_finetuned_accuracy"]["mean"]
+        sentences.append(f"Rounding the learned delays to integers changes their accuracy by "
+                         f"{rounded - learned:+.3f} ({learned:.3f} → {rounded:.3f}); "
+                         f"{ROUND_FINETUNE_EPOCHS} epoch of training the weights at the "
+                         f"rounded delays gives {tuned:.3f}")
+    return ". ".join(sentences) + "."
+
+
+def _rows_intro(rows: dict[str, Any]) -> str:
+    text = ("(e) scikit-learn's 8×8 digits read row by row as spike trains: 8 input channels "
+            f"(the pixel columns), each row {rows['steps_per_row']} steps with one spike at its "
+            f"start where the pixel is ≥ {rows['threshold']:g}; DelayedLinear "
+            f"(T_d = {rows['max_delay']}) → {rows['hidden']} LIF neurons (β = 0.3) → readout, "
+            "with learned delays (σ annealed to 0.28 as in (c), then rounded), all delays "
+            "frozen at 0, or frozen at integers drawn uniformly from "
+            f"{{0, …, {rows['max_delay'] - 1}}} per seed (σ at the floor 0.27 for both)")
+    if rows.get("available"):
+        text += (f". Adam, lr {rows['lr']:g} (cosine to 0), positions at "
+                 f"×{rows['position_lr_scale']:g}, batch {rows['batch']}, {rows['epochs']} "
+                 f"epochs, {rows['train']}/{rows['test']} train/test images, {rows['seeds']} "
+                 "seeds, the same batches for every model of a seed")
+    return text + "."
+
+
+def _rows_summary(rows: dict[str, Any]) -> list[list[str]]:
+    if not rows.get("available"):
+        return []
+    m = rows["models"]
+    share = rows["random_gain_share"]
+    return [["(e) digit rows: learned / zero / fixed random delays accuracy (random's share "
+             "of the gain)",
+             f"{_pm(m['learned delays']['test_accuracy'])} / "
+             f"{_pm(m['zero delays']['test_accuracy'])} / "
+             f"{_pm(m['fixed random delays']['test_accuracy'])} "
+             f"({'—' if share is None else f'{share:.0%}'})"]]
+
+
 # ------------------------------------------------------------------------------ report
 def _figures(ctx: Context, rec_curves: dict, dilated_error: float, cls_curves: dict,
              snn_curves: dict) -> list[str]:
@@ -776,7 +962,8 @@ def readme(results: dict[str, Any], mode: str) -> str:
     lines = [
         f"**DCLS** (`{command}`, seed 0) — (a) planted-kernel recovery, (b) an iso-parameter "
         f"task that needs taps {GAP} steps apart, (c) the delayed-coincidence spiking task"
-        + (", (d) real digits on a canvas" if "canvas_digits" in results else "") + ":",
+        + (", (d) real digits on a canvas" if "canvas_digits" in results else "")
+        + (", (e) digits as spike trains" if "digit_rows" in results else "") + ":",
         "", rec_table, "", rec_text, "", cls_table, "", cls_text, "", snn_table, "",
         snn_text]
     if "canvas_digits" in results:  # results stored before part (d) existed have none
@@ -785,6 +972,12 @@ def readme(results: dict[str, Any], mode: str) -> str:
         table = canvas_table(canvas)
         lines += ["", table] if table else []
         lines += ["", canvas_findings(canvas)]
+    if "digit_rows" in results:  # results stored before part (e) existed have none
+        rows = results["digit_rows"]
+        lines += ["", _rows_intro(rows)]
+        table = rows_table(rows)
+        lines += ["", table] if table else []
+        lines += ["", rows_findings(rows)]
     return "\n".join(lines)
 
 
@@ -821,6 +1014,7 @@ def run(ctx: Context) -> Section:
     snn_results, snn_curves = _delays(ctx, sizes["snn_epochs"], sizes["snn_train"])
     canvas = _canvas(ctx, sizes["canvas_epochs"], sizes["canvas_seeds"],
                      sizes["canvas_versions"])
+    rows = _rows(ctx, sizes["rows_epochs"], sizes["rows_seeds"])
     dilated_error = rec_summary["dilated conv (k=3, r=7)"]["median_kernel_error"]
     figures = (_figures(ctx, rec_curves, dilated_error, cls_curves, snn_curves)
                + _canvas_figure(ctx, canvas))
@@ -830,7 +1024,8 @@ def run(ctx: Context) -> Section:
                                         "test_accuracy": r[3], "seconds": r[4]}
                                  for r in cls_rows},
                "delays": snn_results,
-               "canvas_digits": canvas}
+               "canvas_digits": canvas,
+               "digit_rows": rows}
     rec_table, cls_table, snn_table = _tables(results)
     rec_text, cls_text, snn_text = _findings(results)
     learned = snn_results["learned delays"]
@@ -856,6 +1051,8 @@ def run(ctx: Context) -> Section:
         snn_table, "", snn_text, "",
         "**(d) Real digits on a canvas.** " + _canvas_intro(canvas)[4:], "",
         canvas_table(canvas), "", canvas_findings(canvas), "",
+        "**(e) Digits as spike trains.** " + _rows_intro(rows)[4:], "",
+        rows_table(rows), "", rows_findings(rows), "",
     ])
     summary = markdown_table(
         ["claim", "value"],
@@ -866,7 +1063,7 @@ def run(ctx: Context) -> Section:
           f"{cls_rows[3][3]:.3f} / {cls_rows[1][3]:.3f}"],
          ["(c) learned / zero delays accuracy",
           f"{learned['test_accuracy']:.3f} / {snn_results['zero delays']['test_accuracy']:.3f}"],
-         *_canvas_summary(canvas)])
+         *_canvas_summary(canvas), *_rows_summary(rows)])
     return Section(title="Dilated convolution with learnable spacings", markdown=markdown,
                    results=results, figures=tuple(figures), summary_table=summary)
 
