@@ -1,6 +1,7 @@
 """The hard-constraint layer and its mixture of experts: closed forms, exactness of K = 1,
 implicit gradients against finite differences, failure reporting."""
 
+import itertools
 import math
 
 import pytest
@@ -11,6 +12,7 @@ from diffnum.constrain import (
     MixtureOfExperts,
     expert_index,
     expert_residual,
+    interface_jumps,
     interior_mask,
     partition_domain,
 )
@@ -348,3 +350,49 @@ def test_a_float32_basis_converges_with_float32_tolerances():
     assert bool(out.converged.all()) and int(out.solution.steps.max()) < 50
     reference = HardConstraint(pde, None, ridge=1e-3)(basis, grid, initial)
     torch.testing.assert_close(out.u.double(), reference.u, rtol=0, atol=1e-3)
+
+
+def _jumps_by_loops(fields, grid, layout):
+    """u_k − u_k′ on the two lines either side of each interface, point by point."""
+    owner = expert_index(grid, layout)
+    own = torch.empty(grid.size, dtype=torch.long)
+    own[owner] = torch.arange(owner.shape[0])[:, None]
+    own = own.reshape(grid.shape)
+    out = []
+    for axis, blocks in enumerate(layout):
+        n = grid.shape[axis]
+        for start in [b * (n // blocks) for b in range(1, blocks)] + (
+                [0] if grid.periodic[axis] and blocks > 1 else []):
+            for index in itertools.product(*[range(m) for m in grid.shape]):
+                if index[axis] not in ((start - 1) % n, start):
+                    continue
+                left, right = list(index), list(index)
+                left[axis], right[axis] = (start - 1) % n, start
+                k, kk = own[tuple(left)], own[tuple(right)]
+                out.append(float(fields[(*index, k)] - fields[(*index, kk)]))
+    return sorted(out)
+
+
+@pytest.mark.parametrize("layout, periodic", [((4, 1), ()), ((2, 2), ()), ((2, 3), ("x",))])
+def test_interface_jumps_compare_neighbours_on_both_lines(layout, periodic):
+    grid = uniform_grid({"x": (0.0, 1.0, 8), "t": (0.0, 1.0, 6)}, periodic=periodic)
+    g = torch.Generator().manual_seed(3)
+    basis = torch.randn(2, grid.size, 3, dtype=torch.float64, generator=g)
+    weights = torch.randn(2, math.prod(layout), 3, dtype=torch.float64, generator=g)
+    jumps = interface_jumps(basis, weights, grid, layout)
+    fields = (basis @ weights.mT).reshape(2, *grid.shape, -1)
+    for b in range(2):
+        expected = _jumps_by_loops(fields[b], grid, layout)
+        assert jumps[b].sort().values.tolist() == pytest.approx(expected, abs=1e-14)
+    # Experts that agree leave no jump at all.
+    same = weights[:, :1].expand_as(weights)
+    assert torch.equal(interface_jumps(basis, same, grid, layout), torch.zeros_like(jumps))
+
+
+def test_interface_jumps_of_one_expert_are_empty_and_bad_weights_are_named():
+    grid = uniform_grid({"x": (0.0, 1.0, 8), "t": (0.0, 1.0, 6)})
+    basis = torch.ones(1, grid.size, 2, dtype=torch.float64)
+    assert interface_jumps(basis, torch.ones(1, 1, 2, dtype=torch.float64), grid,
+                           (1, 1)).shape == (1, 0)
+    with pytest.raises(ValueError, match=r"weights must have shape \(\*batch, K = 4, N\)"):
+        interface_jumps(basis, torch.ones(1, 2, 2, dtype=torch.float64), grid, (4, 1))

@@ -223,6 +223,33 @@ def test_experts_residual_is_the_mixtures_own_loss():
     assert len(result.history) == 3 and all(math.isfinite(h["loss"]) for h in result.history)
 
 
+def test_coupled_residual_adds_the_interface_jumps_to_the_experts_loss():
+    """residual='coupled': the experts' own residuals plus boundary_weight × the mean square
+    of interface_jumps; with one expert it is the experts' (and so the assembled) loss."""
+    from dataclasses import replace
+
+    from diffnum.constrain import interface_jumps, physics_loss
+    from diffnum.constrain._train import ConstrainedModel
+
+    problem = heat_problem()
+    own = TrainConfig(method="moe", experts=(2, 1), steps=3, residual="experts", **SMALL)
+    coupled = replace(own, residual="coupled", boundary_weight=7.0)
+    assert coupled.name == "PI-HC-MoE (K=2, experts' residuals + interface)"
+    torch.manual_seed(0)
+    model = ConstrainedModel(coupled, problem.pde, problem.grid)
+    initial = problem.train_initial[:2]
+    out = model(initial, torch.Generator().manual_seed(1))
+    loss, parts = physics_loss(model, initial, out.u, out.solution)
+    model.config = own
+    own_loss, _ = physics_loss(model, initial, out.u, out.solution)
+    jumps = interface_jumps(out.solution.basis, out.solution.weights, problem.grid, (2, 1))
+    assert jumps.shape == (2, 2 * problem.grid.shape[1]) and float(jumps.abs().max()) > 1e-6
+    assert parts["interface"] == pytest.approx(float(jumps.square().mean()), rel=1e-12)
+    assert float(loss) == pytest.approx(float(own_loss) + 7.0 * parts["interface"], rel=1e-12)
+    result = train(coupled, problem)
+    assert len(result.history) == 3 and all(math.isfinite(h["loss"]) for h in result.history)
+
+
 def test_residual_setting_is_checked_and_old_checkpoints_stay_valid():
     with pytest.raises(ValueError, match="residual"):
         TrainConfig(method="hard", residual="experts")

@@ -4,6 +4,9 @@ resumed run that reuses its training checkpoints."""
 import json
 import math
 
+import pytest
+import torch
+
 from diffnum.reproduce import Context
 from diffnum.reproduce.experiments import hard_constraints
 
@@ -49,9 +52,10 @@ def test_toy_run_writes_tables_figures_and_resumes(tmp_path, monkeypatch):
         assert f"| {swaps[0]['method']} |" in section.markdown
     assert "Swapping layers after training" in section.markdown
     assert "| persistence (u = u₀) |" in section.markdown
-    # Diffusion–sorption adds the mixture trained on its experts' own residuals.
-    assert [r["method"] for r in section.results["ds"]][3] == (
-        "PI-HC-MoE (K=4, experts' residuals)")
+    # Diffusion–sorption adds the mixture trained on its experts' own residuals, without
+    # and with the interface conditions.
+    assert [r["method"] for r in section.results["ds"]][3:5] == [
+        "PI-HC-MoE (K=4, experts' residuals)", "PI-HC-MoE (K=4, experts' residuals + interface)"]
     # Both PDEs have PI-SC given the hard methods' particular solution; Navier–Stokes runs
     # every method with the rate input and adds PI-SC and PI-HC without it.
     assert [r["method"] for r in section.results["ds"]][-1] == "PI-SC on u_p"
@@ -64,6 +68,9 @@ def test_toy_run_writes_tables_figures_and_resumes(tmp_path, monkeypatch):
         section.markdown, "Navier")
     assert "Best fits of the reference in the trained spans" in section.markdown
     assert "Trained on its experts' own residuals instead" in section.markdown
+    assert "With the interface conditions of domain decomposition added" in section.markdown
+    assert all(len(row["block_error"]) == 4 for row in section.results["ds"][1:5])
+    assert "Where the error sits, block by block" in section.markdown
     assert "Given the same particular solution u_p" in section.markdown
     # Diffusion–sorption's u_p (u₀ with the corner layers) is a baseline row of its own; on
     # Navier–Stokes u_p is ω₀ itself, persistence, and is not repeated.
@@ -83,9 +90,9 @@ def test_toy_run_writes_tables_figures_and_resumes(tmp_path, monkeypatch):
     assert all((tmp_path / f).exists() for f in section.figures)
     assert sorted(section.results["time_vs_m"]["seconds"]) == ["PI-HC", "PI-HC-MoE (K=2)"]
     # One metrics file per run, named by its configuration's digest (seed included): the
-    # mixture and its experts'-residuals variant do not overwrite each other.
+    # mixture and its experts'-residuals variants do not overwrite each other.
     files = sorted((tmp_path / "metrics").glob("ds-moe-*.jsonl"))
-    assert len(files) == 2
+    assert len(files) == 3
     for f in files:
         assert [json.loads(line)["step"] for line in f.read_text().splitlines()] == [1, 2]
     json.dumps(section.results)  # JSON-serializable as the harness stores it
@@ -125,3 +132,25 @@ def test_swapped_model_leaves_the_original_alone():
     out = swapped(initial)
     u, solution = out.u, out.solution
     assert solution.weights.shape[-2] == 2 and u.shape == (1, *grid.shape)
+
+
+def test_block_errors_add_up_to_the_mean_squared_relative_error():
+    """Where the error sits: the blocks' shares of a prediction's squared error sum to the
+    mean over samples of its squared relative L2 error, and an error confined to one block
+    shows only there."""
+    from diffnum.constrain import PhysicsProblem, expert_index
+    from diffnum.pde import Heat1D, uniform_grid
+
+    grid = uniform_grid({"x": (0.0, 1.0, 8), "t": (0.0, 1.0, 4)})
+    g = torch.Generator().manual_seed(0)
+    reference = torch.randn(3, 8, 4, dtype=torch.float64, generator=g)
+    problem = PhysicsProblem(Heat1D(0.1), grid, reference[:, :, 0], reference[:, :, 0],
+                             reference)
+    u = reference + 0.1 * torch.randn(3, 8, 4, dtype=torch.float64, generator=g)
+    shares = hard_constraints._block_error(u, problem, (4, 1))
+    relative = (u - reference).flatten(1).norm(dim=1) / reference.flatten(1).norm(dim=1)
+    assert sum(shares) == pytest.approx(float(relative.square().mean()), rel=1e-12)
+    only = reference.clone().flatten(1)
+    only[:, expert_index(grid, (4, 1))[2]] += 1.0
+    shares = hard_constraints._block_error(only.reshape(3, 8, 4), problem, (4, 1))
+    assert shares[:2] == [0.0, 0.0] and shares[3] == 0.0 and shares[2] > 0

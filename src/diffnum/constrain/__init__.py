@@ -15,7 +15,8 @@ Map of the pillar (Négiar et al. 2023; Chalapathi, Du, Krishnapriyan, ICLR 2024
 - The router: :func:`expert_index`, :func:`partition_domain`, :func:`unpartition_domain`.
 - :func:`expert_residual` — F(u) over the whole grid with each expert's own weights (the
   physics loss of a constrained model); :func:`interior_mask` — where the PDE holds (no
-  initial or boundary condition there), the only points collocated or penalised.
+  initial or boundary condition there), the only points collocated or penalised;
+  :func:`interface_jumps` — where neighbouring experts' fields disagree at a block interface.
 - Training: :class:`PhysicsProblem`, :class:`TrainConfig`, :func:`train` (→
   :class:`TrainResult`), :func:`evaluate` (→ :class:`Evaluation`), :func:`physics_loss`,
   :class:`ConstrainedModel`
@@ -30,6 +31,7 @@ from diffnum.constrain._layer import (
     HardConstraint,
     MixtureOfExperts,
     expert_residual,
+    interface_jumps,
     interior_mask,
     particular_solution,
 )
@@ -62,6 +64,7 @@ __all__ = [
     "expert_index",
     "expert_residual",
     "init_distributed",
+    "interface_jumps",
     "interior_mask",
     "learning_rate",
     "particular_solution",

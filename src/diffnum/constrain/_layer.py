@@ -58,6 +58,8 @@ class ConstrainedSolution(StatusResult, OneLineRepr):
         terms: the derivative terms of the basis b̃ the weights multiply, full grid,
             ``{name: (*batch, P, N)}`` (for :func:`expert_residual`).
         particular: the terms of u_p, ``{name: (*batch, P)}`` (zeros with ``"rows"``).
+        basis: the basis b̃ the weights multiply, full grid, ``(*batch, P, N)`` (for
+            :func:`interface_jumps`).
         stats: sampled points per expert, constraint rows per expert, solver counters.
 
     ``weights`` is ``solution.value`` and ``status`` is ``solution.status``; did it fail?
@@ -85,6 +87,7 @@ class ConstrainedSolution(StatusResult, OneLineRepr):
     terms: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     particular: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     stats: dict[str, Any] = field(default_factory=dict)
+    basis: torch.Tensor | None = field(default=None, repr=False)
 
     _ERROR = SolveError  # raised by raise_if_failed()
 
@@ -257,6 +260,56 @@ def expert_residual(pde, terms: Mapping[str, torch.Tensor], weights: torch.Tenso
     if particular is not None:
         fields = {n: fields[n] + particular[n] for n in names}
     return pde.pointwise_residual(fields).unflatten(-1, grid.shape)
+
+
+def interface_jumps(values: torch.Tensor, weights: torch.Tensor, grid: Grid,
+                    experts: Experts) -> torch.Tensor:
+    """u_k − u_k′ where two experts' blocks meet, shape ``(*batch, J)``: on the last grid line
+    of block k and the first of its neighbour k′ along every split axis (and across the
+    period of a periodic one), both experts' fields b̃ᵀw_k and b̃ᵀw_k′ are compared (u_p, shared
+    by all experts, cancels). ``values``: the full-grid basis values the weights multiply,
+    ``(*batch, P, N)`` (:attr:`ConstrainedSolution.basis`), ``weights`` ``(*batch, K, N)``.
+
+    All jumps are zero iff neighbouring experts agree on both lines; then every difference
+    quotient of the assembled field that straddles an interface (a three-point stencil)
+    equals that of an expert's own field — the interface conditions of domain decomposition
+    (continuity of u and of its first difference), which the experts' independent solves
+    cannot impose themselves.
+
+    Example::
+
+        >>> import torch
+        >>> from diffnum.constrain import interface_jumps
+        >>> from diffnum.pde import uniform_grid
+        >>> grid = uniform_grid({"x": (0.0, 1.0, 8), "t": (0.0, 1.0, 4)})
+        >>> values = torch.ones(1, 32, 1)  # one constant basis function
+        >>> weights = torch.tensor([[[1.0], [3.0]]])  # two experts along x: u = 1 and u = 3
+        >>> interface_jumps(values, weights, grid, (2, 1))  # 2 lines × 4 times, each 1 − 3
+        tensor([[-2., -2., -2., -2., -2., -2., -2., -2.]])
+    """
+    check_grid(grid)
+    layout = expert_layout(grid, experts)
+    if weights.ndim < 2 or weights.shape[-2] != math.prod(layout):
+        raise ValueError(f"weights must have shape (*batch, K = {math.prod(layout)}, N), got "
+                         f"{tuple(weights.shape)}")
+    owner = expert_owner(grid, layout).to(weights.device).reshape(grid.shape)
+    fields = (values @ weights.mT).unflatten(-2, grid.shape)  # (*batch, *grid.shape, K)
+    first = fields.ndim - 1 - grid.ndim  # the first grid axis of fields
+    jumps = []
+    for axis, blocks in enumerate(layout):
+        n = grid.shape[axis]
+        starts = range(0 if grid.periodic[axis] and blocks > 1 else 1, blocks)
+        for start in (b * (n // blocks) for b in starts):
+            pair = torch.tensor([(start - 1) % n, start], device=weights.device)
+            lines = fields.index_select(first + axis, pair)
+            own = owner.index_select(axis, pair)
+            side = [own.narrow(axis, j, 1).expand_as(own).expand(lines.shape[:-1])
+                    for j in (0, 1)]
+            jump = lines.gather(-1, side[0][..., None]) - lines.gather(-1, side[1][..., None])
+            jumps.append(jump.flatten(first))
+    if not jumps:
+        return fields.new_zeros((*fields.shape[:first], 0))
+    return torch.cat(jumps, -1)
 
 
 def particular_solution(pde, grid: Grid, initial: torch.Tensor) -> torch.Tensor:
@@ -684,6 +737,7 @@ def solve_experts(layer: HardConstraint, basis: torch.Tensor, grid: Grid, initia
         terms={k: v.reshape(*batch, P, N) for k, v in terms.items()},
         particular={k: v.reshape(*batch, P) for k, v in particular.items()},
         stats=stats,
+        basis=lifted.reshape(*batch, P, N),
     )
 
 

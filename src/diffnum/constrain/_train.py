@@ -36,6 +36,7 @@ from diffnum.constrain._layer import (
     MixtureOfExperts,
     check_pde,
     expert_residual,
+    interface_jumps,
     interior_mask,
     particular_solution,
 )
@@ -167,7 +168,10 @@ class TrainConfig:
             quotients of u straddle two independent solves, so a jump δ between experts costs
             like a residual of δ/h² in a second derivative) or ``"experts"`` (each expert's own
             residual on its block, from the derivatives of the basis, :func:`expert_residual`:
-            no interface term at all).
+            no interface term at all) or ``"coupled"`` (the experts' own residuals plus the
+            interface conditions of domain decomposition: neighbouring experts' fields agree on
+            the grid lines either side of an interface, :func:`interface_jumps`, weighted as
+            the boundary rows — a jump counts like a boundary value missed by as much).
         lift: ``soft`` only: the network predicts u − u_p, u_p the particular solution of
             the hard methods' elimination (``pde.lift``: u₀ with the boundary values blended
             in), so PI-SC starts from the prior PI-HC has; the conditions stay soft.
@@ -219,9 +223,9 @@ class TrainConfig:
         check_one_of("constraints", self.constraints, ("eliminate", "rows"))
         check_one_of("parallel", self.parallel, ("experts", "batch"))
         check_one_of("lr_schedule", self.lr_schedule, ("constant", "cosine"))
-        check_one_of("residual", self.residual, ("assembled", "experts"))
-        if self.residual == "experts" and self.method != "moe":
-            raise ValueError(f"residual='experts' is the per-expert loss of a mixture "
+        check_one_of("residual", self.residual, ("assembled", "experts", "coupled"))
+        if self.residual != "assembled" and self.method != "moe":
+            raise ValueError(f"residual={self.residual!r} is a per-expert loss of a mixture "
                              f"(method='moe'), got method={self.method!r}")
         if not isinstance(self.lift, bool):
             raise TypeError(f"lift must be True or False, got {self.lift!r}")
@@ -266,7 +270,8 @@ class TrainConfig:
     def name(self) -> str:
         """PI-SC, PI-HC or PI-HC-MoE (K = …)."""
         if self.method == "moe":
-            own = ", experts' residuals" if self.residual == "experts" else ""
+            own = {"assembled": "", "experts": ", experts' residuals",
+                   "coupled": ", experts' residuals + interface"}[self.residual]
             return f"{METHOD_NAMES['moe']} (K={math.prod(self.experts)}{own})"
         return METHOD_NAMES[self.method] + (" on u_p" if self.lift else "")
 
@@ -454,9 +459,10 @@ def physics_loss(model: ConstrainedModel, initial: torch.Tensor, u: torch.Tensor
         (['boundary', 'initial', 'pde'], 0.0)
     """
     cfg, pde, grid = model.config, model.pde, model.grid
-    if cfg.residual == "experts":
+    if cfg.residual != "assembled":
         if solution is None:
-            raise ValueError("physics_loss: residual='experts' needs the mixture's solution")
+            raise ValueError(f"physics_loss: residual={cfg.residual!r} needs the mixture's "
+                             "solution")
         F = expert_residual(pde, solution.terms, solution.weights, grid, cfg.experts,
                             solution.particular)
     else:
@@ -466,6 +472,10 @@ def physics_loss(model: ConstrainedModel, initial: torch.Tensor, u: torch.Tensor
              "boundary": _mean_square(pde.boundary_residual(u, grid))}
     loss = (cfg.pde_weight * parts["pde"] + cfg.initial_weight * parts["initial"]
             + cfg.boundary_weight * parts["boundary"])
+    if cfg.residual == "coupled":
+        parts["interface"] = _mean_square(interface_jumps(solution.basis, solution.weights,
+                                                          grid, cfg.experts))
+        loss = loss + cfg.boundary_weight * parts["interface"]
     return loss, {k: float(v.detach()) for k, v in parts.items()}
 
 
