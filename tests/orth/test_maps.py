@@ -342,6 +342,24 @@ def test_gradcheck_every_map():
     assert _gradcheck(polar, P.detach().mT.clone().requires_grad_())
 
 
+@pytest.mark.parametrize("keep_bytes", [1 << 28, 0])
+def test_second_derivatives_of_givens_and_polar(monkeypatch, keep_bytes):
+    """Double backward (Hessian-vector products, gradient penalties) through the custom
+    backwards: gradgradcheck, with and without the kept rounds."""
+    import diffnum.orth._maps as maps
+
+    monkeypatch.setattr(maps, "_GIVENS_KEEP_BYTES", keep_bytes)
+    theta = _givens_theta((2,), 5, seed=21).requires_grad_()
+    assert torch.autograd.gradgradcheck(lambda t: givens(t, 5, columns=3), (theta,),
+                                        eps=1e-6, atol=1e-7, rtol=1e-5)
+    P = torch.randn(2, 5, 3, dtype=F64, generator=_gen(22), requires_grad=True)
+    assert torch.autograd.gradgradcheck(polar, (P,), eps=1e-6, atol=1e-7, rtol=1e-5)
+    # The first backward without create_graph still takes the O(d k) path.
+    theta.grad = None
+    (givens(theta, 5) ** 2).sum().backward()
+    assert theta.grad is not None and theta.grad.grad_fn is None
+
+
 def test_polar_gradient_is_finite_at_an_orthogonal_point():
     # All singular values equal: the SVD's backward divides by σ_i² − σ_j² = 0 there.
     Q = torch.linalg.qr(torch.randn(5, 5, dtype=F64, generator=_gen(16))).Q

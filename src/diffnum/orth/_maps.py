@@ -11,7 +11,6 @@ import functools
 import math
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from diffnum._core.validation import (
     check_count,
@@ -290,8 +289,8 @@ def givens(theta: torch.Tensor, d: int, *, columns: int | None = None) -> torch.
     to all rows at once (one row gather and one batched 2×2 product per round, O(d k) work),
     never as a d×d product. The backward keeps the rounds' outputs while they take at most
     256 MiB and otherwise recovers each round's input from its output by the inverse rotation,
-    so memory stays O(d k) for any number of rounds (under ``torch.func`` transforms the plain
-    autograd graph is used instead).
+    so memory stays O(d k) for any number of rounds (under ``torch.func`` transforms, and for a
+    double backward — ``create_graph=True`` — the plain autograd graph is used instead).
 
     Expressiveness: with the full R_full rounds there are d(d − 1)/2 angles, dim SO(d). At
     θ = 0 the derivative ∂Q/∂θ_{r,p} = e_j e_iᵀ − e_i e_jᵀ runs over a basis of the skew
@@ -412,35 +411,46 @@ class _Givens(torch.autograd.Function):
         return Q
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, G: torch.Tensor):
         theta, Q, *kept = ctx.saved_tensors
-        d = ctx.d
-        h, rounds, k = d // 2, theta.shape[-2], Q.shape[-1]
-        orders = _orders(d, theta.shape[-2], theta.device)
-        Mt = _rotations(theta).mT
-        order = orders[0]
-        grad = torch.empty_like(theta)
-        # With the rounds' outputs kept, only the cotangent is carried back (kept[-1] is round
-        # 0's output, applied last); otherwise outputs and cotangents travel side by side
-        # (…, d, 2k): one gather and one product for both, the outputs recovered by the
-        # inverse rotations.
-        W = (G.expand_as(Q) if kept else torch.cat([Q, G.expand_as(Q)], dim=-1))
-        W = W.index_select(-2, order)
-        for r in range(rounds):  # the first round (r = 0) was applied last
-            pairs = W[..., :2 * h, :].unflatten(-2, (h, 2))
-            if kept:
-                Z, g = kept[rounds - 1 - r][..., :2 * h, :].unflatten(-2, (h, 2)), pairs
-            else:
-                Z, g = pairs[..., :k], pairs[..., k:]
-            outer = g @ Z.mT  # (…, h, 2, 2): g_a · z_b
-            grad[..., r, :] = outer[..., 1, 0] - outer[..., 0, 1]
-            if r == rounds - 1:
-                break
-            nxt = orders[(r + 1) % orders.shape[0]]
-            W = _mix(Mt[..., r, :, :, :], W, h).index_select(-2, _inverse(order)[nxt])
-            order = nxt
-        return grad, None, None
+        if torch.is_grad_enabled():
+            # create_graph=True (a double backward): the kept slabs were made without a
+            # graph, so differentiate the plain forward instead — O(R d k) memory.
+            with torch.enable_grad():
+                Q = _givens_forward(theta, ctx.d, Q.shape[-1])
+                (grad,) = torch.autograd.grad(Q, theta, G, create_graph=True)
+            return grad, None, None
+        return _givens_backward(theta, Q, kept, G, ctx.d), None, None
+
+
+def _givens_backward(theta: torch.Tensor, Q: torch.Tensor, kept: list, G: torch.Tensor,
+                     d: int) -> torch.Tensor:
+    """∂L/∂θ of :class:`_Givens` from the output Q (and the rounds' outputs if ``kept``)."""
+    h, rounds, k = d // 2, theta.shape[-2], Q.shape[-1]
+    orders = _orders(d, theta.shape[-2], theta.device)
+    Mt = _rotations(theta).mT
+    order = orders[0]
+    grad = torch.empty_like(theta)
+    # With the rounds' outputs kept, only the cotangent is carried back (kept[-1] is round
+    # 0's output, applied last); otherwise outputs and cotangents travel side by side
+    # (…, d, 2k): one gather and one product for both, the outputs recovered by the
+    # inverse rotations.
+    W = (G.expand_as(Q) if kept else torch.cat([Q, G.expand_as(Q)], dim=-1))
+    W = W.index_select(-2, order)
+    for r in range(rounds):  # the first round (r = 0) was applied last
+        pairs = W[..., :2 * h, :].unflatten(-2, (h, 2))
+        if kept:
+            Z, g = kept[rounds - 1 - r][..., :2 * h, :].unflatten(-2, (h, 2)), pairs
+        else:
+            Z, g = pairs[..., :k], pairs[..., k:]
+        outer = g @ Z.mT  # (…, h, 2, 2): g_a · z_b
+        grad[..., r, :] = outer[..., 1, 0] - outer[..., 0, 1]
+        if r == rounds - 1:
+            break
+        nxt = orders[(r + 1) % orders.shape[0]]
+        W = _mix(Mt[..., r, :, :, :], W, h).index_select(-2, _inverse(order)[nxt])
+        order = nxt
+    return grad
 
 
 def _butterfly_levels(d: int, b: int) -> int:
@@ -529,8 +539,9 @@ class _Polar(torch.autograd.Function):
         return Q
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, G: torch.Tensor) -> torch.Tensor:
+        # Differentiable ops of X, G and the output Q: a double backward runs through them
+        # (through eigh, so not at repeated singular values).
         X, Q = ctx.saved_tensors
         H = Q.mT @ X
         sigma, V = torch.linalg.eigh((H + H.mT) / 2)
