@@ -143,7 +143,16 @@ def test_toy_run_reports_the_numbers_it_measured_and_resumes(tmp_path, monkeypat
     section = orth.run(ctx)
     r = json.loads(json.dumps(section.results, default=float))
     assert r["available"] and set(r["target"]) == set(orth.METHODS)
-    assert set(r["chosen_lr"].values()) <= {1e-2, 3e-2}
+    # The sweep holds the grid, plus up to LR_EXTENSIONS half-decades beyond the edge where
+    # the best lr sat; the chosen lr is the best one swept, inside unless extensions ran out.
+    for m, rows in r["sweep"].items():
+        lrs = [lr for lr, _ in rows]
+        assert lrs == sorted(lrs) and {1e-2, 3e-2} <= set(lrs)
+        assert len(lrs) <= 2 + orth.LR_EXTENSIONS
+        best = min(rows, key=lambda row: row[1])[0]
+        assert r["chosen_lr"][m] == best
+        if len(lrs) < 2 + orth.LR_EXTENSIONS:
+            assert lrs[0] < best < lrs[-1]
     for m in orth.METHODS:
         assert len(r["target"][m]["values"]) == 2 and len(r["kept"][m]["values"]) == 2
         assert 0 <= r["target"][m]["mean"] <= 1 and r["step_ms"][m] > 0

@@ -69,6 +69,35 @@ BUDGET_METHOD = "oft"
 ANGLE_KEPT = 1e-2
 
 
+#: How many half-decades the lr sweep may add beyond its grid for a method whose best lr is
+#: at an edge (a baseline tuned as well as the method: the report flags an edge it keeps).
+LR_EXTENSIONS = 2
+
+
+def _beyond_edge(rows: list[list[float]]) -> float | None:
+    """The next lr of the 1–3 half-decade sequence beyond the sweep's edge when the lowest
+    validation loss of ``rows`` ([lr, loss] pairs) sits at that edge, else None.
+
+    Example::
+
+        >>> _beyond_edge([[0.01, 0.5], [0.03, 0.2], [0.1, 0.1]])  # best at the top: go up
+        0.3
+        >>> _beyond_edge([[0.01, 0.1], [0.03, 0.2]]), _beyond_edge([[0.01, 0.2], [0.03, 0.1],
+        ...                                                          [0.1, 0.3]])
+        (0.003, None)
+    """
+    finite = [r for r in rows if _finite(r[1])]
+    if len(rows) < 2 or not finite:
+        return None
+    best = min(finite, key=lambda r: r[1])[0]
+    lrs = sorted(r[0] for r in rows)
+    if best == lrs[-1]:
+        return float(f"{lrs[-1] * (3 if f'{lrs[-1]:.0e}'.startswith('1') else 10 / 3):.0e}")
+    if best == lrs[0]:
+        return float(f"{lrs[0] / (10 / 3 if f'{lrs[0]:.0e}'.startswith('1') else 3):.0e}")
+    return None
+
+
 def _sizes(quick: bool) -> dict[str, Any]:
     if quick:
         return dict(pretrain_epochs=20, epochs=15, batch=32, lrs=(3e-3, 1e-2, 3e-2, 1e-1),
@@ -339,16 +368,26 @@ def _experiment(ctx: Context, s: dict[str, Any]) -> dict[str, Any]:
         models[seed], acc = _pretrained(ctx, parts, s, seed, key)
         source_accuracy.append(acc)
 
+    def trial(method: str, lr: float) -> list[float]:
+        model, _ = adapt_run(models[0], method, lr, _hra_seed(ctx, 0), fit, s,
+                             ctx.generator(300), ctx.generator(400))
+        return [lr, _loss(model, *held)]
+
     def sweep() -> dict[str, list[list[float]]]:
         out = {}
         jobs = [(m, lr) for m in METHODS for lr in s["lrs"]]
         for method, lr in ctx.progress(jobs, desc="orth: lr sweep"):
-            model, _ = adapt_run(models[0], method, lr, _hra_seed(ctx, 0), fit, s,
-                                 ctx.generator(300), ctx.generator(400))
-            out.setdefault(method, []).append([lr, _loss(model, *held)])
+            out.setdefault(method, []).append(trial(method, lr))
+        for method, rows in ctx.progress(list(out.items()), desc="orth: lr sweep edges"):
+            for _ in range(LR_EXTENSIONS):
+                beyond = _beyond_edge(rows)
+                if beyond is None:
+                    break
+                rows.append(trial(method, beyond))
+            rows.sort()
         return out
 
-    swept = _stage(ctx, "sweep", key, sweep)
+    swept = _stage(ctx, "sweep", {**key, "lr_extensions": LR_EXTENSIONS}, sweep)
     chosen = {m: min(rows, key=lambda r: (r[1] if _finite(r[1]) else math.inf))[0]
               for m, rows in swept.items()}
 
@@ -458,7 +497,8 @@ def findings(r: dict[str, Any]) -> list[str]:
             and r["chosen_lr"][m] in (min(x[0] for x in rows), max(x[0] for x in rows))]
     if edge:
         text.append("The chosen lr is at the edge of its sweep for " + ", ".join(
-            label[m] for m in edge) + ": a value beyond it might do better.")
+            label[m] for m in edge) + f" after {LR_EXTENSIONS} extensions: a value beyond it "
+                    "might do better.")
     else:
         text.append("Every chosen lr is inside its sweep.")
     return text
@@ -516,7 +556,8 @@ def describe(r: dict[str, Any]) -> str:
         "every weight, head only trains the head alone. Each method trains "
         f"{s['epochs']} epochs of batch {s['batch']} with Adam at the lr chosen on seed 0 by "
         f"the validation loss (trained on {r['sweep_fit']} of the target training images, "
-        f"scored on the other {r['sweep_validation']}) from {list(s['lrs'])}, then "
+        f"scored on the other {r['sweep_validation']}) from {list(s['lrs'])} (extended by up "
+        f"to {LR_EXTENSIONS} half-decades where the best lr sat at an edge), then "
         f"{s['seeds']} seeds (pretrained model, head, HRA start vectors and batch order) "
         "train on all target training images. Neuron geometry: for each adapted layer, W' "
         "(the adapted weight as a matrix) against the pretrained W, the relative change of "
