@@ -153,6 +153,10 @@ def test_toy_run_reports_the_numbers_it_measured_and_resumes(tmp_path, monkeypat
         assert r["chosen_lr"][m] == best
         if len(lrs) < 2 + orth.LR_EXTENSIONS:
             assert lrs[0] < best < lrs[-1]
+    # qGOFT's λ: swept over the paper's range at qGOFT's lr, the best one trains the seeds.
+    assert [lam for lam, _ in r["lambda_sweep"]] == list(orth.QGOFT_LAMBDAS)
+    assert r["qgoft_lambda"] == min(r["lambda_sweep"], key=lambda row: row[1])[0]
+    assert "then chosen at qGOFT's lr by the same validation loss" in section.markdown
     for m in orth.METHODS:
         assert len(r["target"][m]["values"]) == 2 and len(r["kept"][m]["values"]) == 2
         assert 0 <= r["target"][m]["mean"] <= 1 and r["step_ms"][m] > 0

@@ -57,9 +57,10 @@ METHODS: dict[str, dict[str, dict[str, Any]] | None] = {
 }
 #: The ``adapt`` method of each entry of ``METHODS`` whose name is not one.
 ADAPT_METHOD = {"goft": "qgoft"}
-#: λ of qGOFT's soft orthogonality penalty λ Σ⟨α, β⟩² in the loss (Ma et al. 2024 used
-#: 0.001–0.05; not swept here).
+#: λ of qGOFT's soft orthogonality penalty λ Σ⟨α, β⟩² in the loss during the lr sweep; then
+#: λ is chosen from ``QGOFT_LAMBDAS`` (the range Ma et al. 2024 used) at qGOFT's chosen lr.
 QGOFT_LAMBDA = 0.01
+QGOFT_LAMBDAS = (1e-3, 1e-2, 5e-2)
 LABELS = {"head only": "head only", "full": "full FT", "lora": "LoRA", "pissa": "PiSSA",
           "svft": "SVFT", "oft": "OFT", "boft": "BOFT", "hra": "HRA", "goft": "GOFT",
           "qgoft": "qGOFT"}
@@ -96,6 +97,21 @@ def _beyond_edge(rows: list[list[float]]) -> float | None:
     if best == lrs[0]:
         return float(f"{lrs[0] / (10 / 3 if f'{lrs[0]:.0e}'.startswith('1') else 3):.0e}")
     return None
+
+
+def _best(rows: list[list[float]]) -> float:
+    """The setting of the lowest finite validation loss among [setting, loss] rows."""
+    return min(rows, key=lambda r: (r[1] if _finite(r[1]) else math.inf))[0]
+
+
+def _lambda_text(r: dict[str, Any]) -> str:
+    """How qGOFT's λ was set, from the results."""
+    rows = r.get("lambda_sweep") or []
+    if not rows:
+        return f"λ = {r.get('qgoft_lambda', QGOFT_LAMBDA):g}"
+    losses = ", ".join(f"{lam:g}: {loss:.3f}" for lam, loss in rows)
+    return (f"λ = {QGOFT_LAMBDA:g} in the lr sweep, then chosen at qGOFT's lr by the same "
+            f"validation loss — {losses} — λ = {r['qgoft_lambda']:g}")
 
 
 def _sizes(quick: bool) -> dict[str, Any]:
@@ -272,13 +288,13 @@ def prepare(pretrained: DigitsNet, method: str, head_generator: torch.Generator,
 
 def adapt_run(pretrained: DigitsNet, method: str, lr: float, seed: int,
               train: tuple[torch.Tensor, torch.Tensor], s: dict[str, Any],
-              head_generator: torch.Generator, order: torch.Generator) -> tuple[DigitsNet,
-                                                                                list[float]]:
-    """Train ``method`` on the target task (Adam, ``lr``; qGOFT adds ``QGOFT_LAMBDA`` times
-    its orthogonality penalty to the loss); returns the model (with the new head) and the
+              head_generator: torch.Generator, order: torch.Generator,
+              penalty: float = QGOFT_LAMBDA) -> tuple[DigitsNet, list[float]]:
+    """Train ``method`` on the target task (Adam, ``lr``; qGOFT adds ``penalty`` times its
+    orthogonality penalty to the loss); returns the model (with the new head) and the
     seconds of every step (forward, backward, optimizer step)."""
     model = prepare(pretrained, method, head_generator, seed)
-    penalty = QGOFT_LAMBDA if method == "qgoft" else 0.0
+    penalty = penalty if method == "qgoft" else 0.0
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr)
     x, y = train
@@ -388,8 +404,16 @@ def _experiment(ctx: Context, s: dict[str, Any]) -> dict[str, Any]:
         return out
 
     swept = _stage(ctx, "sweep", {**key, "lr_extensions": LR_EXTENSIONS}, sweep)
-    chosen = {m: min(rows, key=lambda r: (r[1] if _finite(r[1]) else math.inf))[0]
-              for m, rows in swept.items()}
+    chosen = {m: _best(rows) for m, rows in swept.items()}
+
+    def lambda_sweep() -> list[list[float]]:
+        return [[lam, _loss(adapt_run(models[0], "qgoft", chosen["qgoft"], _hra_seed(ctx, 0),
+                                      fit, s, ctx.generator(300), ctx.generator(400),
+                                      penalty=lam)[0], *held)] for lam in QGOFT_LAMBDAS]
+
+    lambdas = (_stage(ctx, "lambda", {**key, "lr": chosen["qgoft"], "lambdas": QGOFT_LAMBDAS},
+                      lambda_sweep) if "qgoft" in METHODS else [])
+    penalty = _best(lambdas) if lambdas else QGOFT_LAMBDA
 
     def seeds() -> list[dict[str, Any]]:
         out = []
@@ -397,12 +421,16 @@ def _experiment(ctx: Context, s: dict[str, Any]) -> dict[str, Any]:
         for seed, method in ctx.progress(jobs, desc="orth: adaptation"):
             model, seconds = adapt_run(models[seed], method, chosen[method],
                                        _hra_seed(ctx, seed), parts["target_train"], s,
-                                       ctx.generator(300 + seed), ctx.generator(400 + seed))
+                                       ctx.generator(300 + seed), ctx.generator(400 + seed),
+                                       penalty=penalty)
             out.append({"method": method, "seed": seed, "step_seconds": seconds[5:] or seconds,
                         **evaluate(model, models[seed], parts)})
         return out
 
-    runs = _stage(ctx, "seeds", {**key, "chosen": chosen}, seeds)
+    chosen_key = {**key, "chosen": chosen}
+    if penalty != QGOFT_LAMBDA:  # (keeps the key of runs made before λ was swept)
+        chosen_key["qgoft_lambda_chosen"] = penalty
+    runs = _stage(ctx, "seeds", chosen_key, seeds)
     by = {m: [r for r in runs if r["method"] == m] for m in METHODS}
     counts = parameter_counts(models[0])
     return {
@@ -412,7 +440,8 @@ def _experiment(ctx: Context, s: dict[str, Any]) -> dict[str, Any]:
         "sweep_fit": len(fit[1]), "sweep_validation": len(held[1]),
         "options": {m: o for m, o in METHODS.items() if o is not None},
         "source_accuracy": _mean_std(source_accuracy),
-        "sweep": swept, "chosen_lr": chosen, "parameters": counts,
+        "sweep": swept, "chosen_lr": chosen, "lambda_sweep": lambdas, "qgoft_lambda": penalty,
+        "parameters": counts,
         "budget": counts[BUDGET_METHOD]["adapter"],
         "head_parameters": counts["head only"]["total"],
         "target": {m: _mean_std([r["target"] for r in rs]) for m, rs in by.items()},
@@ -550,8 +579,8 @@ def describe(r: dict[str, Any]) -> str:
         "trains with it; forgetting is measured by putting the pretrained source head back "
         "on the adapted network and scoring the source test images. The adapters wrap conv2 "
         f"(W 32×64) and fc (W 64×128): {opts}; OFT uses exact Cayley blocks, GOFT exact "
-        "Givens rotations, qGOFT free 2×2 blocks (quasi-Givens) with "
-        f"{QGOFT_LAMBDA:g} Σ⟨α, β⟩² added to the loss, SVFT a banded M on all singular "
+        "Givens rotations, qGOFT free 2×2 blocks (quasi-Givens) with λ Σ⟨α, β⟩² added to "
+        f"the loss ({_lambda_text(r)}), SVFT a banded M on all singular "
         "vectors (full rank), LoRA α = r. Full fine-tuning trains "
         "every weight, head only trains the head alone. Each method trains "
         f"{s['epochs']} epochs of batch {s['batch']} with Adam at the lr chosen on seed 0 by "
