@@ -352,6 +352,22 @@ def test_a_float32_basis_converges_with_float32_tolerances():
     torch.testing.assert_close(out.u.double(), reference.u, rtol=0, atol=1e-3)
 
 
+def test_a_float32_basis_with_a_null_space_is_reported_ill_conditioned_early():
+    # Powers t⁰, t¹: B − B(·, t₀) loses the t⁰ columns, a 3-dimensional null space that only
+    # the ridge curves (1e-6 against columns of order 10², below float32's resolution of
+    # JᵀJ). Measured before the solver's wander test: MAX_STEPS after all 50 steps. The field
+    # is settled all the same: it matches the float64 solve, which converges.
+    pde, grid, basis, initial = _heat_problem(time_powers=(0, 1))
+    out = HardConstraint(pde, None, ridge=1e-3)(basis.float(), grid, initial.float())
+    assert set(out.status.flatten().tolist()) <= {int(Status.CONVERGED),
+                                                  int(Status.ILL_CONDITIONED)}
+    assert int(Status.ILL_CONDITIONED) in out.status.flatten().tolist()
+    assert int(out.solution.steps.max()) < 20
+    reference = HardConstraint(pde, None, ridge=1e-3)(basis, grid, initial)
+    assert bool(reference.converged.all())
+    torch.testing.assert_close(out.u.double(), reference.u, rtol=0, atol=1e-3)
+
+
 def _jumps_by_loops(fields, grid, layout):
     """u_k − u_k′ on the two lines either side of each interface, point by point."""
     owner = expert_index(grid, layout)

@@ -75,3 +75,42 @@ def test_a_stalled_element_costs_the_others_nothing():
     assert out.status.tolist() == [int(Status.DIVERGED), int(Status.CONVERGED)]
     assert torch.equal(out.value[1], alone.value[0])
     assert int(out.steps[1]) == int(alone.steps[0])
+
+
+def _rank_deficient(dtype):
+    """tanh(A y) − b with A of rank 3 in 6 columns, plus ridge rows 1e-3·y: the ridge alone
+    curves the 3-dimensional null space of A, by 1e-6 against A's columns of order 1."""
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(20, 3, generator=g, dtype=torch.float64)
+    A = torch.cat([A, A @ torch.randn(3, 3, generator=g, dtype=torch.float64)], 1).to(dtype)
+    b = 0.3 * torch.randn(20, generator=g, dtype=torch.float64).to(dtype)
+    return lambda y: torch.cat([torch.tanh(y @ A.mT) - b, 1e-3 * y], -1)
+
+
+def test_a_null_space_below_float32_resolution_is_reported_ill_conditioned():
+    # Measured before the wander test: element 0 MAX_STEPS after all 100 steps (its steps
+    # kept moving y along the null space with ½‖r‖² and the gradient test settled).
+    fn = _rank_deficient(torch.float32)
+    start = torch.zeros(2, 6, dtype=torch.float32)
+    start[1] += 0.5
+    out = least_squares(fn, start, max_steps=100)
+    assert out.status.tolist() == [int(Status.ILL_CONDITIONED), int(Status.CONVERGED)]
+    assert int(out.steps[0]) < 20
+    assert "ill-conditioned" in out.describe()
+    # r is settled: both elements reach the same residual to float32 precision.
+    torch.testing.assert_close(out.residual_norm[0], out.residual_norm[1], rtol=1e-5, atol=0)
+    # Its neighbour's result is that of a solve of it alone, to the solver's float32 step
+    # tolerance (a batch of one takes another BLAS path, and the null space amplifies its
+    # rounding).
+    alone = least_squares(fn, start[1:], max_steps=100)
+    gap = float((alone.value[0] - out.value[1]).norm())
+    assert gap <= 1e-4 * float(out.value[1].norm())
+
+
+def test_the_same_null_space_is_resolved_in_float64():
+    fn = _rank_deficient(torch.float64)
+    start = torch.zeros(2, 6, dtype=torch.float64)
+    start[1] += 0.5
+    out = least_squares(fn, start, max_steps=100)
+    assert out.status.tolist() == [int(Status.CONVERGED)] * 2
+    torch.testing.assert_close(out.value[0], out.value[1], rtol=1e-6, atol=1e-8)

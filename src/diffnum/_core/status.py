@@ -30,7 +30,9 @@ class Status(enum.IntEnum):
     - ``ILL_CONDITIONED``: the input is too ill-conditioned (or rank deficient) for the
       result to be determined to working precision: κ(A)·eps ≥ 1 for an inverse square root,
       singular values below the band a Newton–Schulz schedule lifts, a projector identity
-      that fails by more than √eps. A deliberate fallback that is exact on a subspace (a
+      that fails by more than √eps, a least-squares iterate that keeps moving along a null
+      space of J the working precision cannot resolve (the residual settled, the solution
+      not). A deliberate fallback that is exact on a subspace (a
       truncated pseudoinverse) is not a failure: it is a flag on the result instead.
 
     Example::

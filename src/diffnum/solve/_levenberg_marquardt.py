@@ -41,6 +41,14 @@ _MAX_DAMPING = 1e16
 # iteration converging linearly takes steps this small too, but its gradient keeps falling; a
 # heavily damped start takes tiny steps too, but they are accepted.)
 _STALL_STEPS = 5
+# An element whose accepted steps keep moving y by more than the step test allows, along
+# directions J hardly sees (δᵀJᵀJδ <= rtol·δᵀdiag(JᵀJ)δ), while the gradient and cost tests
+# hold — ½‖r‖² flat to rtol, J orthogonal to r to rtol — wanders in a null space of J that only
+# the ridge (or nothing) curves, below the working precision's resolution of JᵀJ (float32 with
+# a rank-deficient basis). After this many such steps in a row it is reported
+# ILL_CONDITIONED: r is settled, y is not determined to rtol at this precision. (A smooth
+# iteration converging along a direction J sees is not counted, however slowly it goes.)
+_WANDER_STEPS = 5
 # Beyond 2^±400 (about 1e±120) squares of residuals and Jacobian entries leave the range.
 _RANGE_EXPONENT = 400
 
@@ -178,7 +186,8 @@ class LeastSquaresState:
     finiteness test and D are redone then, and at every step once an element is non-finite,
     ``all_finite`` False). ``finite``: elements whose numbers are all finite so far.
     ``idle``: refused steps since the last progress, ``best_cosine`` the smallest gradient
-    cosine reached (see ``_STALL_STEPS``).
+    cosine reached (see ``_STALL_STEPS``); ``wander``: accepted steps in a row that moved y
+    with the gradient and cost tests holding (see ``_WANDER_STEPS``).
     """
 
     y: torch.Tensor
@@ -194,6 +203,7 @@ class LeastSquaresState:
     finite: torch.Tensor
     idle: torch.Tensor
     best_cosine: torch.Tensor
+    wander: torch.Tensor
     fresh: bool
     all_finite: bool
     function_evaluations: int
@@ -296,7 +306,8 @@ class _NormalEquationSolver:
                                                             device=device),
             equations=equations, finite=finite,
             idle=torch.zeros(batch, dtype=torch.int64, device=device),
-            best_cosine=torch.full(batch, torch.inf, dtype=dtype, device=device), fresh=True,
+            best_cosine=torch.full(batch, torch.inf, dtype=dtype, device=device),
+            wander=torch.zeros(batch, dtype=torch.int64, device=device), fresh=True,
             all_finite=True,
             function_evaluations=1, jacobian_evaluations=1, frame=frame)
 
@@ -356,8 +367,11 @@ class _NormalEquationSolver:
         s.idle, s.best_cosine = self._idle(s, active & ~converged & ~gradient_small, accept,
                                            actual, fd, delta, cosine)
         stuck = stuck | (s.idle >= _STALL_STEPS)
+        s.wander = self._wander(s, active & ~converged & gradient_small, accept, actual, fd,
+                                delta, y_try)
         codes = frame.codes
         status = torch.where(converged, codes[Status.CONVERGED], s.status)
+        status = torch.where(s.wander >= _WANDER_STEPS, codes[Status.ILL_CONDITIONED], status)
         status = torch.where(stuck, codes[Status.DIVERGED], status)
         if nonfinite is not None:
             status = torch.where(nonfinite, codes[Status.NONFINITE], status)
@@ -428,6 +442,29 @@ class _NormalEquationSolver:
         progress = ~running | lowered | moved | (cosine < 0.5 * s.best_cosine)
         idle = torch.where(progress, 0, s.idle + (~accept).long())
         return idle, torch.minimum(s.best_cosine, cosine)
+
+    @staticmethod
+    def _wander(s: LeastSquaresState, flat_gradient: torch.Tensor, accept: torch.Tensor,
+                actual: torch.Tensor, fd: torch.Tensor, delta: torch.Tensor,
+                y_try: torch.Tensor) -> torch.Tensor:
+        """``wander`` after this step: +1 for an accepted step of a running element whose
+        gradient test holds (``flat_gradient``) and whose cost changed by at most rtol of it
+        while y moved by more than atol + rtol·‖y‖ along a direction J hardly sees,
+        δᵀJᵀJδ <= rtol·δᵀdiag(JᵀJ)δ (with the normal equations at hand; the Gram form has no
+        JᵀJ and never counts); back to 0 on any other accepted step or once the gradient test
+        fails; refused steps leave it as it is."""
+        A = getattr(s.equations, "A", None)
+        if A is None:
+            return s.wander
+        rtol, atol = s.frame.rtol, s.frame.atol
+        d = delta.detach()
+        moved = torch.linalg.vector_norm(d, dim=-1) > (
+            atol + rtol * torch.linalg.vector_norm(y_try.detach(), dim=-1))
+        seen = (d.unsqueeze(-2) @ A.detach() @ d.unsqueeze(-1)).squeeze(-1).squeeze(-1)
+        unseen = seen <= rtol * (s.equations.colsq.detach() * d.square()).sum(-1)
+        flat = accept & flat_gradient & (actual.abs() <= rtol * fd) & moved & unseen
+        return torch.where(flat, s.wander + 1,
+                           torch.where(accept | ~flat_gradient, 0, s.wander))
 
     @staticmethod
     def _gradient_cosine(s: LeastSquaresState, fd: torch.Tensor) -> torch.Tensor:
@@ -513,7 +550,11 @@ class LevenbergMarquardt(_NormalEquationSolver):
     refused without measurable progress (5 refusals with no step lowering ½‖r‖² or moving y
     by more than √rtol of them and no halving of the gradient cosine in between) is reported
     ``DIVERGED``: it sits on a kink or cusp of r, where ½‖r‖² is not differentiable, or at
-    the rounding floor, and would otherwise crawl until ``max_steps``. Costs are computed as
+    the rounding floor, and would otherwise crawl until ``max_steps``. An element whose
+    accepted steps keep moving y along directions J hardly sees (δᵀJᵀJδ <= rtol·δᵀdiag(JᵀJ)δ)
+    with ½‖r‖² flat and the gradient test holding, 5 in a row, is reported
+    ``ILL_CONDITIONED``: r is settled but y is not determined to rtol at this precision (a
+    null space curved only by a ridge below float32's resolution). Costs are computed as
     ½‖r/S‖², S = max|r₀| per element, and residuals beyond 2^±400 are divided by an exact
     power of two, so residuals of any magnitude neither overflow nor underflow.
 
