@@ -457,12 +457,14 @@ class _NormalEquationSolver:
         if A is None:
             return s.wander
         rtol, atol = s.frame.rtol, s.frame.atol
-        d = delta.detach()
-        moved = torch.linalg.vector_norm(d, dim=-1) > (
-            atol + rtol * torch.linalg.vector_norm(y_try.detach(), dim=-1))
-        seen = (d.unsqueeze(-2) @ A.detach() @ d.unsqueeze(-1)).squeeze(-1).squeeze(-1)
-        unseen = seen <= rtol * (s.equations.colsq.detach() * d.square()).sum(-1)
-        flat = accept & flat_gradient & (actual.abs() <= rtol * fd) & moved & unseen
+        flat = accept & flat_gradient & (actual.abs() <= rtol * fd)
+        if bool(flat.any()):  # (rare: the products below are skipped on most steps)
+            d = delta.detach()
+            moved = torch.linalg.vector_norm(d, dim=-1) > (
+                atol + rtol * torch.linalg.vector_norm(y_try.detach(), dim=-1))
+            seen = (d.unsqueeze(-2) @ A.detach() @ d.unsqueeze(-1)).squeeze(-1).squeeze(-1)
+            flat = flat & moved & (seen <= rtol * (s.equations.colsq.detach() * d.square()
+                                                   ).sum(-1))
         return torch.where(flat, s.wander + 1,
                            torch.where(accept | ~flat_gradient, 0, s.wander))
 
