@@ -71,6 +71,7 @@ def test_toy_run_writes_tables_figures_and_resumes(tmp_path, monkeypatch):
     assert "With the interface conditions of domain decomposition added" in section.markdown
     assert all(len(row["block_error"]) == 4 for row in section.results["ds"][1:5])
     assert "Where the error sits, block by block" in section.markdown
+    assert "Over the last quarter of training the loss changed by" in section.markdown
     assert "Given the same particular solution u_p" in section.markdown
     # Diffusion–sorption's u_p (u₀ with the corner layers) is a baseline row of its own; on
     # Navier–Stokes u_p is ω₀ itself, persistence, and is not repeated.
@@ -154,3 +155,16 @@ def test_block_errors_add_up_to_the_mean_squared_relative_error():
     only[:, expert_index(grid, (4, 1))[2]] += 1.0
     shares = hard_constraints._block_error(only.reshape(3, 8, 4), problem, (4, 1))
     assert shares[:2] == [0.0, 0.0] and shares[3] == 0.0 and shares[2] > 0
+
+
+def test_the_flattening_finding_reads_the_last_quarter_of_each_curve():
+    falling = [1.0] * 30 + [0.5] * 5 + [0.25] * 5  # last eighth half of the one before
+    flat = [1.0] * 40
+    assert hard_constraints._late_change(falling) == pytest.approx(-0.5)
+    assert hard_constraints._late_change(flat) == 0.0
+    assert math.isnan(hard_constraints._late_change([1.0] * 8))
+    text = hard_constraints._flattening_finding(
+        [{"method": "A", "loss_curve": falling}, {"method": "B", "loss_curve": flat}])
+    assert text.endswith("-50 % (A), +0 % (B) (median of the last eighth against the eighth "
+                         "before): A still falling by more than 5 %, so the budget stops "
+                         "before its loss has flattened; B not falling by more than 5 %.")

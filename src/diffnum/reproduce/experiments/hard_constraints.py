@@ -579,7 +579,34 @@ def _findings(label: str, rows: list[dict], reference_loss: float, baselines: li
     out.append(_amplitude_finding(rows[:3], _row(baselines, "persistence")))
     out.append(_swap_finding(hard, moe, swaps))
     out.append(_span_finding(hard, moe, swaps[2:], _row(baselines, "persistence")))
-    return out + _variant_findings(rows) + _time_findings(hard, moe, scaling)
+    return (out + _variant_findings(rows) + [_flattening_finding(rows[:3])]
+            + _time_findings(hard, moe, scaling))
+
+
+def _late_change(curve: list[float]) -> float:
+    """Relative change of the training loss across the last quarter of a run: the median
+    of its last eighth over the median of the eighth before, minus one (negative: falling)."""
+    finite = [v for v in curve if math.isfinite(v)]
+    n = len(finite)
+    if n < 16:
+        return math.nan
+    last, before = finite[n - n // 8:], finite[n - n // 4:n - n // 8]
+    return statistics.median(last) / statistics.median(before) - 1.0
+
+
+def _flattening_finding(rows: list[dict]) -> str:
+    """Whether the training losses had flattened by the end of the budget."""
+    changes = {r["method"]: _late_change(r["loss_curve"]) for r in rows}
+    listed = ", ".join(f"{100 * c:+.0f} % ({m})" for m, c in changes.items())
+    falling = [m for m, c in changes.items() if c < -0.05]
+    others = [m for m in changes if m not in falling]
+    text = (f"Over the last quarter of training the loss changed by {listed} (median of the "
+            "last eighth against the eighth before)")
+    if not falling:
+        return text + ": none still falling by more than 5 %."
+    return (text + f": {', '.join(falling)} still falling by more than 5 %, so the budget "
+            f"stops before {'its' if len(falling) == 1 else 'their'} loss has flattened"
+            + (f"; {', '.join(others)} not falling by more than 5 %." if others else "."))
 
 
 def _loss_finding(rows: list[dict], reference_loss: float, baselines: list[dict]) -> str:
