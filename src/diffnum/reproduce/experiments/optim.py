@@ -847,7 +847,6 @@ def run(ctx: Context) -> Section:
     digits = _digits(ctx, sizes["digits"])
     maps = _schedule_maps()
     figures = _figures(ctx, lm, digits, maps)
-    s = sizes["lm"]
     results = {
         "corpus": {"python": ".".join(map(str, sys.version_info[:3])),
                    "files": list(corpus.files), "missing": list(corpus.missing),
@@ -860,12 +859,20 @@ def run(ctx: Context) -> Section:
         "schedules": {label: {k: v for k, v in m.items() if k != "sigma_out"}
                       for label, m in maps["maps"].items()},
     }
-    c = results["corpus"]
+    parts = (_lm_text(results["corpus"], lm, sizes["lm"]) + _digits_text(digits)
+             + _schedule_text(maps))
+    return Section(title="Muon-family optimizers (optim)", markdown="\n".join(parts),
+                   results=results, figures=tuple(figures),
+                   summary_table=summary_table(results))
+
+
+def _lm_text(c: dict[str, Any], lm: dict[str, Any], s: dict[str, Any]) -> list[str]:
+    """Part (a) of the report: the language model's setup, table and findings."""
     missing = (f" Not in this Python, skipped: {', '.join(c['missing'])}." if c["missing"]
                else "")
     shapes = ", ".join(f"{a}×{b}" for a, b in lm["muon_shapes"])
     seeds = s["seeds"]
-    parts = [
+    return [
         f"**(a) Character-level language model on real text.** The corpus is the source of "
         f"{len(c['files'])} modules of this Python's ({c['python']}) standard library "
         f"({', '.join(c['files'])}), concatenated in that order: {c['bytes']:,} bytes, "
@@ -892,10 +899,14 @@ def run(ctx: Context) -> Section:
         " ".join(lm_findings(lm)) + " " + root_note(lm),
         "",
     ]
+
+
+def _digits_text(digits: dict[str, Any]) -> list[str]:
+    """Part (b) of the report: orthogonalized convolutions on the digits, or why skipped."""
     if digits["available"]:
         d = digits
         dshapes = ", ".join(f"{a}×{b}" for a, b in d["muon_shapes"])
-        parts += [
+        return [
             f"**(b) Orthogonalized convolutions on real digits.** scikit-learn's "
             f"{d['images']} 8×8 handwritten digits, a fixed split of {d['train']} training "
             f"and {d['test']} test images. A CNN of three 3×3 convolutions; Muon "
@@ -907,10 +918,13 @@ def run(ctx: Context) -> Section:
             f"{d['sizes']['epochs']} epochs of batch {d['sizes']['batch']} and are scored "
             "on the test images.",
             "", digits_table(d), "", " ".join(digits_findings(d)), ""]
-    else:
-        parts += [f"**(b) Orthogonalized convolutions on real digits** skipped: "
-                  f"{digits['reason']}.", ""]
-    parts += [
+    return [f"**(b) Orthogonalized convolutions on real digits** skipped: "
+            f"{digits['reason']}.", ""]
+
+
+def _schedule_text(maps: dict[str, Any]) -> list[str]:
+    """Part (c) of the report: the Newton–Schulz schedules' maps."""
+    return [
         "**(c) Newton–Schulz schedules.** Each step maps a singular value by "
         "p(σ) = aσ + bσ³ + cσ⁵; the figure shows the composition over σ₀ ∈ [1e-4, 1] (σ₀: "
         "after the start's scaling, Frobenius or AOL), the table the exact image of "
@@ -918,9 +932,6 @@ def run(ctx: Context) -> Section:
         f"{len(maps['sigma_in'])} log-spaced σ₀, the smallest σ₀ from which every larger one "
         f"comes out at least {LIFT:g}.",
         "", schedule_table(maps), "", " ".join(schedule_findings(maps)), ""]
-    return Section(title="Muon-family optimizers (optim)", markdown="\n".join(parts),
-                   results=results, figures=tuple(figures),
-                   summary_table=summary_table(results))
 
 
 def readme(results: dict[str, Any], mode: str) -> str:
