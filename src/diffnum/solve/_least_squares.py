@@ -221,7 +221,9 @@ def _attach(fn: Callable, args: tuple, y: torch.Tensor, J: torch.Tensor | None,
         with torch.enable_grad():
             yv = y.detach().requires_grad_(True)
             rv = fn(yv, *args)
-            g = torch.autograd.grad(0.5 * (rv * rv).sum(), yv, create_graph=True)[0]
+            # g = Jᵀr as the VJP of r with cotangent r itself (r not detached: g keeps its
+            # dependence on θ through both J and r), without forming ½‖r‖².
+            g = torch.autograd.grad(rv, yv, grad_outputs=rv, create_graph=True)[0]
         if hessian is not None:
             with torch.no_grad():
                 H = _checked_hessian(hessian, y.detach(), args)
