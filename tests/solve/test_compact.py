@@ -114,6 +114,10 @@ def test_a_nonfinite_element_adds_exact_zeros_to_shared_gradients(adjoint):
     out, grad = gradient(poisoned)
     assert out.status.tolist()[2] == int(Status.NONFINITE)
     clean, reference = gradient(B)
-    assert torch.equal(out.value[[0, 1, 3]], clean.value[[0, 1, 3]])
+    # Equal to rounding, not bitwise: once element 2 leaves, the others run in a smaller batch,
+    # and MKL's batched GEMM may round by batch count (measured on an AMD EPYC: JᵀJ of a 40×5
+    # batch of 3 and of 2 of its elements differ in the last bit).
+    torch.testing.assert_close(out.value[[0, 1, 3]], clean.value[[0, 1, 3]],
+                               rtol=1e-13, atol=0)
     assert torch.isfinite(grad)
     torch.testing.assert_close(grad, reference, rtol=1e-12, atol=0)

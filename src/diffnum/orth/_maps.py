@@ -324,7 +324,9 @@ def givens(theta: torch.Tensor, d: int, *, columns: int | None = None) -> torch.
     k = _columns("columns", columns, d)
     if theta.requires_grad and torch.is_grad_enabled() and not _functorch(theta):
         return _Givens.apply(theta, d, k)
-    return _givens_forward(theta, d, k)
+    recorded = (torch.is_grad_enabled() and theta.requires_grad) or _functorch(theta)
+    dual = torch.autograd.forward_ad.unpack_dual(theta).tangent is not None
+    return _givens_forward(theta, d, k, buffered=not (recorded or dual))
 
 
 def _functorch(t: torch.Tensor) -> bool:
@@ -357,30 +359,49 @@ def _rotations(theta: torch.Tensor) -> torch.Tensor:
     return torch.stack([c, -s, s, c], dim=-1).unflatten(-1, (2, 2))
 
 
-def _mix(M: torch.Tensor, Y: torch.Tensor, h: int) -> torch.Tensor:
-    """The 2×2 products M_p (rows 2p, 2p + 1 of Y) for p < h; the bye row (odd d) is kept."""
+def _mix(M: torch.Tensor, Y: torch.Tensor, h: int,
+         out: torch.Tensor | None = None) -> torch.Tensor:
+    """The 2×2 products M_p (rows 2p, 2p + 1 of Y) for p < h; the bye row (odd d) is kept.
+    ``out``: a slab shaped like Y to write into (no autograd), else a new tensor."""
     pairs = Y[..., :2 * h, :].unflatten(-2, (h, 2))
+    if out is not None:
+        torch.matmul(M, pairs, out=out[..., :2 * h, :].unflatten(-2, (h, 2)))
+        if Y.shape[-2] > 2 * h:
+            out[..., 2 * h:, :].copy_(Y[..., 2 * h:, :])
+        return out
     out = (M @ pairs).flatten(-3, -2)
     if Y.shape[-2] > 2 * h:
         out = torch.cat([out, Y[..., 2 * h:, :]], dim=-2)
     return out
 
 
-def _givens_forward(theta: torch.Tensor, d: int, k: int,
-                    keep: list | None = None) -> torch.Tensor:
+def _givens_forward(theta: torch.Tensor, d: int, k: int, keep: list | None = None,
+                    buffered: bool = False) -> torch.Tensor:
     """Q = G₁(G₂(⋯(G_R E_k))), the last round applied first. The rows are kept in the order of
     the round being applied (:func:`_orders`), so a round is one gather of the rows (from the
     previous round's order) and one batched 2×2 product: O(d k) per round. ``keep``: a list
-    that receives each round's output (round R − 1 first), in that round's order."""
+    that receives each round's output (round R − 1 first), in that round's order.
+
+    ``buffered`` (no autograd): the rounds write into two slabs allocated once, in turn, rather
+    than into two new d×k tensors each (on CPU a fresh large tensor costs its page faults,
+    measured 2–3× the arithmetic of an elementwise pass); the values are the same."""
     orders = _orders(d, theta.shape[-2], theta.device)
     rounds, h = theta.shape[-2], d // 2
     M = _rotations(theta)
     Z = _eye(d, k, theta).expand(*theta.shape[:-2], d, k)
+    if buffered:  # the gathered rows, and the rounds' outputs (each round overwrites it)
+        gathered = torch.empty(Z.shape, dtype=Z.dtype, device=Z.device)
+        work = torch.empty_like(gathered) if keep is None else None
     previous = None  # inverse of the order Z is in; None: natural order
     for r in reversed(range(rounds)):
         order = orders[r % orders.shape[0]]
-        Z = _mix(M[..., r, :, :, :], Z.index_select(-2, order if previous is None
-                                                    else previous[order]), h)
+        index = order if previous is None else previous[order]
+        if buffered:
+            rows = torch.index_select(Z, -2, index, out=gathered)
+            Z = _mix(M[..., r, :, :, :], rows, h,
+                     out=work if keep is None else torch.empty_like(rows))
+        else:
+            Z = _mix(M[..., r, :, :, :], Z.index_select(-2, index), h)
         if keep is not None:
             keep.append(Z)
         previous = _inverse(order)
@@ -405,7 +426,7 @@ class _Givens(torch.autograd.Function):
         batch = math.prod(theta.shape[:-2])
         size = theta.shape[-2] * batch * d * k * theta.element_size()
         keep = [] if size <= _GIVENS_KEEP_BYTES else None
-        Q = _givens_forward(theta, d, k, keep)
+        Q = _givens_forward(theta, d, k, keep, buffered=True)
         ctx.save_for_backward(theta, Q, *(keep or []))
         ctx.d = d
         return Q
@@ -435,8 +456,12 @@ def _givens_backward(theta: torch.Tensor, Q: torch.Tensor, kept: list, G: torch.
     # 0's output, applied last); otherwise outputs and cotangents travel side by side
     # (…, d, 2k): one gather and one product for both, the outputs recovered by the
     # inverse rotations.
-    W = (G.expand_as(Q) if kept else torch.cat([Q, G.expand_as(Q)], dim=-1))
+    G = G.expand_as(Q)
+    W = G if kept else torch.cat([Q, G], dim=-1)
+    # Two slabs for the whole loop: a round mixes W into ``mixed``, whose rows are gathered
+    # back into W in the next round's order (see ``buffered`` in _givens_forward).
     W = W.index_select(-2, order)
+    mixed = torch.empty_like(W)
     for r in range(rounds):  # the first round (r = 0) was applied last
         pairs = W[..., :2 * h, :].unflatten(-2, (h, 2))
         if kept:
@@ -448,7 +473,8 @@ def _givens_backward(theta: torch.Tensor, Q: torch.Tensor, kept: list, G: torch.
         if r == rounds - 1:
             break
         nxt = orders[(r + 1) % orders.shape[0]]
-        W = _mix(Mt[..., r, :, :, :], W, h).index_select(-2, _inverse(order)[nxt])
+        _mix(Mt[..., r, :, :, :], W, h, out=mixed)
+        torch.index_select(mixed, -2, _inverse(order)[nxt], out=W)
         order = nxt
     return grad
 
