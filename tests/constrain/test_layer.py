@@ -59,7 +59,11 @@ def test_linear_pde_gives_the_closed_form_least_squares_weights():
 
 
 def test_eliminated_conditions_give_the_closed_form_and_hold_exactly():
-    pde, grid, basis, initial = _heat_problem()
+    # Powers t¹, t²: the lifted basis keeps full rank. (With t⁰ its null space is curved by the
+    # ridge alone, 1e-6 against columns of order 10², which is float64's resolution at
+    # rtol = 1e-8: whether LM settles there or is reported ILL_CONDITIONED is then decided by
+    # rounding, measured to differ between an Intel and an AMD CPU.)
+    pde, grid, basis, initial = _heat_problem(time_powers=(1, 2))
     out = HardConstraint(pde, None, ridge=1e-3)(basis, grid, initial)
     assert bool(out.converged.all())
     lifted, particular = pde.lift(basis, grid, initial)
@@ -132,10 +136,14 @@ def test_experts_fit_their_own_blocks_and_route_rows():
     # u on block k is B w_k (the same N-term dot products, summed by another kernel).
     blocks = partition_domain(basis, grid, (4, 1))
     index = expert_index(grid, (4, 1))
+    # Equal within the rounding bound of an N-term dot product, N·eps·Σ|B_i w_i|: where the
+    # terms cancel, the two kernels' summation orders differ by more than eps·|u|.
+    eps = torch.finfo(torch.float64).eps
     for k in range(4):
-        torch.testing.assert_close(out.u.reshape(2, -1)[:, index[k]],
-                                   (blocks[:, k] @ out.weights[:, k].unsqueeze(-1))[..., 0],
-                                   rtol=1e-13, atol=1e-14)
+        w = out.weights[:, k].unsqueeze(-1)
+        gap = out.u.reshape(2, -1)[:, index[k]] - (blocks[:, k] @ w)[..., 0]
+        bound = 6 * eps * (blocks[:, k].abs() @ w.abs())[..., 0]
+        assert bool((gap.abs() <= bound).all()), float((gap.abs() / bound).max())
     # replicate: every expert has all 14 initial rows (the corners belong to the boundary
     # conditions) + 16 boundary rows; partition: its own.
     assert out.stats["constraint_rows_per_expert"] == 14 + 2 * 8
@@ -352,19 +360,23 @@ def test_a_float32_basis_converges_with_float32_tolerances():
     torch.testing.assert_close(out.u.double(), reference.u, rtol=0, atol=1e-3)
 
 
-def test_a_float32_basis_with_a_null_space_is_reported_ill_conditioned_early():
+def test_a_float32_basis_with_a_null_space_finishes_early_with_an_honest_status():
     # Powers t⁰, t¹: B − B(·, t₀) loses the t⁰ columns, a 3-dimensional null space that only
     # the ridge curves (1e-6 against columns of order 10², below float32's resolution of
     # JᵀJ). Measured before the solver's wander test: MAX_STEPS after all 50 steps. The field
     # is settled all the same: it matches the float64 solve, which converges.
+    # Which of the two statuses an element gets is decided by rounding: the damped steps along
+    # the null space may stay below the step test (CONVERGED, measured on an AMD EPYC: 4–6
+    # steps) or grow until the wander test fires (ILL_CONDITIONED, measured on an Intel Xeon).
     pde, grid, basis, initial = _heat_problem(time_powers=(0, 1))
     out = HardConstraint(pde, None, ridge=1e-3)(basis.float(), grid, initial.float())
     assert set(out.status.flatten().tolist()) <= {int(Status.CONVERGED),
                                                   int(Status.ILL_CONDITIONED)}
-    assert int(Status.ILL_CONDITIONED) in out.status.flatten().tolist()
     assert int(out.solution.steps.max()) < 20
     reference = HardConstraint(pde, None, ridge=1e-3)(basis, grid, initial)
-    assert bool(reference.converged.all())
+    # (float64 sits at its own threshold here, see the elimination test above.)
+    assert set(reference.status.flatten().tolist()) <= {int(Status.CONVERGED),
+                                                        int(Status.ILL_CONDITIONED)}
     torch.testing.assert_close(out.u.double(), reference.u, rtol=0, atol=1e-3)
 
 
