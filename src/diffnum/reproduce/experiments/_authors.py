@@ -29,36 +29,9 @@ def _fmt_modes(modes: Any) -> str:
     return "×".join(str(m) for m in modes) if isinstance(modes, (tuple, list)) else str(modes)
 
 
-def authors_mapping(sizes: dict) -> str:
-    """A markdown section: an intro sentence, a table ``aspect | authors' code (file) |
-    diffnum here | why it differs`` for diffusion–sorption (DS) and Navier–Stokes (NS), and
-    the paper's reported errors in one closing sentence.
-
-    ``sizes`` is the dict of ``hard_constraints._sizes(quick)``; diffnum's grids, step counts,
-    N and M are read from it, and the training settings (batch, learning rate, clipping,
-    ridge, LM iteration limit) from ``hard_constraints._configs``, so the table describes the
-    run it accompanies.
-    """
-    # Imported here: hard_constraints may import this module to build its report.
-    from diffnum.reproduce.experiments.hard_constraints import (
-        GRF_ALPHA,
-        GRF_TAU,
-        T_END,
-        _configs,
-    )
-
-    ds, ns = sizes["ds"], sizes["ns"]
-    ds_cfg = _configs("ds", ds, 0)
-    ns_cfg = _configs("ns", ns, 0)
-    hard = ds_cfg[1]
-    ds_experts = math.prod(ds_cfg[2].experts)
-    ns_experts = math.prod(ns_cfg[2].experts)
-    ns_t_end = _NS_DT * (ns["steps_ref"] // (ns["nt"] - 1)) * (ns["nt"] - 1)
-    batch = {c.batch_size for c in ds_cfg + ns_cfg}
-    batch_text = "/".join(str(b) for b in sorted(batch))
-    clip = "none" if hard.clip is None else f"{hard.clip:g}"
-
-    rows = [
+def _network_rows(ds: dict, ns: dict) -> list[list[str]]:
+    """Rows: the basis networks."""
+    return [
         ["basis network, DS",
          "FNO2D: 5 Fourier layers, width 32→64, modes 8×8, GELU on output; "
          "input (t/T, x/x_max, u₀); N = 16 (`models/fno2d.py`)",
@@ -75,6 +48,12 @@ def authors_mapping(sizes: dict) -> str:
          f"indices/n; linear output; N = {ns['n_basis']}",
          "CPU scale (grid and step budget far smaller); at this size the FNO does not form "
          "the advection product from ω₀ alone (the report's \"u₀ input only\" rows)"],
+    ]
+
+
+def _condition_rows(ds: dict, ns: dict) -> list[list[str]]:
+    """Rows: initial and boundary conditions, collocation."""
+    return [
         ["IC/BC, DS",
          "Rows in the LM problem: relative IC (Φw − u₀)/u₀ (repeated nt× in PI-HC), "
          "left/right BC rows from t₁ (`pdes/diffusion_sorption.py`)",
@@ -100,6 +79,12 @@ def authors_mapping(sizes: dict) -> str:
          "redrawn every call; NS every point, t₀ included; DS not t₀ and not the ends",
          "CPU scale; DS's corners are incompatible (u_t unbounded at t₀) and its ends carry "
          "the BCs; left out on NS, t₀ let PI-HC jump from ω₀ to 0.68 of its norm at t₁"],
+    ]
+
+
+def _solver_rows(hard: Any, pde_weight: float, t_end: float) -> list[list[str]]:
+    """Rows: the constrained solve and its gradient."""
+    return [
         ["LM solver",
          "DS: optimistix rtol = atol = 1e-4; NS: jaxopt tol 1e-4; 100 iterations "
          "(paper: 50; NS 1e-7) (`models/constraints/`)",
@@ -123,9 +108,16 @@ def authors_mapping(sizes: dict) -> str:
          "near r = 0"],
         ["DS residual scale",
          "Raw seconds (dt = 5 s), weight 1; right-BC u_x on normalised x",
-         f"PDE rows ×T and loss ×T² (τ = t/T, T = {T_END:g}; pde_weight "
-         f"{ds_cfg[0].pde_weight:g})",
+         f"PDE rows ×T and loss ×T² (τ = t/T, T = {t_end:g}; pde_weight "
+         f"{pde_weight:g})",
          "PDE rows of order one next to the ridge and the condition terms"],
+    ]
+
+
+def _discretization_rows(ds: dict, ns: dict, t_end: float) -> list[list[str]]:
+    """Rows: derivatives, PDE constants and grids."""
+    ns_t_end = _NS_DT * (ns["steps_ref"] // (ns["nt"] - 1)) * (ns["nt"] - 1)
+    return [
         ["derivatives, DS",
          "FD: central first derivative; u_xx = that operator twice (2Δx stencil); first-order "
          "ends (`pdes/finite_differences.py`)",
@@ -142,7 +134,7 @@ def authors_mapping(sizes: dict) -> str:
          "D = 5e-4, φ = 0.29, ρ_s = 2880, k_f = 3.5e-4, n_f = 0.874; 1024 cell centres × "
          "101 t, T = 500 s",
          f"Same constants; {ds['nx']} nodes x = j/(nx−1), ends included, × {ds['nt']} t, "
-         f"T = {T_END:g}; reference on {ds['cells']} cells",
+         f"T = {t_end:g}; reference on {ds['cells']} cells",
          "CPU scale; nodes at x = 0 and 1 so the BCs act on the boundary"],
         ["PDE and grid, NS",
          "Re = 1e4 (ν = 1e-4), no forcing, [0, 1)², 64 × 64 × 64, T = 5; test at 256²",
@@ -153,6 +145,19 @@ def authors_mapping(sizes: dict) -> str:
          "u(1) = −D·u_x(1) (cauchy_sign = −1) in solve, elimination and loss",
          "+D is ill posed (boundary mode e^{(x−1)/D}); −D matches the generator and our "
          "solver"],
+    ]
+
+
+def _training_rows(ds: dict, ns: dict, cfgs: tuple[list, list],
+                   grf: tuple[float, float]) -> list[list[str]]:
+    """Rows: loss, optimiser, mixture split, evaluation and data."""
+    ds_cfg, ns_cfg = cfgs
+    hard = ds_cfg[1]
+    ds_experts = math.prod(ds_cfg[2].experts)
+    ns_experts = math.prod(ns_cfg[2].experts)
+    batch_text = "/".join(str(b) for b in sorted({c.batch_size for c in ds_cfg + ns_cfg}))
+    clip = "none" if hard.clip is None else f"{hard.clip:g}"
+    return [
         ["training loss",
          "Sum of L2 norms (not squared): PDE on full grid; DS adds relative IC, left BC, right "
          "BC vs data; NS PDE only (`trainers/train_utils.py`)",
@@ -181,10 +186,36 @@ def authors_mapping(sizes: dict) -> str:
         ["data",
          "PDEBench DS (8000 train / 1000 test); NS 4000 GRF trajectories, 100 test at 256² "
          "(no generator in repo)",
-         f"Generated: DS FV + BDF, u₀ ~ U(0, 0.2); NS pseudo-spectral, GRF α = {GRF_ALPHA:g}, "
-         f"τ = {GRF_TAU:g}; {ds['n_train']} (DS) / {ns['n_train']} (NS) training u₀",
+         f"Generated: DS FV + BDF, u₀ ~ U(0, 0.2); NS pseudo-spectral, GRF α = {grf[0]:g}, "
+         f"τ = {grf[1]:g}; {ds['n_train']} (DS) / {ns['n_train']} (NS) training u₀",
          "Offline CPU scale; references consistent with our discretisations"],
     ]
+
+
+def authors_mapping(sizes: dict) -> str:
+    """A markdown section: an intro sentence, a table ``aspect | authors' code (file) |
+    diffnum here | why it differs`` for diffusion–sorption (DS) and Navier–Stokes (NS), and
+    the paper's reported errors in one closing sentence.
+
+    ``sizes`` is the dict of ``hard_constraints._sizes(quick)``; diffnum's grids, step counts,
+    N and M are read from it, and the training settings (batch, learning rate, clipping,
+    ridge, LM iteration limit) from ``hard_constraints._configs``, so the table describes the
+    run it accompanies.
+    """
+    # Imported here: hard_constraints may import this module to build its report.
+    from diffnum.reproduce.experiments.hard_constraints import (
+        GRF_ALPHA,
+        GRF_TAU,
+        T_END,
+        _configs,
+    )
+
+    ds, ns = sizes["ds"], sizes["ns"]
+    ds_cfg, ns_cfg = _configs("ds", ds, 0), _configs("ns", ns, 0)
+    rows = (_network_rows(ds, ns) + _condition_rows(ds, ns)
+            + _solver_rows(ds_cfg[1], ds_cfg[0].pde_weight, T_END)
+            + _discretization_rows(ds, ns, T_END)
+            + _training_rows(ds, ns, (ds_cfg, ns_cfg), (GRF_ALPHA, GRF_TAU)))
     intro = ("How this CPU-scale run differs from the authors' released JAX code "
              "(ASK-Berkeley/physics-NNs-hard-constraints at 0330e64, files under `neptune/`) "
              "and from PDEBench's diffusion–sorption generator:")
