@@ -486,6 +486,33 @@ def results_table(r: dict[str, Any]) -> str:
           f"{r['step_ms'][m]:.2f}"] for m in r["target"]])
 
 
+def _forgetting(target: dict[str, Any], kept: dict[str, Any], base: str) -> list[str]:
+    """A sentence per orthogonal adapter on what it keeps of 0–4 against ``base`` (LoRA) and
+    at what target accuracy, then how many keep more than LoRA by more than the seed spread."""
+    label, methods, text = LABELS, list(target), []
+    for m in [m for m in ORTHOGONAL if m in methods]:
+        diff = kept[m]["mean"] - kept[base]["mean"]
+        spread = _std(kept[m]) + _std(kept[base])
+        if abs(diff) <= spread:
+            verdict = "within the sum of the two seed standard deviations"
+        else:
+            verdict = ("less forgetting than LoRA by more than" if diff > 0
+                       else "more forgetting than LoRA by more than") + \
+                " the sum of the two seed standard deviations"
+        tdiff = target[m]["mean"] - target[base]["mean"]
+        text.append(f"{label[m]} keeps {kept[m]['mean']:.3f} on 0–4 against LoRA's "
+                    f"{kept[base]['mean']:.3f} ({diff:+.3f}; {verdict}, {spread:.3f}), at "
+                    f"{tdiff:+.3f} target accuracy.")
+    verdicts = [m for m in ORTHOGONAL if m in methods
+                and kept[m]["mean"] - kept[base]["mean"] > _std(kept[m]) + _std(kept[base])]
+    count = sum(m in methods for m in ORTHOGONAL)
+    verb = "keeps" if len(verdicts) == 1 else "keep"
+    text.append(f"{len(verdicts)} of the {count} orthogonal adapters {verb} more of 0–4 than "
+                "LoRA by more than the seed spread" + (
+                    f" ({', '.join(label[m] for m in verdicts)})." if verdicts else "."))
+    return text
+
+
 def findings(r: dict[str, Any]) -> list[str]:
     """The report's sentences, each computed from the stored numbers."""
     target, kept, angle = r["target"], r["kept"], r["angle_change"]
@@ -508,26 +535,7 @@ def findings(r: dict[str, Any]) -> list[str]:
                 f"fine-tuning trains {r['parameters']['full']['adapter']:,} backbone "
                 "parameters.")
     base = "lora"
-    for m in [m for m in ORTHOGONAL if m in methods]:
-        diff = kept[m]["mean"] - kept[base]["mean"]
-        spread = _std(kept[m]) + _std(kept[base])
-        if abs(diff) <= spread:
-            verdict = "within the sum of the two seed standard deviations"
-        else:
-            verdict = ("less forgetting than LoRA by more than" if diff > 0
-                       else "more forgetting than LoRA by more than") + \
-                " the sum of the two seed standard deviations"
-        tdiff = target[m]["mean"] - target[base]["mean"]
-        text.append(f"{label[m]} keeps {kept[m]['mean']:.3f} on 0–4 against LoRA's "
-                    f"{kept[base]['mean']:.3f} ({diff:+.3f}; {verdict}, {spread:.3f}), at "
-                    f"{tdiff:+.3f} target accuracy.")
-    verdicts = [m for m in ORTHOGONAL if m in methods
-                and kept[m]["mean"] - kept[base]["mean"] > _std(kept[m]) + _std(kept[base])]
-    count = sum(m in methods for m in ORTHOGONAL)
-    verb = "keeps" if len(verdicts) == 1 else "keep"
-    text.append(f"{len(verdicts)} of the {count} orthogonal adapters {verb} more of 0–4 than "
-                "LoRA by more than the seed spread" + (
-                    f" ({', '.join(label[m] for m in verdicts)})." if verdicts else "."))
+    text += _forgetting(target, kept, base)
     limit = ANGLE_KEPT
     keep = [m for m in methods if angle[m] <= limit and m != "head only"]
     move = [m for m in methods if angle[m] > limit]
