@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import json
-import platform
 import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 import torch
 from torch.utils.benchmark import Timer
 
-import diffnum
+from diffnum._core.environment import environment
 from diffnum._core.markdown import markdown_table
 
 
@@ -49,18 +48,6 @@ def interleaved_times(fns: dict[str, Callable[[], Any]], *, repeats: int = 7,
         for key, timer in timers.items():
             samples[key].append(_sample(timer))
     return {k: statistics.median(v) for k, v in samples.items()}
-
-
-def environment() -> dict[str, Any]:
-    """Versions and thread count recorded with every benchmark result."""
-    return {
-        "diffnum": diffnum.__version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "processor": platform.processor(),
-        "threads": torch.get_num_threads(),
-    }
 
 
 # Where write_results puts its files; ``diffnum bench --dir D`` sets it to D/results.

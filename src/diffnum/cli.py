@@ -139,13 +139,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"diffnum {diffnum.__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_reproduce(sub)
+    _add_bench(sub)
+    _add_data(sub)
+    return parser
 
-    rep = sub.add_parser(
-        "reproduce",
-        help="run the papers' key comparisons and write a report",
-        description="Generate data, run each paper's comparison at CPU scale, and write "
-                    "report.md, results.json and PNG figures to --out.",
-    )
+
+def _add_reproduce(sub: argparse._SubParsersAction) -> None:
+    rep = sub.add_parser("reproduce", help="run the papers' key comparisons and write a report",
+                         description="Generate data, run each paper's comparison at CPU scale, "
+                                     "and write report.md, results.json and PNG figures to --out.")
     rep.add_argument("targets", nargs="*", metavar="TARGET",
                      help="experiments to run: 'all' (default) or any of "
                           + ", ".join(_target_names()))
@@ -161,12 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "run's results (with --resume, finished experiments are reused)")
     rep.set_defaults(func=_reproduce)
 
-    bench = sub.add_parser(
-        "bench",
-        help="run side-by-side benchmarks from benchmarks/",
-        description="Run benchmarks/bench_NAME.py side by side with their peers; results go to "
-                    "benchmarks/results/NAME.json and .md.",
-    )
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    bench = sub.add_parser("bench", help="run side-by-side benchmarks from benchmarks/",
+                           description="Run benchmarks/bench_NAME.py side by side with their "
+                                       "peers; results go to benchmarks/results/NAME.json and .md.")
     bench.add_argument("names", nargs="*", metavar="NAME", help="benchmarks to run (default: all)")
     bench.add_argument("--dir", default="benchmarks",
                        help="benchmark directory (default: %(default)s)")
@@ -174,12 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fewer repeats, smaller sizes (smoke test)")
     bench.set_defaults(func=_bench)
 
-    data = sub.add_parser(
-        "data",
-        help="generate cached reference datasets",
-        description="Generate reference solutions deterministically per seed into --out, "
-                    "with a JSON sidecar holding the settings and a SHA-256 checksum.",
-    )
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    data = sub.add_parser("data", help="generate cached reference datasets",
+                          description="Generate reference solutions deterministically per seed "
+                                      "into --out, with a JSON sidecar holding the settings and a "
+                                      "SHA-256 checksum.")
     data_sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     gen = data_sub.add_parser("generate", help="generate (or reuse a valid cached) dataset")
     gen.add_argument("kind", choices=["diffusion-sorption", "navier-stokes", "burgers"])
@@ -191,7 +193,6 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--overwrite", action="store_true",
                      help="regenerate even if a valid cached dataset exists")
     gen.set_defaults(func=_data)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

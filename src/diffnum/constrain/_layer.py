@@ -233,15 +233,13 @@ def expert_residual(pde, terms: Mapping[str, torch.Tensor], weights: torch.Tenso
     Example::
 
         >>> import torch
-        >>> from diffnum.constrain import HardConstraint, MixtureOfExperts
+        >>> from diffnum.constrain import HardConstraint, MixtureOfExperts, expert_residual
         >>> from diffnum.pde import Heat1D, uniform_grid
         >>> grid = uniform_grid({"x": (0.0, 1.0, 16), "t": (0.0, 0.2, 9)})
         >>> x, t = grid.mesh()
         >>> basis = torch.stack([x**i * t**j for i in range(3) for j in range(2)], -1)
-        >>> pde = Heat1D(0.1, boundary="dirichlet")
-        >>> out = MixtureOfExperts(HardConstraint(pde), (2, 1))(
-        ...     basis.reshape(1, grid.size, 6), grid, torch.sin(torch.pi * x[:, 0]))
-        >>> from diffnum.constrain import expert_residual
+        >>> moe = MixtureOfExperts(HardConstraint(pde := Heat1D(0.1, boundary="dirichlet")), (2, 1))
+        >>> out = moe(basis.reshape(1, grid.size, 6), grid, torch.sin(torch.pi * x[:, 0]))
         >>> expert_residual(pde, out.terms, out.weights, grid, (2, 1), out.particular).shape
         torch.Size([1, 16, 9])
     """

@@ -57,11 +57,9 @@ def expert_index(grid: Grid, experts: Sequence[int] | Mapping[str, int]) -> torc
 
     Example::
 
-        >>> import torch
-        >>> from diffnum.constrain import expert_index, partition_domain, unpartition_domain
+        >>> from diffnum.constrain import expert_index
         >>> from diffnum.pde import uniform_grid
         >>> grid = uniform_grid({"x": (0.0, 1.0, 8), "t": (0.0, 1.0, 4)})
-        >>> B = torch.arange(32.0).reshape(1, 32, 1)  # (batch, grid points, basis functions)
         >>> expert_index(grid, (2, 1))[1, :4].tolist()  # block 1 starts at x₄ (flat index 16)
         [16, 17, 18, 19]
     """
@@ -105,7 +103,7 @@ def partition_domain(x: torch.Tensor, grid: Grid, experts: Sequence[int] | Mappi
     Example::
 
         >>> import torch
-        >>> from diffnum.constrain import expert_index, partition_domain, unpartition_domain
+        >>> from diffnum.constrain import partition_domain
         >>> from diffnum.pde import uniform_grid
         >>> grid = uniform_grid({"x": (0.0, 1.0, 8), "t": (0.0, 1.0, 4)})
         >>> B = torch.arange(32.0).reshape(1, 32, 1)  # (batch, grid points, basis functions)
@@ -133,7 +131,7 @@ def unpartition_domain(blocks: torch.Tensor, grid: Grid,
     Example::
 
         >>> import torch
-        >>> from diffnum.constrain import expert_index, partition_domain, unpartition_domain
+        >>> from diffnum.constrain import partition_domain, unpartition_domain
         >>> from diffnum.pde import uniform_grid
         >>> grid = uniform_grid({"x": (0.0, 1.0, 8), "t": (0.0, 1.0, 4)})
         >>> B = torch.arange(32.0).reshape(1, 32, 1)  # (batch, grid points, basis functions)

@@ -357,7 +357,7 @@ class ConstrainedModel(nn.Module):
     Example::
 
         >>> import torch
-        >>> from diffnum.constrain import ConstrainedModel, PhysicsProblem, TrainConfig
+        >>> from diffnum.constrain import ConstrainedModel, TrainConfig
         >>> from diffnum.pde import Heat1D, uniform_grid
         >>> grid = uniform_grid({"x": (0.0, 1.0, 16), "t": (0.0, 0.2, 9)})
         >>> u0 = torch.sin(torch.pi * grid.coordinates[0]).double().expand(2, 16)
@@ -446,15 +446,13 @@ def physics_loss(model: ConstrainedModel, initial: torch.Tensor, u: torch.Tensor
     Example::
 
         >>> import torch
-        >>> from diffnum.constrain import ConstrainedModel, PhysicsProblem, TrainConfig
+        >>> from diffnum.constrain import ConstrainedModel, TrainConfig, physics_loss
         >>> from diffnum.pde import Heat1D, uniform_grid
         >>> grid = uniform_grid({"x": (0.0, 1.0, 16), "t": (0.0, 0.2, 9)})
         >>> u0 = torch.sin(torch.pi * grid.coordinates[0]).double().expand(2, 16)
         >>> config = TrainConfig(n_basis=4, n_sampled=None, width=4, modes=4, depth=1)
         >>> model = ConstrainedModel(config, Heat1D(0.1, boundary="dirichlet"), grid)  # untrained
-        >>> from diffnum.constrain import physics_loss
-        >>> out = model(u0)
-        >>> loss, parts = physics_loss(model, u0, out.u, out.solution)
+        >>> loss, parts = physics_loss(model, u0, (out := model(u0)).u, out.solution)
         >>> sorted(parts), parts["initial"]  # the initial condition holds exactly
         (['boundary', 'initial', 'pde'], 0.0)
     """
@@ -943,13 +941,12 @@ def evaluate(model: ConstrainedModel, problem: PhysicsProblem, *, batch_size: in
     Example::
 
         >>> import torch
-        >>> from diffnum.constrain import ConstrainedModel, PhysicsProblem, TrainConfig
+        >>> from diffnum.constrain import ConstrainedModel, PhysicsProblem, TrainConfig, evaluate
         >>> from diffnum.pde import Heat1D, uniform_grid
         >>> grid = uniform_grid({"x": (0.0, 1.0, 16), "t": (0.0, 0.2, 9)})
         >>> u0 = torch.sin(torch.pi * grid.coordinates[0]).double().expand(2, 16)
         >>> config = TrainConfig(n_basis=4, n_sampled=None, width=4, modes=4, depth=1)
         >>> model = ConstrainedModel(config, Heat1D(0.1, boundary="dirichlet"), grid)  # untrained
-        >>> from diffnum.constrain import evaluate
         >>> report = evaluate(model, problem := PhysicsProblem(model.pde, grid, u0, u0,
         ...                   u0[..., None].expand(2, 16, 9)))
         >>> tuple(report.relative_l2.shape), report.relative_l2_initial_mean < 1e-12

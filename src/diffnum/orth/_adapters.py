@@ -504,6 +504,35 @@ class _SVFT(Adapter):
                 f"entries={self.coefficients.numel()}")
 
 
+def _svft_options(options: dict, out: int, d: int, where: str) -> dict:
+    """SVFT's options for a weight ``(out, d)`` (``where`` names the layer in errors): rank,
+    pattern of the coefficient matrix, SVD, seed, band width and entries, in that order."""
+    o: dict = {}
+    r = o["r"] = check_count("r", options.get("r", min(out, d)), high=min(out, d))
+    o["pattern"] = options.get("pattern", "plain")
+    check_one_of("pattern", o["pattern"], _SVFT_PATTERNS)
+    o["svd"] = options.get("svd", "exact")
+    check_one_of("svd", o["svd"], ("exact", "randomized"))
+    o["seed"] = check_count("seed", options.get("seed", 0), low=0, high=2**63 - 1)
+    if "width" in options and o["pattern"] != "banded":
+        raise TypeError("width applies to pattern='banded' only")
+    if "entries" in options and o["pattern"] not in ("random", "topk"):
+        raise TypeError("entries applies to pattern='random' and pattern='topk' only")
+    o["width"] = 0
+    if o["pattern"] == "banded":
+        if r < 2:
+            raise ValueError(f"pattern='banded' needs r >= 2 for off-diagonals, got r={r} "
+                             f"for {where}")
+        o["width"] = check_count("width", options.get("width", min(2, r - 1)), high=r - 1)
+    o["entries"] = r
+    if o["pattern"] in ("random", "topk"):
+        o["entries"] = check_count("entries", options.get("entries", r), high=r * r)
+    if o["pattern"] == "topk" and out != d:
+        raise ValueError(f"pattern='topk' ranks the alignments u_iᵀv_j of left and right "
+                         f"singular vectors, which needs a square weight; {where} is not")
+    return o
+
+
 def _checked_options(method: str, options: dict, name: str, layer: nn.Module) -> dict:
     """The constructor arguments for one layer, defaults filled in, or an error naming the
     option (and the layer ``name`` when the option does not fit its size)."""
@@ -552,28 +581,7 @@ def _checked_options(method: str, options: dict, name: str, layer: nn.Module) ->
         o["rounds"] = check_count("rounds", options.get("rounds", default), high=full)
         o["relax"] = check_flag("relax", options.get("relax", True))
     elif method == "svft":
-        r = o["r"] = check_count("r", options.get("r", min(out, d)), high=min(out, d))
-        o["pattern"] = options.get("pattern", "plain")
-        check_one_of("pattern", o["pattern"], _SVFT_PATTERNS)
-        o["svd"] = options.get("svd", "exact")
-        check_one_of("svd", o["svd"], ("exact", "randomized"))
-        o["seed"] = check_count("seed", options.get("seed", 0), low=0, high=2**63 - 1)
-        if "width" in options and o["pattern"] != "banded":
-            raise TypeError("width applies to pattern='banded' only")
-        if "entries" in options and o["pattern"] not in ("random", "topk"):
-            raise TypeError("entries applies to pattern='random' and pattern='topk' only")
-        o["width"] = 0
-        if o["pattern"] == "banded":
-            if r < 2:
-                raise ValueError(f"pattern='banded' needs r >= 2 for off-diagonals, got r={r} "
-                                 f"for {where}")
-            o["width"] = check_count("width", options.get("width", min(2, r - 1)), high=r - 1)
-        o["entries"] = r
-        if o["pattern"] in ("random", "topk"):
-            o["entries"] = check_count("entries", options.get("entries", r), high=r * r)
-        if o["pattern"] == "topk" and out != d:
-            raise ValueError(f"pattern='topk' ranks the alignments u_iᵀv_j of left and right "
-                             f"singular vectors, which needs a square weight; {where} is not")
+        o.update(_svft_options(options, out, d, where))
     elif method in ("lora", "pissa"):
         o["r"] = check_count("r", options.get("r", 8), high=min(out, d))
         if method == "lora":

@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import pkgutil
-import platform
 import secrets
 import socket
 import sys
@@ -24,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 import diffnum
+from diffnum._core.environment import environment
 from diffnum._core.files import atomic_write
 from diffnum.reproduce._html import render_html
 
@@ -375,20 +375,10 @@ def _run_locked(ctx: Context, registry: dict[str, Experiment],
     return sections, _write_report(ctx, registry, sections, timings)
 
 
-def _environment() -> dict[str, Any]:
-    return {
-        "diffnum": diffnum.__version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "threads": torch.get_num_threads(),
-    }
-
-
 def _write_report(ctx: Context, registry: dict[str, Experiment],
                   sections: dict[str, Section], timings: dict[str, float]) -> dict[str, Any]:
     """Write report.md and results.json; returns what results.json holds."""
-    env = _environment()
+    env = environment(processor=False)
     mode = "quick" if ctx.quick else "full"
     lines = [
         "# diffnum reproduction report",

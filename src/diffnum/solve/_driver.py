@@ -18,7 +18,9 @@ under autograd, or run without gradients and the implicit derivative attached af
 the :class:`Solution` and ``throw``.
 
 A :class:`Problem` is what a solver iterates on: ``fn`` and ``jacobian`` with ``args``
-bound, and ``fn`` already evaluated at the starting point.
+bound, and ``fn`` already evaluated at the starting point. :func:`solve_square` is the whole
+front end of the square solves (``root`` and ``fixed_point``), whose ``fn`` maps y to a
+tensor of its own shape.
 """
 
 from __future__ import annotations
@@ -31,8 +33,21 @@ from typing import Any, NamedTuple, Protocol
 import torch
 
 from diffnum._core.validation import check_flag
-from diffnum.solve._adjoint import ImplicitAdjoint, UnrollAdjoint, check_adjoint
-from diffnum.solve._common import as_args, as_initial_value, check_max_steps
+from diffnum.solve._adjoint import (
+    ImplicitAdjoint,
+    UnrollAdjoint,
+    attach_implicit,
+    check_adjoint,
+    reevaluate,
+)
+from diffnum.solve._common import (
+    as_args,
+    as_initial_value,
+    check_max_steps,
+    evaluate_checked,
+    make_jacobian_fn,
+    resolve_jacobian,
+)
 from diffnum.solve._solution import RUNNING, Solution, Status, raise_if_failed
 
 logger = logging.getLogger("diffnum.solve")
@@ -161,6 +176,69 @@ def run(name: str, solver: IterativeSolver, problem: Problem, y0: torch.Tensor,
     if throw:
         raise_if_failed(name, solution)
     return solution
+
+
+def checked_square(name: str, fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """``fn`` wrapped to check every evaluation returns a tensor of the shape and dtype of y.
+
+    The first evaluation is checked in full by ``evaluate_checked``; this catches an ``fn``
+    whose output changes later (a shape that would silently broadcast against y, one more
+    entry, another dtype) at the cost of a shape comparison per call.
+    """
+    def checked(y: torch.Tensor, *args: Any) -> torch.Tensor:
+        out = fn(y, *args)
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"{name}: fn must return a tensor, got {type(out).__name__}")
+        if out.shape != y.shape:
+            raise ValueError(
+                f"{name}: fn(y, *args) must return the shape of y, {tuple(y.shape)} = "
+                f"(*batch, n), got {tuple(out.shape)} during the solve"
+            )
+        if out.dtype != y.dtype:
+            raise TypeError(
+                f"{name}: fn(y, *args) must return dtype {y.dtype} like y, got {out.dtype} "
+                f"during the solve"
+            )
+        return out
+    return checked
+
+
+def solve_square(name: str, fn: Any, y0: Any, args: Any, solver: Any,
+                 default: Callable[[], Any], kinds: tuple[type, ...], adjoint: Any,
+                 max_steps: int, throw: bool, *, jacobian: Any = "forward",
+                 fixed_point: bool = False) -> Solution:
+    """The front end of a square solve, ``fn(y, *args)`` of the shape of y ``(*batch, n)``:
+    :func:`check_call`, the start point, ``fn`` wrapped by :func:`checked_square`, the
+    :class:`Problem` (``jacobian`` a mode or a callable, see ``resolve_jacobian``) and
+    :func:`run` with the implicit derivative attached at the solution.
+
+    The implicit derivative is that of g(y) = 0 with H = ∂_y g: g = ``fn`` for a root; with
+    ``fixed_point``, g = T(y) − y and H = ∂_y T − I for T = ``fn``.
+    """
+    solver, adjoint, y0, args = check_call(name, fn, y0, args, solver, default, kinds,
+                                           adjoint, max_steps, throw)
+    start, attach = start_point(lambda y: evaluate_checked(name, fn, y, args, square=True), y0,
+                                adjoint, probe=False)
+    fn = checked_square(name, fn)
+    n = y0.shape[-1]
+    jac = make_jacobian_fn(fn, args, resolve_jacobian(jacobian, n, n), n)
+    problem = Problem(lambda y: fn(y, *args), jac, start)
+    if isinstance(adjoint, UnrollAdjoint) and torch.is_grad_enabled():
+        problem.start = problem.fn(y0)
+
+    def attach_gradient(y: torch.Tensor, status: torch.Tensor, state: Any) -> torch.Tensor:
+        g = reevaluate(fn, y, args)
+        if g is None:
+            return y
+        with torch.no_grad():
+            H = jac(y.detach())
+        if fixed_point:  # g = T(y) − y, ∂_y g = ∂_y T − I
+            g, H = g - y.detach(), H - torch.eye(n, dtype=y.dtype, device=y.device)
+        return attach_implicit(y, g, H, status != int(Status.NONFINITE), symmetric=False,
+                               solver=adjoint.linear_solver)
+
+    return run(name, solver, problem, y0, max_steps, adjoint, throw,
+               attach_gradient if attach else None)
 
 
 def running(status: torch.Tensor) -> torch.Tensor:

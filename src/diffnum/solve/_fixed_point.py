@@ -9,15 +9,13 @@ from typing import Any
 import torch
 
 from diffnum._core.validation import check_int_in_range, check_real
-from diffnum.solve._adjoint import ImplicitAdjoint, UnrollAdjoint, attach_implicit, reevaluate
+from diffnum.solve._adjoint import ImplicitAdjoint, UnrollAdjoint
 from diffnum.solve._common import (
     check_tolerance,
     check_tolerances,
-    evaluate_checked,
-    make_jacobian_fn,
     max_abs,
 )
-from diffnum.solve._driver import Outcome, Problem, check_call, run, start_point
+from diffnum.solve._driver import Outcome, Problem, solve_square
 from diffnum.solve._solution import RUNNING, Solution, Status
 
 # An element whose residual ‖T(y) − y‖∞ grows beyond this multiple of its first one is
@@ -193,31 +191,6 @@ class FixedPointIteration(_FixedPointSolver):
         return 0, 1.0, 0.0
 
 
-def checked_square(name: str, fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-    """``fn`` wrapped to check every evaluation returns a tensor of the shape and dtype of y.
-
-    The first evaluation is checked in full by ``evaluate_checked``; this catches an ``fn``
-    whose output changes later (a shape that would silently broadcast against y, one more
-    entry, another dtype) at the cost of a shape comparison per call.
-    """
-    def checked(y: torch.Tensor, *args: Any) -> torch.Tensor:
-        out = fn(y, *args)
-        if not isinstance(out, torch.Tensor):
-            raise TypeError(f"{name}: fn must return a tensor, got {type(out).__name__}")
-        if out.shape != y.shape:
-            raise ValueError(
-                f"{name}: fn(y, *args) must return the shape of y, {tuple(y.shape)} = "
-                f"(*batch, n), got {tuple(out.shape)} during the solve"
-            )
-        if out.dtype != y.dtype:
-            raise TypeError(
-                f"{name}: fn(y, *args) must return dtype {y.dtype} like y, got {out.dtype} "
-                f"during the solve"
-            )
-        return out
-    return checked
-
-
 def fixed_point(fn: Callable[..., torch.Tensor], y0: Any, args: Any = (), *,
                 solver: AndersonAcceleration | FixedPointIteration | None = None,
                 max_steps: int = 200,
@@ -251,27 +224,6 @@ def fixed_point(fn: Callable[..., torch.Tensor], y0: Any, args: Any = (), *,
         >>> round(float(sol.value), 6), sol.status.item()
         (0.739085, 0)
     """
-    solver, adjoint, y0, args = check_call(
-        "fixed_point", fn, y0, args, solver, AndersonAcceleration,
-        (AndersonAcceleration, FixedPointIteration), adjoint, max_steps, throw)
-    T0, attach = start_point(
-        lambda y: evaluate_checked("fixed_point", fn, y, args, square=True), y0, adjoint,
-        probe=False)
-    fn = checked_square("fixed_point", fn)
-    n = y0.shape[-1]
-    problem = Problem(lambda y: fn(y, *args), make_jacobian_fn(fn, args, "forward", n), T0)
-    if isinstance(adjoint, UnrollAdjoint) and torch.is_grad_enabled():
-        problem.start = problem.fn(y0)
-
-    def attach_gradient(y: torch.Tensor, status: torch.Tensor, state: Any) -> torch.Tensor:
-        T = reevaluate(fn, y, args)
-        if T is None:
-            return y
-        with torch.no_grad():
-            JT = problem.jacobian(y.detach())
-        H = JT - torch.eye(n, dtype=y.dtype, device=y.device)
-        return attach_implicit(y, T - y.detach(), H, status != int(Status.NONFINITE),
-                               symmetric=False, solver=adjoint.linear_solver)
-
-    return run("fixed_point", solver, problem, y0, max_steps, adjoint, throw,
-               attach_gradient if attach else None)
+    return solve_square("fixed_point", fn, y0, args, solver, AndersonAcceleration,
+                        (AndersonAcceleration, FixedPointIteration), adjoint, max_steps, throw,
+                        fixed_point=True)

@@ -8,18 +8,14 @@ from typing import Any
 
 import torch
 
-from diffnum.solve._adjoint import ImplicitAdjoint, UnrollAdjoint, attach_implicit, reevaluate
+from diffnum.solve._adjoint import ImplicitAdjoint, UnrollAdjoint
 from diffnum.solve._common import (
     batch_where,
     check_tolerance,
     check_tolerances,
-    evaluate_checked,
-    make_jacobian_fn,
     max_abs,
-    resolve_jacobian,
 )
-from diffnum.solve._driver import Outcome, Problem, check_call, run, start_point
-from diffnum.solve._fixed_point import checked_square
+from diffnum.solve._driver import Outcome, Problem, solve_square
 from diffnum.solve._solution import RUNNING, Solution, Status
 
 # Armijo constant of the line search on φ = ½‖F‖²: accept y + tδ when
@@ -270,25 +266,5 @@ def root(fn: Callable[..., torch.Tensor], y0: Any, args: Any = (), *,
         >>> round(float(sol.value.detach()), 10), round(float(a.grad), 10)
         (2.0, 0.25)
     """
-    solver, adjoint, y0, args = check_call("root", fn, y0, args, solver, Newton,
-                                           (Newton, Broyden), adjoint, max_steps, throw)
-    F0, attach = start_point(lambda y: evaluate_checked("root", fn, y, args, square=True), y0,
-                             adjoint, probe=False)
-    fn = checked_square("root", fn)
-    n = y0.shape[-1]
-    jac1 = make_jacobian_fn(fn, args, resolve_jacobian(jacobian, n, n), n)
-    problem = Problem(lambda y: fn(y, *args), jac1, F0)
-    if isinstance(adjoint, UnrollAdjoint) and torch.is_grad_enabled():
-        problem.start = problem.fn(y0)
-
-    def attach_gradient(y: torch.Tensor, status: torch.Tensor, state: Any) -> torch.Tensor:
-        g = reevaluate(fn, y, args)
-        if g is None:
-            return y
-        with torch.no_grad():
-            H = jac1(y.detach())
-        return attach_implicit(y, g, H, status != int(Status.NONFINITE), symmetric=False,
-                               solver=adjoint.linear_solver)
-
-    return run("root", solver, problem, y0, max_steps, adjoint, throw,
-               attach_gradient if attach else None)
+    return solve_square("root", fn, y0, args, solver, Newton, (Newton, Broyden), adjoint,
+                        max_steps, throw, jacobian=jacobian)

@@ -819,20 +819,24 @@ def rows_findings(rows: dict[str, Any]) -> str:
     return ". ".join(sentences) + "."
 
 
+def _intro(part: dict[str, Any], setup: str, training: Callable[[], str]) -> str:
+    """The setup of a part, then (where it ran) ``training()``, as one sentence."""
+    return setup + (". " + training() if part.get("available") else "") + "."
+
+
 def _rows_intro(rows: dict[str, Any]) -> str:
-    text = ("(e) scikit-learn's 8×8 digits read row by row as spike trains: 8 input channels "
-            f"(the pixel columns), each row {rows['steps_per_row']} steps with one spike at its "
-            f"start where the pixel is ≥ {rows['threshold']:g}; DelayedLinear "
-            f"(T_d = {rows['max_delay']}) → {rows['hidden']} LIF neurons (β = 0.3) → readout, "
-            "with learned delays (σ annealed to 0.28 as in (c), then rounded), all delays "
-            "frozen at 0, or frozen at integers drawn uniformly from "
-            f"{{0, …, {rows['max_delay'] - 1}}} per seed (σ at the floor 0.27 for both)")
-    if rows.get("available"):
-        text += (f". Adam, lr {rows['lr']:g} (cosine to 0), positions at "
+    return _intro(rows, (
+        "(e) scikit-learn's 8×8 digits read row by row as spike trains: 8 input channels "
+        f"(the pixel columns), each row {rows['steps_per_row']} steps with one spike at its "
+        f"start where the pixel is ≥ {rows['threshold']:g}; DelayedLinear "
+        f"(T_d = {rows['max_delay']}) → {rows['hidden']} LIF neurons (β = 0.3) → readout, "
+        "with learned delays (σ annealed to 0.28 as in (c), then rounded), all delays "
+        "frozen at 0, or frozen at integers drawn uniformly from "
+        f"{{0, …, {rows['max_delay'] - 1}}} per seed (σ at the floor 0.27 for both)"),
+        lambda: (f"Adam, lr {rows['lr']:g} (cosine to 0), positions at "
                  f"×{rows['position_lr_scale']:g}, batch {rows['batch']}, {rows['epochs']} "
                  f"epochs, {rows['train']}/{rows['test']} train/test images, {rows['seeds']} "
-                 "seeds, the same batches for every model of a seed")
-    return text + "."
+                 "seeds, the same batches for every model of a seed"))
 
 
 def _rows_summary(rows: dict[str, Any]) -> list[list[str]]:
@@ -966,34 +970,28 @@ def readme(results: dict[str, Any], mode: str) -> str:
         + (", (e) digits as spike trains" if "digit_rows" in results else "") + ":",
         "", rec_table, "", rec_text, "", cls_table, "", cls_text, "", snn_table, "",
         snn_text]
-    if "canvas_digits" in results:  # results stored before part (d) existed have none
-        canvas = results["canvas_digits"]
-        lines += ["", _canvas_intro(canvas)]
-        table = canvas_table(canvas)
-        lines += ["", table] if table else []
-        lines += ["", canvas_findings(canvas)]
-    if "digit_rows" in results:  # results stored before part (e) existed have none
-        rows = results["digit_rows"]
-        lines += ["", _rows_intro(rows)]
-        table = rows_table(rows)
-        lines += ["", table] if table else []
-        lines += ["", rows_findings(rows)]
+    for key, intro, table_of, findings in (
+            ("canvas_digits", _canvas_intro, canvas_table, canvas_findings),
+            ("digit_rows", _rows_intro, rows_table, rows_findings)):
+        if key in results:  # results stored before parts (d) and (e) existed have none
+            table = table_of(results[key])
+            lines += ["", intro(results[key]), *(["", table] if table else []),
+                      "", findings(results[key])]
     return "\n".join(lines)
 
 
 def _canvas_intro(canvas: dict[str, Any]) -> str:
-    text = (f"(d) scikit-learn's 8×8 digits upsampled to 16×16 at a random place on a "
-            f"{CANVAS}×{CANVAS} canvas; a 1×1 stem to {canvas['channels']} channels, two residual "
-            "blocks [depthwise conv, BatchNorm, GELU, 1×1 conv], global average pooling; the "
-            "depthwise conv has 9 weights per kernel in every model")
-    if canvas.get("available"):
-        text += (f". AdamW, lr {canvas['lr']:g} (cosine to 0), weight decay "
+    return _intro(canvas, (
+        f"(d) scikit-learn's 8×8 digits upsampled to 16×16 at a random place on a "
+        f"{CANVAS}×{CANVAS} canvas; a 1×1 stem to {canvas['channels']} channels, two residual "
+        "blocks [depthwise conv, BatchNorm, GELU, 1×1 conv], global average pooling; the "
+        "depthwise conv has 9 weights per kernel in every model"),
+        lambda: (f"AdamW, lr {canvas['lr']:g} (cosine to 0), weight decay "
                  f"{canvas['weight_decay']:g}, positions at ×{canvas['position_lr_scale']:g} "
                  f"the lr without decay, batch {canvas['batch']}, {canvas['epochs']} epochs, "
                  f"{canvas['train']}/{canvas['test']} train/test images, {canvas['seeds']} "
                  "seeds; |ΔP| is the mean absolute move of the tap positions (cells) from "
-                 "init to end")
-    return text + "."
+                 "init to end"))
 
 
 def _canvas_summary(canvas: dict[str, Any]) -> list[list[str]]:

@@ -389,21 +389,8 @@ def _experiment(ctx: Context, s: dict[str, Any]) -> dict[str, Any]:
                              ctx.generator(300), ctx.generator(400))
         return [lr, _loss(model, *held)]
 
-    def sweep() -> dict[str, list[list[float]]]:
-        out = {}
-        jobs = [(m, lr) for m in METHODS for lr in s["lrs"]]
-        for method, lr in ctx.progress(jobs, desc="orth: lr sweep"):
-            out.setdefault(method, []).append(trial(method, lr))
-        for method, rows in ctx.progress(list(out.items()), desc="orth: lr sweep edges"):
-            for _ in range(LR_EXTENSIONS):
-                beyond = _beyond_edge(rows)
-                if beyond is None:
-                    break
-                rows.append(trial(method, beyond))
-            rows.sort()
-        return out
-
-    swept = _stage(ctx, "sweep", {**key, "lr_extensions": LR_EXTENSIONS}, sweep)
+    swept = _stage(ctx, "sweep", {**key, "lr_extensions": LR_EXTENSIONS},
+                   lambda: _lr_sweep(ctx, s["lrs"], trial))
     chosen = {m: _best(rows) for m, rows in swept.items()}
 
     def lambda_sweep() -> list[list[float]]:
@@ -415,23 +402,11 @@ def _experiment(ctx: Context, s: dict[str, Any]) -> dict[str, Any]:
                       lambda_sweep) if "qgoft" in METHODS else [])
     penalty = _best(lambdas) if lambdas else QGOFT_LAMBDA
 
-    def seeds() -> list[dict[str, Any]]:
-        out = []
-        jobs = [(seed, m) for seed in range(s["seeds"]) for m in METHODS]
-        for seed, method in ctx.progress(jobs, desc="orth: adaptation"):
-            model, seconds = adapt_run(models[seed], method, chosen[method],
-                                       _hra_seed(ctx, seed), parts["target_train"], s,
-                                       ctx.generator(300 + seed), ctx.generator(400 + seed),
-                                       penalty=penalty)
-            out.append({"method": method, "seed": seed, "step_seconds": seconds[5:] or seconds,
-                        **evaluate(model, models[seed], parts)})
-        return out
-
     chosen_key = {**key, "chosen": chosen}
     if penalty != QGOFT_LAMBDA:  # (keeps the key of runs made before λ was swept)
         chosen_key["qgoft_lambda_chosen"] = penalty
-    runs = _stage(ctx, "seeds", chosen_key, seeds)
-    by = {m: [r for r in runs if r["method"] == m] for m in METHODS}
+    runs = _stage(ctx, "seeds", chosen_key,
+                  lambda: _adapt_seeds(ctx, s, models, parts, chosen, penalty))
     counts = parameter_counts(models[0])
     return {
         "available": True, "sizes": s, "images": len(data[1]),
@@ -444,6 +419,51 @@ def _experiment(ctx: Context, s: dict[str, Any]) -> dict[str, Any]:
         "parameters": counts,
         "budget": counts[BUDGET_METHOD]["adapter"],
         "head_parameters": counts["head only"]["total"],
+        **_per_method(runs),
+    }
+
+
+def _lr_sweep(ctx: Context, lrs: Sequence[float], trial: Callable[[str, float], list[float]]
+              ) -> dict[str, list[list[float]]]:
+    """``trial(method, lr)`` = [lr, validation loss] for every method and lr of ``lrs``, then
+    up to LR_EXTENSIONS more lrs beyond an edge of the grid where the best lr lies on it;
+    each method's rows sorted by lr."""
+    out: dict[str, list[list[float]]] = {}
+    jobs = [(m, lr) for m in METHODS for lr in lrs]
+    for method, lr in ctx.progress(jobs, desc="orth: lr sweep"):
+        out.setdefault(method, []).append(trial(method, lr))
+    for method, rows in ctx.progress(list(out.items()), desc="orth: lr sweep edges"):
+        for _ in range(LR_EXTENSIONS):
+            beyond = _beyond_edge(rows)
+            if beyond is None:
+                break
+            rows.append(trial(method, beyond))
+        rows.sort()
+    return out
+
+
+def _adapt_seeds(ctx: Context, s: dict[str, Any], models: dict[int, DigitsNet],
+                 parts: dict[str, Any], chosen: dict[str, float], penalty: float
+                 ) -> list[dict[str, Any]]:
+    """Every method adapted from every seed's pretrained model at its chosen lr (qGOFT with
+    ``penalty``), with its evaluation and step times."""
+    out = []
+    jobs = [(seed, m) for seed in range(s["seeds"]) for m in METHODS]
+    for seed, method in ctx.progress(jobs, desc="orth: adaptation"):
+        model, seconds = adapt_run(models[seed], method, chosen[method],
+                                   _hra_seed(ctx, seed), parts["target_train"], s,
+                                   ctx.generator(300 + seed), ctx.generator(400 + seed),
+                                   penalty=penalty)
+        out.append({"method": method, "seed": seed, "step_seconds": seconds[5:] or seconds,
+                    **evaluate(model, models[seed], parts)})
+    return out
+
+
+def _per_method(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Target and kept accuracy (mean, std), largest energy and angle change and median step
+    time per method over the seeds' ``runs``."""
+    by = {m: [r for r in runs if r["method"] == m] for m in METHODS}
+    return {
         "target": {m: _mean_std([r["target"] for r in rs]) for m, rs in by.items()},
         "kept": {m: _mean_std([r["kept"] for r in rs]) for m, rs in by.items()},
         "energy_change": {m: max(r["energy_change"] for r in rs) for m, rs in by.items()},
@@ -464,6 +484,33 @@ def results_table(r: dict[str, Any]) -> str:
           f"{r['chosen_lr'][m]:g}", _pm(r["target"][m]), _pm(r["kept"][m]),
           f"{r['angle_change'][m]:.2e}", f"{r['energy_change'][m]:.2e}",
           f"{r['step_ms'][m]:.2f}"] for m in r["target"]])
+
+
+def _forgetting(target: dict[str, Any], kept: dict[str, Any], base: str) -> list[str]:
+    """A sentence per orthogonal adapter on what it keeps of 0–4 against ``base`` (LoRA) and
+    at what target accuracy, then how many keep more than LoRA by more than the seed spread."""
+    label, methods, text = LABELS, list(target), []
+    for m in [m for m in ORTHOGONAL if m in methods]:
+        diff = kept[m]["mean"] - kept[base]["mean"]
+        spread = _std(kept[m]) + _std(kept[base])
+        if abs(diff) <= spread:
+            verdict = "within the sum of the two seed standard deviations"
+        else:
+            verdict = ("less forgetting than LoRA by more than" if diff > 0
+                       else "more forgetting than LoRA by more than") + \
+                " the sum of the two seed standard deviations"
+        tdiff = target[m]["mean"] - target[base]["mean"]
+        text.append(f"{label[m]} keeps {kept[m]['mean']:.3f} on 0–4 against LoRA's "
+                    f"{kept[base]['mean']:.3f} ({diff:+.3f}; {verdict}, {spread:.3f}), at "
+                    f"{tdiff:+.3f} target accuracy.")
+    verdicts = [m for m in ORTHOGONAL if m in methods
+                and kept[m]["mean"] - kept[base]["mean"] > _std(kept[m]) + _std(kept[base])]
+    count = sum(m in methods for m in ORTHOGONAL)
+    verb = "keeps" if len(verdicts) == 1 else "keep"
+    text.append(f"{len(verdicts)} of the {count} orthogonal adapters {verb} more of 0–4 than "
+                "LoRA by more than the seed spread" + (
+                    f" ({', '.join(label[m] for m in verdicts)})." if verdicts else "."))
+    return text
 
 
 def findings(r: dict[str, Any]) -> list[str]:
@@ -488,26 +535,7 @@ def findings(r: dict[str, Any]) -> list[str]:
                 f"fine-tuning trains {r['parameters']['full']['adapter']:,} backbone "
                 "parameters.")
     base = "lora"
-    for m in [m for m in ORTHOGONAL if m in methods]:
-        diff = kept[m]["mean"] - kept[base]["mean"]
-        spread = _std(kept[m]) + _std(kept[base])
-        if abs(diff) <= spread:
-            verdict = "within the sum of the two seed standard deviations"
-        else:
-            verdict = ("less forgetting than LoRA by more than" if diff > 0
-                       else "more forgetting than LoRA by more than") + \
-                " the sum of the two seed standard deviations"
-        tdiff = target[m]["mean"] - target[base]["mean"]
-        text.append(f"{label[m]} keeps {kept[m]['mean']:.3f} on 0–4 against LoRA's "
-                    f"{kept[base]['mean']:.3f} ({diff:+.3f}; {verdict}, {spread:.3f}), at "
-                    f"{tdiff:+.3f} target accuracy.")
-    verdicts = [m for m in ORTHOGONAL if m in methods
-                and kept[m]["mean"] - kept[base]["mean"] > _std(kept[m]) + _std(kept[base])]
-    count = sum(m in methods for m in ORTHOGONAL)
-    verb = "keeps" if len(verdicts) == 1 else "keep"
-    text.append(f"{len(verdicts)} of the {count} orthogonal adapters {verb} more of 0–4 than "
-                "LoRA by more than the seed spread" + (
-                    f" ({', '.join(label[m] for m in verdicts)})." if verdicts else "."))
+    text += _forgetting(target, kept, base)
     limit = ANGLE_KEPT
     keep = [m for m in methods if angle[m] <= limit and m != "head only"]
     move = [m for m in methods if angle[m] > limit]
