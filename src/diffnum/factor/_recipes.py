@@ -88,8 +88,8 @@ def cpqr(A: torch.Tensor, k: int | None = None) -> MetaFactorization:
         >>> import diffnum.factor as df
         >>> A, sigma = df.synthetic_matrix(30, 20, "low_rank", rank=5,
         ...                                generator=torch.Generator().manual_seed(0))
-        >>> fac = df.cpqr(A, k=5)
-        >>> bool((A - fac.reconstruct()).norm() <= 1e-12 * A.norm())  # exact at k = rank
+        >>> Q = df.cpqr(A, k=5).F  # k pivoted columns of A, orthonormalized
+        >>> bool((A - Q @ (Q.mT @ A)).norm() <= 1e-12 * A.norm())  # exact at k = rank
         True
     """
     check_matrix("A", A)

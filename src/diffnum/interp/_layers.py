@@ -627,23 +627,28 @@ _LAYER_DOC = r"""{d}-D convolution with learnable spacings, a drop-in for ``nn.C
     """
 
 
+def _dcls_init(self: _DclsBase, in_channels: int, out_channels: int, kernel_count: int,
+               stride: int | Sequence[int] = 1, padding: int | str | Sequence[int] = 0,
+               dilated_kernel_size: int | Sequence[int] = 1, groups: int = 1,
+               bias: bool = True, padding_mode: str = "zeros", version: str = "gauss", *,
+               dilation: int | Sequence[int] = 1, construct_method: str = "auto",
+               conv_method: str = "auto", position_init: str = "spread", device=None,
+               dtype=None, use_implicit_gemm: bool = True) -> None:
+    """The ``__init__`` of :class:`Dcls1d`, :class:`Dcls2d` and :class:`Dcls3d`: ``nn.ConvNd``'s
+    defaults over :class:`_DclsBase`'s arguments (one signature for the three classes)."""
+    _DclsBase.__init__(self, in_channels, out_channels, kernel_count, stride, padding,
+                       dilated_kernel_size, groups, bias, padding_mode, version,
+                       dilation=dilation, construct_method=construct_method,
+                       conv_method=conv_method, position_init=position_init,
+                       device=device, dtype=dtype, use_implicit_gemm=use_implicit_gemm)
+
+
 class Dcls1d(_DclsBase):
     __doc__ = _LAYER_DOC.format(d=1)
     conv_ndim = 1
     position_ndim = 1
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_count: int,
-                 stride: int | Sequence[int] = 1, padding: int | str | Sequence[int] = 0,
-                 dilated_kernel_size: int | Sequence[int] = 1, groups: int = 1,
-                 bias: bool = True, padding_mode: str = "zeros", version: str = "gauss", *,
-                 dilation: int | Sequence[int] = 1, construct_method: str = "auto",
-                 conv_method: str = "auto", position_init: str = "spread", device=None,
-                 dtype=None, use_implicit_gemm: bool = True) -> None:
-        super().__init__(in_channels, out_channels, kernel_count, stride, padding,
-                         dilated_kernel_size, groups, bias, padding_mode, version,
-                         dilation=dilation, construct_method=construct_method,
-                         conv_method=conv_method, position_init=position_init,
-                         device=device, dtype=dtype, use_implicit_gemm=use_implicit_gemm)
+    __init__ = _dcls_init
 
 
 class Dcls2d(_DclsBase):
@@ -651,18 +656,7 @@ class Dcls2d(_DclsBase):
     conv_ndim = 2
     position_ndim = 2
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_count: int,
-                 stride: int | Sequence[int] = 1, padding: int | str | Sequence[int] = 0,
-                 dilated_kernel_size: int | Sequence[int] = 1, groups: int = 1,
-                 bias: bool = True, padding_mode: str = "zeros", version: str = "gauss", *,
-                 dilation: int | Sequence[int] = 1, construct_method: str = "auto",
-                 conv_method: str = "auto", position_init: str = "spread", device=None,
-                 dtype=None, use_implicit_gemm: bool = True) -> None:
-        super().__init__(in_channels, out_channels, kernel_count, stride, padding,
-                         dilated_kernel_size, groups, bias, padding_mode, version,
-                         dilation=dilation, construct_method=construct_method,
-                         conv_method=conv_method, position_init=position_init,
-                         device=device, dtype=dtype, use_implicit_gemm=use_implicit_gemm)
+    __init__ = _dcls_init
 
 
 class Dcls3d(_DclsBase):
@@ -670,18 +664,7 @@ class Dcls3d(_DclsBase):
     conv_ndim = 3
     position_ndim = 3
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_count: int,
-                 stride: int | Sequence[int] = 1, padding: int | str | Sequence[int] = 0,
-                 dilated_kernel_size: int | Sequence[int] = 1, groups: int = 1,
-                 bias: bool = True, padding_mode: str = "zeros", version: str = "gauss", *,
-                 dilation: int | Sequence[int] = 1, construct_method: str = "auto",
-                 conv_method: str = "auto", position_init: str = "spread", device=None,
-                 dtype=None, use_implicit_gemm: bool = True) -> None:
-        super().__init__(in_channels, out_channels, kernel_count, stride, padding,
-                         dilated_kernel_size, groups, bias, padding_mode, version,
-                         dilation=dilation, construct_method=construct_method,
-                         conv_method=conv_method, position_init=position_init,
-                         device=device, dtype=dtype, use_implicit_gemm=use_implicit_gemm)
+    __init__ = _dcls_init
 
 
 _CONV_TRANSPOSE = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}

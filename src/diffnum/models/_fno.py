@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from diffnum._core.validation import check_count, check_int_in_range, real_floating_dtype
+from diffnum._core.validation import check_count, real_floating_dtype
 from diffnum.models._spectral import (
     MAX_CHANNELS,
     SpectralConv,
@@ -17,6 +17,7 @@ from diffnum.models._spectral import (
     check_factory_dtype,
     check_parameter_count,
     normalize_modes,
+    set_layer_sizes,
     spectral_weight_shape,
 )
 
@@ -142,9 +143,7 @@ class FNO(nn.Module):
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
-        self.n_dims = check_int_in_range("n_dims", n_dims, 1, 3)
-        self.in_channels = check_count("in_channels", in_channels, high=MAX_CHANNELS)
-        self.out_channels = check_count("out_channels", out_channels, high=MAX_CHANNELS)
+        set_layer_sizes(self, n_dims, in_channels, out_channels)
         self.width = check_count("width", width, high=MAX_CHANNELS)
         self.depth = check_count("depth", depth, high=MAX_DEPTH)
         self.padding = check_count("padding", padding, low=0, high=MAX_PADDING)

@@ -28,6 +28,14 @@ def check_parameter_count(names: str, count: int) -> None:
                          f"{MAX_PARAMETERS}")
 
 
+def set_layer_sizes(layer: nn.Module, n_dims: int, in_channels: int, out_channels: int) -> None:
+    """Check, in this order, and store ``layer.n_dims`` (1 to 3), ``layer.in_channels`` and
+    ``layer.out_channels`` (positive, at most :data:`MAX_CHANNELS`): a spectral layer or an FNO."""
+    layer.n_dims = check_int_in_range("n_dims", n_dims, 1, 3)
+    layer.in_channels = check_count("in_channels", in_channels, high=MAX_CHANNELS)
+    layer.out_channels = check_count("out_channels", out_channels, high=MAX_CHANNELS)
+
+
 def check_factory_device(device: object) -> None:
     """``device`` of new parameters: None or anything ``torch.device`` accepts."""
     if device is None:
@@ -244,9 +252,7 @@ class SpectralConv(nn.Module):
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
-        self.n_dims = check_int_in_range("n_dims", n_dims, 1, 3)
-        self.in_channels = check_count("in_channels", in_channels, high=MAX_CHANNELS)
-        self.out_channels = check_count("out_channels", out_channels, high=MAX_CHANNELS)
+        set_layer_sizes(self, n_dims, in_channels, out_channels)
         self.modes = normalize_modes(modes, n_dims)
         check_factory_dtype(dtype)
         check_factory_device(device)

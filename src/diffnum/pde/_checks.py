@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -38,6 +38,16 @@ def check_grid(name: str, grid: object) -> Grid:
     if not isinstance(grid, Grid):
         raise TypeError(f"{name} must be a Grid (see uniform_grid), got {type(grid).__name__}")
     return grid
+
+
+def check_basis(basis: torch.Tensor, grid: Grid, grid_check: Callable[[Grid], object]) -> None:
+    """A real floating basis of shape ``(..., grid.size, N)``; ``grid_check(grid)`` runs between
+    the dtype and the shape checks (``ValueError``/``TypeError`` naming the argument)."""
+    real_floating_dtype("basis", basis)
+    grid_check(grid)
+    if basis.ndim < 2 or basis.shape[-2] != grid.size:
+        raise ValueError(f"basis must have shape (..., {grid.size}, N) for a grid of shape "
+                         f"{grid.shape}, got {tuple(basis.shape)}")
 
 
 def check_entries(names: str, count: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from functools import partial
 
 import torch
 
@@ -19,6 +20,7 @@ from diffnum._core.validation import (
 from diffnum.pde._checks import (
     as_values,
     broadcasts_to,
+    check_basis,
     check_choice,
     check_grid,
     check_terms,
@@ -54,11 +56,7 @@ class PDE1D:
 
     Example::
 
-        >>> import math, torch
         >>> import diffnum.pde as pde
-        >>> grid = pde.uniform_grid({"x": (0.0, 1.0, 33), "t": (0.0, 0.1, 11)})
-        >>> x, t = grid.mesh()
-        >>> u = torch.sin(math.pi * x) * torch.exp(-0.1 * math.pi**2 * t)  # exact heat solution
         >>> heat = pde.Heat1D(0.1, boundary="dirichlet")
         >>> isinstance(heat, pde.PDE1D), heat.terms
         (True, ('u_t', 'u_xx'))
@@ -132,13 +130,7 @@ class PDE1D:
     # -- bases ----------------------------------------------------------------------------
     def basis_terms(self, basis: torch.Tensor, grid: Grid) -> dict[str, torch.Tensor]:
         """Column-wise derivative terms {name: ∂B} of a basis B, shape ``(..., P, N)`` each."""
-        real_floating_dtype("basis", basis)
-        self.check_grid(grid)
-        if basis.ndim < 2 or basis.shape[-2] != grid.size:
-            raise ValueError(
-                f"basis must have shape (..., {grid.size}, N) for a grid of shape {grid.shape},"
-                f" got {tuple(basis.shape)}"
-            )
+        check_basis(basis, grid, self.check_grid)
         return {name: self._derive(basis, grid, name, differentiate_basis) for name in self.terms}
 
     def residual_from_basis_terms(
@@ -390,11 +382,7 @@ def lift_initial(pde, basis: torch.Tensor, grid: Grid, initial: torch.Tensor
 
 
 def _check_basis(basis: torch.Tensor, grid: Grid) -> None:
-    real_floating_dtype("basis", basis)
-    check_grid("grid", grid)
-    if basis.ndim < 2 or basis.shape[-2] != grid.size:
-        raise ValueError(f"basis must have shape (..., {grid.size}, N) for a grid of shape "
-                         f"{grid.shape}, got {tuple(basis.shape)}")
+    check_basis(basis, grid, partial(check_grid, "grid"))
 
 
 class Heat1D(PDE1D):
@@ -406,12 +394,11 @@ class Heat1D(PDE1D):
 
     Example::
 
-        >>> import math, torch
         >>> import diffnum.pde as pde
         >>> grid = pde.uniform_grid({"x": (0.0, 1.0, 33), "t": (0.0, 0.1, 11)})
-        >>> x, t = grid.mesh()
-        >>> u = torch.sin(math.pi * x) * torch.exp(-0.1 * math.pi**2 * t)  # exact heat solution
-        >>> F = pde.Heat1D(0.1, boundary="dirichlet").residual(u, grid)
+        >>> heat = pde.Heat1D(0.1, boundary="dirichlet")
+        >>> u = heat.exact_solution(grid)  # sin(πx) e^{−0.1π²t}
+        >>> F = heat.residual(u, grid)
         >>> bool(F[1:-1, 1:].abs().max() < 1e-5)  # second order: O(Δx², Δt²)
         True
     """

@@ -21,6 +21,7 @@ from diffnum._core.validation import (
 from diffnum.pde._checks import (
     as_values,
     broadcasts_to,
+    check_basis,
     check_bool,
     check_choice,
     check_terms,
@@ -258,12 +259,7 @@ class NavierStokes2D:
 
     def basis_terms(self, basis: torch.Tensor, grid: Grid) -> dict[str, torch.Tensor]:
         """Column-wise terms of a basis B ``(..., P, N)``, each ``(..., P, N)``."""
-        real_floating_dtype("basis", basis)
-        self.check_grid(grid)
-        if basis.ndim < 2 or basis.shape[-2] != grid.size:
-            raise ValueError(
-                f"basis must have shape (..., {grid.size}, N), got {tuple(basis.shape)}"
-            )
+        check_basis(basis, grid, self.check_grid)
         return self._terms(basis, grid, differentiate_basis, 1)
 
     def residual_from_basis_terms(
@@ -358,9 +354,8 @@ class NavierStokesTrajectory(OneLineRepr):
 
         >>> import torch
         >>> import diffnum.pde as pde
-        >>> g = torch.Generator().manual_seed(0)
-        >>> w0 = pde.gaussian_random_field(16, generator=g).unsqueeze(0)
-        >>> traj = pde.solve_navier_stokes_2d(w0, steps=10, save_every=5)
+        >>> w0 = pde.gaussian_random_field(16, generator=torch.Generator().manual_seed(0))
+        >>> traj = pde.solve_navier_stokes_2d(w0.unsqueeze(0), steps=10, save_every=5)
         >>> len(traj.times), traj.cfl < 1
         (3, True)
     """

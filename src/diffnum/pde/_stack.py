@@ -42,12 +42,11 @@ def stacked_residual(
 
     Example::
 
-        >>> import math, torch
+        >>> import torch
         >>> import diffnum.pde as pde
-        >>> grid = pde.uniform_grid({"x": (0.0, 1.0, 33), "t": (0.0, 0.1, 11)})
-        >>> x, t = grid.mesh()
-        >>> u = torch.sin(math.pi * x) * torch.exp(-0.1 * math.pi**2 * t)  # exact heat solution
         >>> heat = pde.Heat1D(0.1, boundary="dirichlet")
+        >>> grid = pde.uniform_grid({"x": (0.0, 1.0, 33), "t": (0.0, 0.1, 11)})
+        >>> u = heat.exact_solution(grid)
         >>> basis = u.reshape(1, -1, 1)  # one basis function: the solution itself
         >>> terms = heat.basis_terms(basis, grid)
         >>> w = torch.ones(1, 1, dtype=torch.float64)
