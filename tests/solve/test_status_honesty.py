@@ -307,3 +307,39 @@ def test_expanded_y0_with_gradient_through_unrolled_solve():
     sol.value.sum().backward()
     assert base.grad is not None
     torch.testing.assert_close(base.grad, torch.zeros(2, dtype=DT), rtol=0, atol=1e-15)
+
+
+def _null_space_problem(seed: int):
+    """r = [A y − b; ε y] with A of rank 2 in R³ (20 rows): the null direction of A is curved
+    by ε² alone. Start 10 units along it."""
+    g = torch.Generator().manual_seed(seed)
+    A = (torch.randn(3, 20, 2, dtype=DT, generator=g)
+         @ torch.randn(3, 2, 3, dtype=DT, generator=g))
+    b = torch.randn(3, 20, dtype=DT, generator=g)
+    null = torch.linalg.svd(A).Vh[..., -1, :]
+    return A, b, 10 * null
+
+
+def _ridge_residual(y, A, b, eps):
+    return torch.cat([(A @ y.unsqueeze(-1)).squeeze(-1) - b, eps * y], -1)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_lm_reports_a_null_space_only_a_tiny_ridge_curves_as_ill_conditioned(seed):
+    # ε = 1e-5: curvature 1e-10 along the null direction against columns of order 1-10; cond
+    # of [A; εI] is ~1e6, so the normal equations (cond² ~1e12) do not determine y to
+    # rtol = 1e-8 in float64. LM's steps along it are accepted, keep moving y and lower ½‖r‖²
+    # by nothing; the wander test must say so (ILL_CONDITIONED within a few steps). Measured
+    # without it: CONVERGED after 25–100 steps 5e-6 to 1.5e-4 from the minimizer, or MAX_STEPS.
+    A, b, y0 = _null_space_problem(seed)
+    solver = LevenbergMarquardt(rtol=1e-8, atol=1e-8)
+    out = least_squares(_ridge_residual, y0, (A, b, 1e-5), solver=solver, max_steps=100)
+    assert out.status.tolist() == [int(Status.ILL_CONDITIONED)] * 3
+    assert int(out.steps.max()) <= 20
+    # ... while ε = 1e-2 curves it enough: CONVERGED, at the ridge-regularized minimizer.
+    out = least_squares(_ridge_residual, y0, (A, b, 1e-2), solver=solver, max_steps=100)
+    assert out.all_converged
+    eye = 1e-2 * torch.eye(3, dtype=DT).expand(3, 3, 3)
+    rhs = torch.cat([b, torch.zeros(3, 3, dtype=DT)], -1).unsqueeze(-1)
+    expected = torch.linalg.lstsq(torch.cat([A, eye], -2), rhs).solution[..., 0]
+    torch.testing.assert_close(out.value, expected, rtol=1e-8, atol=0)  # measured ≤ 8e-11
