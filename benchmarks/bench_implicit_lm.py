@@ -260,10 +260,14 @@ def main(quick: bool = False) -> None:
     skipped: list[str] = []
     out: dict[str, dict] = {}  # per method: the last run's w, gradients and solver info
 
-    def run_diffnum(name: str, adjoint: ImplicitAdjoint, **extra):
+    def run_diffnum(name: str, adjoint: ImplicitAdjoint, fused: bool = False, **extra):
+        # fused: fn returns (r, J) from one Bw and tanh, the function theseus's cost gets.
+        fn, how = ((_residual_and_jacobian, {"fused": True}) if fused
+                   else (_residual, {"jacobian": _jacobian}))
+
         def run():
-            sol = least_squares(_residual, w0, (B, y), solver=solver, jacobian=_jacobian,
-                                adjoint=adjoint, max_steps=MAX_ITERATIONS, **extra)
+            sol = least_squares(fn, w0, (B, y), solver=solver, adjoint=adjoint,
+                                max_steps=MAX_ITERATIONS, **how, **extra)
             gB, gy = torch.autograd.grad((sol.value * v).sum(), (B, y))
             out[name] = {"w": sol.value.detach(), "gB": gB, "gy": gy,
                          "all_converged": sol.all_converged,
@@ -290,6 +294,7 @@ def main(quick: bool = False) -> None:
 
     FULL = "diffnum implicit, full H (autograd H)"
     ANALYTIC = "diffnum implicit, full H (analytic hessian=)"
+    FUSED = "diffnum implicit, full H (analytic hessian=, fused r+J)"
     GN = "diffnum implicit, Gauss–Newton H"
     TH_ADAPT = "theseus implicit LM (adaptive damping)"
     TH_FIXED = "theseus implicit LM (default fixed damping)"
@@ -297,6 +302,8 @@ def main(quick: bool = False) -> None:
     if has_hessian_kw:
         fns[ANALYTIC] = run_diffnum(ANALYTIC, ImplicitAdjoint(hessian="full"),
                                     hessian=_hessian)
+        fns[FUSED] = run_diffnum(FUSED, ImplicitAdjoint(hessian="full"), fused=True,
+                                 hessian=_hessian)
     else:
         skipped.append(f"`{ANALYTIC}`: least_squares has no `hessian=` keyword yet")
     fns[GN] = run_diffnum(GN, ImplicitAdjoint(hessian="gauss_newton"))
@@ -411,12 +418,15 @@ def main(quick: bool = False) -> None:
                "theseus_version": getattr(th, "__version__", None),
                "best_theseus_row": best_theseus, "goal_ratio": GOAL, "skipped": skipped}
     if best_theseus:
-        for name in (FULL, ANALYTIC):
+        for name in (FULL, ANALYTIC, FUSED):
             if name in medians:
                 summary[f"ratio[{name}]"] = medians[name] / medians[best_theseus]
                 summary[f"ratio_of_min[{name}]"] = fastest[name] / fastest[best_theseus]
-        summary["goal_met"] = bool(
-            medians.get(ANALYTIC, medians[FULL]) / medians[best_theseus] <= GOAL)
+        # The goal is read on the faster full-Hessian row, as theseus's side is its faster row.
+        full_h = [k for k in (FULL, ANALYTIC, FUSED) if k in medians]
+        best_diffnum = min(full_h, key=medians.get)
+        summary["best_full_hessian_row"] = best_diffnum
+        summary["goal_met"] = bool(medians[best_diffnum] / medians[best_theseus] <= GOAL)
     records.append(summary)
     for key, value in summary.items():
         if key.startswith("ratio["):
@@ -425,7 +435,9 @@ def main(quick: bool = False) -> None:
 
     notes = (
         f"Goal: diffnum's implicit forward + backward with the full Hessian <= {GOAL:g}× "
-        "theseus-ai's implicit LM (forward + backward). `/theseus` is the median time over "
+        "theseus-ai's implicit LM (forward + backward), read on the faster full-Hessian row "
+        f"({summary.get('best_full_hessian_row', 'n/a')}: "
+        f"{'met' if summary.get('goal_met') else 'not met'}). `/theseus` is the median time over "
         f"the faster theseus row's median ({best_theseus or 'theseus not run'}); lower is "
         "faster. `/theseus (min)`: the same ratio of the fastest runs, the figure least "
         "affected by other processes on this shared 2-core machine. Each run: forward solve "
@@ -448,7 +460,9 @@ def main(quick: bool = False) -> None:
         "to −uᵀ∂_θ(Jᵀr), (JᵀJ)u = v, evaluated at diffnum's w* (what theseus's implicit "
         "backward computes, see below). "
         f"diffnum: LevenbergMarquardt(rtol={TOL:g}, atol={TOL:g}), the analytic J as a separate "
-        "callable; the implicit adjoint re-evaluates r at w* with autograd, takes g = Jᵀr by "
+        "callable (`fused r+J`: one callable returning r and J from one Bw and tanh, with "
+        "fused=True — the function theseus's cost function gets; every trial point then costs "
+        "one call); the implicit adjoint re-evaluates r at w* with autograd, takes g = Jᵀr by "
         "one differentiable backward, builds H (`autograd H`: n = 16 more backward passes "
         "through g's graph; `analytic hessian=`: one call of Bᵀ diag(φ′² + r·φ″) B, checked "
         f"against torch.autograd.functional.hessian, max rel. error {hessian_error:.2g}; "
