@@ -79,6 +79,15 @@ def test_toy_run_writes_tables_figures_and_resumes(tmp_path, monkeypatch):
         section.markdown, "Diffusion")
     assert not any(b["method"].startswith("particular")
                    for b in section.results["baselines"]["ns"])
+    # Diffusion–sorption's loss minimizers: over every grid function, globally and block by
+    # block (the experts' problems); both meet u₀ exactly.
+    minimizers = [b for b in section.results["baselines"]["ds"]
+                  if b["method"].startswith("loss minimizer")]
+    assert [b["method"] for b in minimizers] == [
+        "loss minimizer on the grid (2 u₀)",
+        "loss minimizer per block, 4 experts' problems (2 u₀)"]
+    assert all(b["relative_l2_initial"] <= 1e-12 for b in minimizers)
+    assert "single out the solution" in " ".join(section.results["findings"]["ds"])
     for label in ("ds", "ns"):
         assert all(math.isfinite(r["heldout_loss"]) for r in section.results[label])
     # The hard-constrained predictions meet u₀ at t = 0 (the conditions are eliminated).
@@ -168,3 +177,24 @@ def test_the_flattening_finding_reads_the_last_quarter_of_each_curve():
     assert text.endswith("-50 % (A), +0 % (B) (median of the last eighth against the eighth "
                          "before): A still falling by more than 5 %, so the budget stops "
                          "before its loss has flattened; B not falling by more than 5 %.")
+
+
+def _minimizers(block, whole):
+    return [{"method": "loss minimizer on the grid (4 u₀)", "relative_l2_mean": whole},
+            {"method": "loss minimizer per block, 4 experts' problems (4 u₀)",
+             "relative_l2_mean": block}]
+
+
+def test_the_block_minimizer_finding_compares_the_experts_problems_with_the_global_one():
+    swap = {"relative_l2_mean": 0.008}
+    moe = {"relative_l2_mean": 0.031}
+    text, = hard_constraints._block_minimizer_finding(moe, _minimizers(0.0313, 0.0055), swap)
+    assert text.startswith("The experts' problems do not single out the solution")
+    assert "0.031 from the reference against 0.0055" in text and "(5.7× farther)" in text
+    assert "mixture's 0.031 is at that level" in text and "reach 0.008" in text
+    text, = hard_constraints._block_minimizer_finding(
+        {"relative_l2_mean": 0.05}, _minimizers(0.0313, 0.0055), swap)
+    assert "0.05 is above that level" in text
+    text, = hard_constraints._block_minimizer_finding(moe, _minimizers(0.006, 0.0055), swap)
+    assert text.startswith("The experts' problems single out the solution about as well")
+    assert hard_constraints._block_minimizer_finding(moe, _minimizers(1, 1)[:1], swap) == []
