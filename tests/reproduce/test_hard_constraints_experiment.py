@@ -14,9 +14,11 @@ from diffnum.reproduce.experiments import hard_constraints
 def _toy_sizes(quick):
     return {
         "ds": dict(nx=16, nt=8, cells=32, n_train=4, n_test=2, steps=2, n_basis=4,
-                   n_sampled=64, width=4, modes=(4, 3), depth=1, padding=2),
+                   n_sampled=64, width=4, modes=(4, 3), depth=1, padding=2, ablations=True,
+                   minimizer_samples=2),
         "ns": dict(n=8, nt=5, steps_ref=8, n_train=4, n_test=2, steps=2, n_basis=4,
-                   n_sampled=64, width=4, modes=(3, 3, 2), depth=1, padding=1),
+                   n_sampled=64, width=4, modes=(3, 3, 2), depth=1, padding=1,
+                   ablations=True, minimizer_samples=2),
         "scaling": dict(nx=16, nt=8, ms=(32, 64), ks=(2,), repeats=1),
     }
 
@@ -198,3 +200,19 @@ def test_the_block_minimizer_finding_compares_the_experts_problems_with_the_glob
     text, = hard_constraints._block_minimizer_finding(moe, _minimizers(0.006, 0.0055), swap)
     assert text.startswith("The experts' problems single out the solution about as well")
     assert hard_constraints._block_minimizer_finding(moe, _minimizers(1, 1)[:1], swap) == []
+
+
+def test_quick_sizes_leave_out_the_ablation_runs():
+    """The quick run trains the compared methods and PI-SC on u_p; the full run adds the
+    mixture's residual variants (diffusion–sorption) and the runs without the rate input
+    (Navier–Stokes)."""
+    def names(quick, label):
+        sizes = hard_constraints._sizes(quick)[label]
+        return [hard_constraints._name(label, c)
+                for c in hard_constraints._configs(label, sizes, 0)]
+
+    main = ["PI-SC", "PI-HC", "PI-HC-MoE (K=4)", "PI-SC on u_p"]
+    assert names(True, "ds") == names(True, "ns") == main
+    assert names(False, "ds") == [*main[:3], "PI-HC-MoE (K=4, experts' residuals)",
+                                  "PI-HC-MoE (K=4, experts' residuals + interface)", main[3]]
+    assert names(False, "ns") == [*main, "PI-SC, u₀ input only", "PI-HC, u₀ input only"]
