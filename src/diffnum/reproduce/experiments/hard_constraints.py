@@ -170,8 +170,8 @@ def _configs(pde: str, s: dict[str, Any], seed: int) -> list[TrainConfig]:
     # PI-SC given the hard methods' particular solution u_p (the network predicts u − u_p):
     # what the elimination's prior is worth without the constraint.
     configs.append(replace(soft, lift=True))
-    if RATE_INPUT[pde] and s["ablations"]:  # what the rate input is worth, to both kinds
-        # of constraint
+    # What the rate input is worth, to both kinds of constraint.
+    if RATE_INPUT[pde] and s["ablations"]:
         configs += [replace(soft, initial_rate=False), replace(base, initial_rate=False)]
     return configs
 
