@@ -347,6 +347,37 @@ def test_a_failed_solve_adds_exact_zeros_to_shared_gradients():
     torch.testing.assert_close(grad, reference, rtol=1e-12, atol=0)
 
 
+@pytest.mark.parametrize("experts", [None, (2, 1)])
+@pytest.mark.parametrize("poison", ["basis", "initial"])
+def test_a_failed_element_leaves_the_others_gradients_to_the_basis_exact(experts, poison):
+    # Equal elements: the healthy ones finish on the same steps; element 1 fails (NaN in
+    # its basis or in its u₀). Element 0's loss has the gradient to the basis that it has in
+    # a clean batch: the implicit term through w* included (a found defect lost it).
+    pde, grid, basis, initial = _heat_problem(batch=1, time_powers=(1, 2))
+    basis, initial = basis.expand(3, -1, -1), initial.expand(3, -1)  # equal elements
+    layer = HardConstraint(pde)
+    layer = layer if experts is None else MixtureOfExperts(layer, experts)
+
+    def gradient(basis, initial):
+        basis = basis.clone().requires_grad_(True)
+        out = layer(basis, grid, initial)
+        (grad,) = torch.autograd.grad(out.u[0].square().sum(), basis)
+        return out, grad
+
+    bad_basis, bad_initial = basis.clone(), initial.clone()
+    if poison == "basis":
+        bad_basis[1, 5 * 9 + 4, 2] = float("nan")
+    else:
+        bad_initial[1, 7] = float("nan")
+    out, grad = gradient(bad_basis, bad_initial)
+    clean, reference = gradient(basis, initial)
+    assert bool(out.converged[[0, 2]].all())
+    assert int(out.status[1].flatten()[0]) == int(Status.NONFINITE)
+    assert torch.equal(out.solution.steps[0], out.solution.steps[2])
+    assert torch.equal(out.u[0], clean.u[0])
+    torch.testing.assert_close(grad, reference, rtol=1e-12, atol=1e-16)
+
+
 def test_a_float32_basis_converges_with_float32_tolerances():
     # The layer's default solver takes its tolerances from the dtype (1e-4 in float32): with
     # float64's 1e-8 every float32 solve ran into max_steps.

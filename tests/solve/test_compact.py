@@ -121,3 +121,29 @@ def test_a_nonfinite_element_adds_exact_zeros_to_shared_gradients(adjoint):
                                rtol=1e-13, atol=0)
     assert torch.isfinite(grad)
     torch.testing.assert_close(grad, reference, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_nonfinite_element_leaves_the_others_gradients_exact_when_they_finish_together(bad):
+    # Identical healthy elements finish on the same step, so the running set the adjoint
+    # evaluates equals the last one the iteration indexed: the adjoint must still index the
+    # arguments with autograd on (a cached, graph-less subset cut w* off from B: the gradient
+    # then missed the implicit term, or autograd found w* unused).
+    B, target, scale = _problem(batch=1)
+    B, target, scale = B.expand(3, -1, -1), target.expand(3, -1), scale.expand(3)
+
+    def gradient(B):
+        B = B.clone().requires_grad_(True)
+        y0 = torch.zeros(3, B.shape[-1], dtype=torch.float64)
+        out = least_squares(_residual, y0, (B, target, scale), compact=True)
+        (grad,) = torch.autograd.grad(out.value[0].square().sum(), B)
+        return out, grad
+
+    poisoned = B.clone()
+    poisoned[1, 3, 0] = bad
+    out, grad = gradient(poisoned)
+    clean, reference = gradient(B)
+    assert out.status.tolist() == [0, int(Status.NONFINITE), 0]
+    assert out.steps[0] == out.steps[2] == clean.steps[0]
+    assert bool(reference[0].abs().max() > 0)
+    torch.testing.assert_close(grad, reference, rtol=1e-12, atol=0)

@@ -134,7 +134,8 @@ def least_squares(fn: Callable[..., torch.Tensor], y0: Any, args: Any = (), *,
         if compactor is not None and not bool(valid.all()):
             # Failed elements are left out of the adjoint's evaluation altogether, so they
             # contribute exact zeros to the backward pass (not NaN·0) of anything shared.
-            y_valid = _attach(residual_fn, compactor.subset(valid), y[valid], None,
+            # Indexed afresh: the iteration's cached subset was made without autograd.
+            y_valid = _attach(residual_fn, compactor.fresh_subset(valid), y[valid], None,
                               status[valid], adjoint, mode, hessian)
             return y.detach().index_put((valid,), y_valid)
         J = (solver.final_jacobian(state) if isinstance(solver, _NormalEquationSolver)

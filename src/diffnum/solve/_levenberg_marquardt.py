@@ -68,13 +68,19 @@ class Compactor:
         self.inv_scale: torch.Tensor | None = None  # 1/σ per element (see _range_scale)
 
     def subset(self, mask: torch.Tensor) -> tuple:
+        """The arguments of the elements of ``mask``, cached for the iteration (made without
+        autograd there): the adjoint takes :meth:`fresh_subset` instead."""
         if self._mask is None or not torch.equal(self._mask, mask):
-            self._subset_args = tuple(
-                a[mask] if isinstance(a, torch.Tensor)
-                and tuple(a.shape[:len(self.batch)]) == self.batch else a
-                for a in self.args)
+            self._subset_args = self.fresh_subset(mask)
             self._mask = mask
         return self._subset_args
+
+    def fresh_subset(self, mask: torch.Tensor) -> tuple:
+        """The arguments of the elements of ``mask``, indexed now (so that, with autograd on,
+        they keep their link to the caller's tensors)."""
+        return tuple(a[mask] if isinstance(a, torch.Tensor)
+                     and tuple(a.shape[:len(self.batch)]) == self.batch else a
+                     for a in self.args)
 
     def residual(self, y: torch.Tensor, mask: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         """r(y) where ``mask`` is set, ``r`` (the residual at the unchanged point) elsewhere."""
