@@ -43,3 +43,28 @@ def test_every_public_name_has_a_runnable_example():
                         if callable(getattr(module, name))
                         else name not in (module.__doc__ or ""))]
     assert not missing, missing
+
+
+def test_every_docstring_example_runs_pasted_into_a_fresh_interpreter():
+    """pytest's doctests see their module's globals; a user pasting an example does not. Each
+    example is run here with empty globals, so it must import every name it uses."""
+    import doctest
+    import importlib
+    import pkgutil
+
+    import diffnum
+
+    finder = doctest.DocTestFinder(exclude_empty=True)
+    failed, examples = [], 0
+    for info in pkgutil.walk_packages(diffnum.__path__, "diffnum."):
+        module = importlib.import_module(info.name)
+        for test in finder.find(module, info.name, globs={}):
+            runner = doctest.DocTestRunner(
+                optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+            report: list[str] = []
+            result = runner.run(test, out=report.append)
+            examples += result.attempted
+            if result.failed:
+                failed.append((test.name, "".join(report)[-400:]))
+    assert examples > 300  # the package's examples were found and run
+    assert not failed, failed

@@ -160,6 +160,11 @@ def test_bad_input_names_the_argument():
         finite_difference(torch.zeros(10, dtype=DT), 0.1, accuracy=3)
     with pytest.raises(ValueError, match="needs at least 6"):
         finite_difference(torch.zeros(5, dtype=DT), 0.1, derivative=2, accuracy=4)
+    with pytest.raises(ValueError, match="grid axis 't' has 5 points; its derivative of order 2 "
+                       r"\(accuracy 4\) needs at least 6"):
+        differentiate(torch.zeros(8, 5, dtype=DT), grid, "t", derivative=2)
+    with pytest.raises(ValueError, match="grid axis 't' has 5 points"):
+        differentiate_basis(torch.zeros(40, 2, dtype=DT), grid, "t", derivative=2)
     with pytest.raises(ValueError, match="periodic"):
         differentiate(torch.zeros(8, 5, dtype=DT), grid, "x", method="spectral")
     with pytest.raises(ValueError, match="must have shape"):

@@ -50,7 +50,8 @@ class ConstrainedSolution(StatusResult, OneLineRepr):
             ``residual_norm`` ‖r(w*)‖₂ (sampled PDE rows, constraint rows, ridge) per solve
             ``(*batch, K)``, ``stats`` its counters.
         violation: per constraint family, per solve ``(*batch, K)``: ``"pde"`` the RMS of the
-            weighted PDE residual at the solve's sampled rows, ``"initial"`` and
+            weighted PDE residual over the solve's collocated rows (the sampled rows that are
+            not initial or boundary points), ``"initial"`` and
             ``"boundary"`` the largest |violation| of the initial / boundary conditions on
             the expert's block. A solve that reports CONVERGED with a large initial or boundary
             violation (possible with ``constraints="rows"``, which fits them in a
@@ -376,6 +377,9 @@ _MAX_SOLVER_STEPS = 10**6
 
 def check_pde(name: str, pde: object, needs: tuple[str, ...] = _PDE_API) -> None:
     """``pde`` must have what the layer uses (duck-typed: the PDE classes share no base)."""
+    if isinstance(pde, type):
+        raise TypeError(f"{name} must be a PDE object, an instance such as {pde.__name__}(...), "
+                        f"got the class {pde.__name__} itself")
     missing = [attr for attr in needs if not hasattr(pde, attr)]
     if missing:
         raise TypeError(f"{name} must be a PDE object (Heat1D, DiffusionSorption1D, "
@@ -495,6 +499,7 @@ class HardConstraint(nn.Module):
     Example::
 
         >>> import torch
+        >>> from diffnum.constrain import HardConstraint
         >>> from diffnum.pde import Heat1D, uniform_grid
         >>> grid = uniform_grid({"x": (0.0, 1.0, 16), "t": (0.0, 0.2, 9)})
         >>> x, t = grid.mesh()
@@ -574,6 +579,7 @@ class MixtureOfExperts(nn.Module):
 
     Example::
 
+        >>> from diffnum.constrain import HardConstraint, MixtureOfExperts
         >>> from diffnum.pde import DiffusionSorption1D
         >>> moe = MixtureOfExperts(HardConstraint(DiffusionSorption1D(), 1024), (4, 1))
         >>> moe.experts, moe.routing, moe.hard_constraint.constraints
@@ -708,8 +714,11 @@ def solve_experts(layer: HardConstraint, basis: torch.Tensor, grid: Grid, initia
                              adjoint=layer.adjoint, jacobian=problem.jacobian,
                              hessian=problem.hessian, compact=True)
     with torch.no_grad():
+        # RMS over the collocated rows: rows of weight 0 (points of the initial or boundary
+        # conditions, sampled when every point of a block is) would only dilute it.
         F_rows = problem.residual(solution.value, T, p, row_weight, C, c)[..., :M_k]
-        pde_rms = F_rows.square().mean(-1).sqrt()
+        collocated = (row_weight != 0).sum(-1).clamp(min=1)
+        pde_rms = (F_rows.square().sum(-1) / collocated).sqrt()
     weights, status, steps, norm = (solution.value, solution.status, solution.steps,
                                     solution.residual_norm)
     if group is not None:

@@ -120,7 +120,7 @@ def finite_difference(
     n = v.shape[-1]
     half = accuracy // 2
     width = derivative + accuracy  # points of a one-sided stencil of order `accuracy`
-    needed = 2 * half + 1 if periodic else width
+    needed = _points_needed(derivative, accuracy, periodic)
     if n < needed:
         raise ValueError(
             f"u has {n} points along dim {dim}; derivative={derivative} with accuracy={accuracy}"
@@ -269,10 +269,23 @@ def differentiate_basis(
     return out.reshape(*lead, grid.size, n_basis)
 
 
+def _points_needed(derivative: int, accuracy: int, periodic: bool) -> int:
+    """Grid points a finite difference of this order needs along its axis: the central
+    stencil (periodic) or a one-sided stencil of order ``accuracy`` (at the ends)."""
+    return 2 * (accuracy // 2) + 1 if periodic else derivative + accuracy
+
+
 def _along_axis(u, grid, k, *, dim, derivative, method, accuracy):
     check_one_of("method", method, ("auto", "spectral", "finite_difference"))
     if method == "auto":
         method = "spectral" if grid.periodic[k] else "finite_difference"
+    if method == "finite_difference":
+        _check_order(derivative, accuracy)
+        needed = _points_needed(derivative, accuracy, grid.periodic[k])
+        if grid.shape[k] < needed:
+            raise ValueError(
+                f"grid axis {grid.names[k]!r} has {grid.shape[k]} points; its derivative of "
+                f"order {derivative} (accuracy {accuracy}) needs at least {needed}")
     if method == "spectral":
         if not grid.periodic[k]:
             raise ValueError(

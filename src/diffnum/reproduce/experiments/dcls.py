@@ -695,6 +695,7 @@ def row_spikes(images: torch.Tensor, steps_per_row: int = ROW_STEPS,
     Example::
 
         >>> import torch
+        >>> from diffnum.reproduce.experiments.dcls import row_spikes
         >>> image = torch.zeros(1, 1, 2, 3)
         >>> image[0, 0, 1, 2] = 0.9  # row 1, column 2
         >>> row_spikes(image, steps_per_row=2)[0].tolist()

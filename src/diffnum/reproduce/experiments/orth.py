@@ -81,6 +81,7 @@ def _beyond_edge(rows: list[list[float]]) -> float | None:
 
     Example::
 
+        >>> from diffnum.reproduce.experiments.orth import _beyond_edge
         >>> _beyond_edge([[0.01, 0.5], [0.03, 0.2], [0.1, 0.1]])  # best at the top: go up
         0.3
         >>> _beyond_edge([[0.01, 0.1], [0.03, 0.2]]), _beyond_edge([[0.01, 0.2], [0.03, 0.1],
